@@ -1,0 +1,33 @@
+# The two commands: `make run` and `make test`. Both install missing Debian packages
+# (scripts/install-deps.sh), configure a Release build in build/, and build it.
+
+BUILD ?= build
+JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure build run test bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+	    -DMPROC_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: word count over the built-in corpus.
+run: build
+	@$(BUILD)/apps/mproc/mproc info
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+bench: build
+	@cmake --build $(BUILD) --target bench -j $(JOBS)
+
+clean:
+	@rm -rf $(BUILD)
