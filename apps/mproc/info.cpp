@@ -1,1 +1,56 @@
+// `mproc info`: what this build of mproc is and what it sees of the machine.
+#include <fmt/core.h>
 
+#include "commands.hpp"
+#include <mproc/cpu_count.hpp>
+#include <mproc/version.hpp>
+
+namespace mproc::cli {
+namespace {
+
+std::string compiler() {
+#if defined(__clang__)
+  return fmt::format("clang {}.{}.{}", __clang_major__, __clang_minor__, __clang_patchlevel__);
+#elif defined(__GNUC__)
+  return fmt::format("g++ {}.{}.{}", __GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__);
+#else
+  return "unknown";
+#endif
+}
+
+void print_info() {
+  const CpuCountInfo c = cpu_count_info();
+  fmt::print("mproc {}\n", version_string);
+  fmt::print("compiler:  {} (C++ {})\n", compiler(), __cplusplus);
+  fmt::print("cpu_count: {}\n", c.result);
+  fmt::print("  hardware threads: {}\n", c.hardware);
+  fmt::print("  affinity mask:    {}\n", c.affinity);
+  if (c.cgroup_quota)
+    fmt::print("  cgroup cpu.max:   {:.2f} CPUs ({})\n", *c.cgroup_quota, c.cgroup_path);
+  else
+    fmt::print("  cgroup cpu.max:   no limit{}\n",
+               c.cgroup_path.empty() ? std::string() : fmt::format(" ({})", c.cgroup_path));
+  if (c.env_override)
+    fmt::print("  MPROC_CPU_COUNT:  {}\n", *c.env_override);
+  else if (!c.env_error.empty())
+    fmt::print("  MPROC_CPU_COUNT:  ignored: {}\n", c.env_error);
+  else
+    fmt::print("  MPROC_CPU_COUNT:  not set\n");
+  fmt::print("backends:\n");
+  fmt::print("  process  mproc::Process (fork); Pool not built yet\n");
+  fmt::print("  thread   not built yet\n");
+  fmt::print("  mpi      not built yet\n");
+}
+
+}  // namespace
+
+void add_info(CLI::App& app, int* exit_code) {
+  CLI::App* cmd = app.add_subcommand(
+      "info", "Show the version, compiler, cpu_count() and how it was derived, and the backends");
+  cmd->callback([exit_code] {
+    print_info();
+    *exit_code = ok;
+  });
+}
+
+}  // namespace mproc::cli

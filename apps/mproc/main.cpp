@@ -1,1 +1,38 @@
-int main(){}
+// The mproc command-line tool. Exit codes: 0 success, 1 some tasks failed,
+// 2 usage or input error (one line on stderr, never a stack dump).
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "commands.hpp"
+#include <mproc/version.hpp>
+
+int main(int argc, char** argv) {
+  CLI::App app{"mproc: Python's multiprocessing, done properly in C++20"};
+  app.set_version_flag("--version", mproc::version_string);
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+
+  int exit_code = mproc::cli::ok;
+  mproc::cli::add_info(app, &exit_code);
+  mproc::cli::add_wordcount(app, &exit_code);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "mproc: {}\n", e.what());
+    return mproc::cli::usage_error;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mproc: {}\n", e.what());
+    return mproc::cli::usage_error;
+  }
+  return exit_code;
+}

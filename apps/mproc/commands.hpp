@@ -1,0 +1,17 @@
+// The subcommands of the mproc tool. Each lives in its own file and registers itself
+// on the top-level CLI11 app; its callback returns the process exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace mproc::cli {
+
+/// Exit codes, as documented in `mproc --help`.
+enum ExitCode : int { ok = 0, task_failures = 1, usage_error = 2 };
+
+/// Adds `mproc info`. The callback stores the exit code in `*exit_code`.
+void add_info(CLI::App& app, int* exit_code);
+/// Adds `mproc wordcount`.
+void add_wordcount(CLI::App& app, int* exit_code);
+
+}  // namespace mproc::cli

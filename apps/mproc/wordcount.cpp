@@ -1,0 +1,278 @@
+// `mproc wordcount [PATH...]`: the seed exercise. Counts every word across text files
+// with a process Pool (map_reduce: each worker merges its own counts), and prints the
+// words used more than --min-count times, alphabetically, as "word == count".
+// Without PATH it counts a synthetic corpus generated in memory before the pool starts,
+// so the workers read it from their memory snapshot.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "commands.hpp"
+#include "words.hpp"
+#include <mproc/cpu_count.hpp>
+#include <mproc/pool.hpp>
+
+namespace mproc::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t block_bytes = 256 * 1024;
+
+/// One work item: the tokens starting in [begin, end) of a file, or of the in-memory
+/// corpus when `path` is empty.
+struct Block {
+  std::string path;
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(path, begin, end);
+  }
+};
+
+/// The synthetic corpus; set before the pool starts so every worker has it.
+std::string_view g_corpus;
+
+/// A read-only mapping of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+    struct stat st {};
+    ::fstat(fd, &st);
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (data_ == MAP_FAILED) {
+        ::close(fd);
+        throw std::runtime_error(fmt::format("cannot map '{}': {}", path, std::strerror(errno)));
+      }
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr && data_ != MAP_FAILED) ::munmap(data_, size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view text() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+words::Counts count_block_item(Block b) {
+  words::Counts counts;
+  if (b.path.empty()) {
+    words::count_block(g_corpus, b.begin, b.end, counts);
+  } else {
+    MappedFile f(b.path);
+    words::count_block(f.text(), b.begin, b.end, counts);
+  }
+  return counts;
+}
+
+void merge_counts(words::Counts& into, words::Counts&& from) { words::merge(into, std::move(from)); }
+
+struct Options {
+  std::vector<std::string> paths;
+  std::uint64_t min_count = 2000;
+  unsigned workers = 0;
+  std::string size = "50M";
+  bool skip_errors = false;
+  bool serial = false;
+};
+
+std::uint64_t parse_size(const std::string& s) {
+  std::size_t pos = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(s, &pos);
+  } catch (...) {
+    throw CLI::ValidationError("--size", "not a size: '" + s + "' (e.g. 50M, 1G, 4096)");
+  }
+  std::string unit = s.substr(pos);
+  std::uint64_t mult = 1;
+  if (unit == "K" || unit == "k" || unit == "KiB") mult = 1ull << 10;
+  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
+  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
+  else if (!unit.empty() || s.find('-') != std::string::npos)
+    throw CLI::ValidationError("--size", "not a size: '" + s + "' (e.g. 50M, 1G, 4096)");
+  if (n == 0 || n > (64ull << 30) / mult)
+    throw CLI::ValidationError("--size", "must be between 1 byte and 64G: '" + s + "'");
+  return n * mult;
+}
+
+struct Input {
+  std::string path;
+  std::uint64_t size;
+};
+
+/// Checks a regular file: readable, and text (no NUL byte in its first 64 KiB).
+std::optional<std::string> check_file(const fs::path& p, std::uint64_t& size) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fmt::format("cannot open '{}': {}", p.string(), std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  size = static_cast<std::uint64_t>(st.st_size);
+  char buf[65536];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) return fmt::format("cannot read '{}': {}", p.string(), std::strerror(err));
+  if (std::memchr(buf, 0, static_cast<std::size_t>(n)) != nullptr)
+    return fmt::format("'{}' is a binary file, not text", p.string());
+  return std::nullopt;
+}
+
+/// Expands PATH arguments (directories recursively, in sorted order) into readable text
+/// files. A problem is an error, or with --skip-errors a warning.
+std::vector<Input> collect(const Options& o) {
+  std::vector<Input> out;
+  auto problem = [&](const std::string& what) {
+    if (!o.skip_errors) throw std::runtime_error(what);
+    fmt::print(stderr, "mproc wordcount: warning: skipping {}\n", what);
+  };
+  auto add_file = [&](const fs::path& p) {
+    std::uint64_t size = 0;
+    if (auto err = check_file(p, size))
+      problem(*err);
+    else
+      out.push_back({p.string(), size});
+  };
+  for (const auto& arg : o.paths) {
+    std::error_code ec;
+    const fs::path p(arg);
+    auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) {
+      problem(fmt::format("cannot open '{}': {}", arg,
+                          ec ? ec.message() : std::string("No such file or directory")));
+      continue;
+    }
+    if (!fs::is_directory(st)) {
+      add_file(p);
+      continue;
+    }
+    std::vector<fs::path> files;
+    fs::recursive_directory_iterator it(p, ec), end;
+    if (ec) {
+      problem(fmt::format("cannot read directory '{}': {}", arg, ec.message()));
+      continue;
+    }
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        problem(fmt::format("cannot read directory '{}': {}", it->path().string(), ec.message()));
+        break;
+      }
+      std::error_code fe;
+      if (it->is_directory(fe)) {
+        if (::access(it->path().c_str(), R_OK | X_OK) != 0) {
+          problem(fmt::format("cannot read directory '{}': {}", it->path().string(),
+                              std::strerror(errno)));
+          it.disable_recursion_pending();
+        }
+        continue;
+      }
+      if (it->is_regular_file(fe)) files.push_back(it->path());
+    }
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) add_file(f);
+  }
+  return out;
+}
+
+int run(const Options& o) {
+  std::vector<Input> inputs;
+  std::string corpus;
+  const bool synthetic = o.paths.empty();
+  if (synthetic) {
+    corpus = words::synthetic_corpus(parse_size(o.size));
+    g_corpus = corpus;
+    inputs.push_back({"", corpus.size()});
+  } else {
+    inputs = collect(o);
+    if (inputs.empty()) throw std::runtime_error("no readable text files to count");
+  }
+  std::vector<Block> blocks;
+  std::uint64_t bytes = 0;
+  for (auto& in : inputs) {
+    bytes += in.size;
+    for (std::uint64_t b = 0; b < in.size; b += block_bytes)
+      blocks.push_back({in.path, b, std::min(in.size, b + block_bytes)});
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  words::Counts counts;
+  unsigned workers = 1;
+  if (o.serial) {
+    for (auto& b : blocks) merge_counts(counts, count_block_item(b));
+  } else {
+    Pool pool({.workers = o.workers});
+    workers = pool.workers();
+    counts = pool.map_reduce(count_block_item, merge_counts, blocks);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  std::vector<std::pair<std::string, std::uint64_t>> frequent;
+  for (auto& [w, c] : counts)
+    if (c > o.min_count) frequent.emplace_back(w, c);
+  std::sort(frequent.begin(), frequent.end());
+  std::string out;
+  for (auto& [w, c] : frequent) out += fmt::format("{} == {}\n", w, c);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  fmt::print(stderr, "mproc wordcount: {} {}, {:.1f} MB, {} distinct words, {} {}, {:.3f} s, {:.0f} MB/s\n",
+             synthetic ? 1 : inputs.size(), synthetic ? "synthetic corpus" : "files",
+             static_cast<double>(bytes) / 1e6, counts.size(), o.serial ? "serial" : "workers:",
+             o.serial ? std::string() : std::to_string(workers), seconds,
+             static_cast<double>(bytes) / 1e6 / std::max(seconds, 1e-9));
+  return ok;
+}
+
+}  // namespace
+
+void add_wordcount(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand(
+      "wordcount",
+      "Count every word across text files (directories are walked) and print those used more "
+      "than --min-count times, alphabetically. Without PATH, counts a synthetic corpus.");
+  cmd->add_option("paths", o->paths, "Files or directories to count");
+  cmd->add_option("--min-count", o->min_count, "Print words used more than this many times")
+      ->capture_default_str();
+  cmd->add_option("-j,--workers", o->workers, "Worker processes (0: cpu_count())")
+      ->capture_default_str();
+  cmd->add_option("--size", o->size, "Size of the synthetic corpus (e.g. 50M, 1G)")
+      ->capture_default_str();
+  cmd->add_flag("--skip-errors", o->skip_errors,
+                "Warn about and skip unreadable or binary files instead of failing");
+  cmd->add_flag("--serial", o->serial, "Count in this process, without a pool (for comparison)");
+  cmd->callback([o, exit_code] {
+    try {
+      *exit_code = run(*o);
+    } catch (const CLI::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "mproc wordcount: {}\n", e.what());
+      *exit_code = usage_error;
+    }
+  });
+}
+
+}  // namespace mproc::cli

@@ -1,0 +1,64 @@
+// A Job is one call of a Pool method as the pool's dispatcher sees it: a source of
+// serialized items and a sink for results. Internal to mproc.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "../export.hpp"
+#include "task.hpp"
+
+namespace mproc::detail {
+
+class MPROC_API Job {
+ public:
+  virtual ~Job();
+
+  /// Serializes up to `max_items` further inputs with consecutive indices: appends their
+  /// bytes to `out`, the end offset of each item (relative to the start of `out`) to
+  /// `ends`, and sets `first` to the first one's index. Returns how many it added; 0 when
+  /// the input is exhausted or, for a job with a bounded window, when the consumer must
+  /// catch up first. An input that fails to serialize is reported through on_error with
+  /// its index and ends the batch. Called only by the dispatcher thread.
+  virtual std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                           std::vector<std::size_t>& ends, std::size_t& first) = 0;
+  /// The input has been pulled completely.
+  virtual bool exhausted() const noexcept = 0;
+  /// The number of items, when the input's size is known.
+  virtual std::optional<std::size_t> total() const noexcept = 0;
+  /// Indices consumed from the input so far, and how many of them failed to serialize
+  /// (those never reach a worker).
+  virtual std::size_t consumed() const noexcept = 0;
+  virtual std::size_t failed_inputs() const noexcept = 0;
+
+  /// Item `index` (its position in the input) produced `bytes`. Dispatcher thread.
+  virtual void on_result(std::size_t index, std::span<const std::byte> bytes) = 0;
+  /// Item `index` failed (index is none for an error of the whole job). Dispatcher thread.
+  virtual void on_error(std::optional<std::size_t> index, std::exception_ptr error) = 0;
+  /// map_reduce: one worker's folded partial result.
+  virtual void on_partial(std::span<const std::byte> bytes) { (void)bytes; }
+  /// Every pulled item has a result or an error, the input is exhausted, and for map_reduce
+  /// every partial has arrived. Called once. Dispatcher thread.
+  virtual void on_done() = 0;
+  /// The pool was terminated or broke before the job finished: fail what is pending.
+  virtual void on_abort(std::exception_ptr error) = 0;
+
+  /// The consumer gave up (an imap stream destroyed half-way): pull no more.
+  void cancel() noexcept { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const noexcept { return cancelled_.load(std::memory_order_relaxed); }
+
+  // Set by the Pool method before submit().
+  const TaskVTable* vtable = nullptr;
+  std::vector<std::byte> state;  ///< the callable's shipped state
+  std::size_t chunksize = 0;     ///< 0: adaptive
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
+}  // namespace mproc::detail

@@ -1,0 +1,190 @@
+// How a task travels to a worker process: a pointer to a TaskVTable (code, identical in
+// every worker because workers are forked from this program) plus the callable's state as
+// bytes, plus each item's arguments as bytes. Internal to mproc.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <new>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../bind.hpp"
+#include "../serialize.hpp"
+
+namespace mproc::detail {
+
+template <class T>
+inline constexpr bool is_bound_call_v = false;
+template <class F, class... B>
+inline constexpr bool is_bound_call_v<BoundCall<F, B...>> = true;
+
+/// A callable that can be shipped to a worker: its state is a plain copy of bytes
+/// (function pointers, lambdas capturing numbers or pointers), or it is an mproc::bind
+/// whose values are serialized.
+template <class F>
+concept shippable = std::is_trivially_copyable_v<F> || is_bound_call_v<F>;
+
+#define MPROC_DETAIL_REQUIRE_SHIPPABLE(F)                                                  \
+  static_assert(::mproc::detail::shippable<F>,                                             \
+                "mproc: this callable cannot be sent to a worker process: its state is "  \
+                "not trivially copyable (for example a lambda capturing a std::string or " \
+                "std::vector by value). Capture nothing or only numbers and pointers, and "  \
+                "pass the data with mproc::bind(f, value, ...) (sent once per worker), "    \
+                "or keep it in an mproc::Array.")
+
+/// Appends the state of `f` to `out`.
+template <class F>
+void encode_callable(const F& f, std::vector<std::byte>& out) {
+  if constexpr (is_bound_call_v<F>) {
+    encode_callable(f.function(), out);
+    dump_into(out, f.values());
+  } else {
+    const auto* p = reinterpret_cast<const std::byte*>(std::addressof(f));
+    out.insert(out.end(), p, p + sizeof(F));
+  }
+}
+
+/// Rebuilds a callable from the bytes encode_callable wrote, consuming them from `in`.
+template <class F>
+std::unique_ptr<F> decode_callable(InputArchive& in) {
+  if constexpr (is_bound_call_v<F>) {
+    using Fn = typename F::function_type;
+    std::unique_ptr<Fn> fn = decode_callable<Fn>(in);
+    typename F::bound_type values{};
+    in(values);
+    return std::make_unique<F>(*fn, std::move(values));
+  } else {
+    // F is trivially copyable, hence an implicit-lifetime type: copying its bytes into
+    // suitably aligned storage creates the object ([intro.object]/10).
+    void* storage = ::operator new(sizeof(F), std::align_val_t{alignof(F)});
+    in.read_bytes(storage, sizeof(F));
+    return std::unique_ptr<F>(std::launder(static_cast<F*>(storage)));
+  }
+}
+
+/// The functions a worker runs for one job. One static instance exists per instantiation;
+/// its address travels to the workers.
+struct TaskVTable {
+  /// Rebuilds the job's callable from its shipped state.
+  void* (*create)(std::span<const std::byte> state);
+  void (*destroy)(void* fn) noexcept;
+  /// Decodes one item's arguments, runs the callable, encodes the result.
+  void (*call)(void* fn, InputArchive& args, OutputArchive& result);
+  /// map_reduce: runs the map on one item and folds the result into *acc (created on the
+  /// first item). Null for other jobs.
+  void (*fold)(void* fn, InputArchive& args, void** acc);
+  /// map_reduce: encodes *acc and destroys it.
+  void (*finish)(void* acc, OutputArchive& out);
+  void (*discard)(void* acc) noexcept;
+};
+
+template <class F>
+void destroy_callable(void* p) noexcept {
+  if constexpr (is_bound_call_v<F>) {
+    delete static_cast<F*>(p);
+  } else {
+    static_cast<F*>(p)->~F();
+    ::operator delete(p, std::align_val_t{alignof(F)});
+  }
+}
+
+/// How an item's decoded arguments reach the callable: as one argument (map) or unpacked
+/// from a tuple (starmap, apply).
+enum class CallKind { single, unpack };
+
+template <CallKind kind, class F, class Arg>
+decltype(auto) invoke_item(F& f, Arg&& arg) {
+  if constexpr (kind == CallKind::single)
+    return std::invoke(f, std::forward<Arg>(arg));
+  else
+    return std::apply(f, std::forward<Arg>(arg));
+}
+
+template <CallKind kind, class F, class Arg>
+using item_result_t = std::decay_t<decltype(invoke_item<kind>(std::declval<F&>(),
+                                                               std::declval<Arg>()))>;
+
+template <CallKind kind, class F, class Arg>
+struct Trampoline {
+  using R = item_result_t<kind, F, Arg>;
+
+  static void* create(std::span<const std::byte> state) {
+    InputArchive in(state);
+    return decode_callable<F>(in).release();
+  }
+  static void call(void* fn, InputArchive& args, OutputArchive& result) {
+    Arg arg{};
+    args(arg);
+    if constexpr (std::is_void_v<R>) {
+      invoke_item<kind>(*static_cast<F*>(fn), std::move(arg));
+    } else {
+      R r = invoke_item<kind>(*static_cast<F*>(fn), std::move(arg));
+      result(r);
+    }
+  }
+  static constexpr TaskVTable vtable{&create, &destroy_callable<F>, &call, nullptr, nullptr,
+                                     nullptr};
+};
+
+/// The callable of a map_reduce job: the map and the reduction, shipped together.
+template <class M, class Rd>
+struct MapReduceCall {
+  M map;
+  Rd reduce;
+};
+
+/// Folds `r` into `acc` with `reduce`: in place when reduce(acc&, r) is callable and returns
+/// nothing (merging maps), else acc = reduce(move(acc), move(r)).
+template <class Rd, class R>
+void fold_into(Rd& reduce, R& acc, R&& r) {
+  if constexpr (std::is_invocable_r_v<void, Rd&, R&, R&&> &&
+                std::is_void_v<std::invoke_result_t<Rd&, R&, R&&>>)
+    std::invoke(reduce, acc, std::move(r));
+  else
+    acc = std::invoke(reduce, std::move(acc), std::move(r));
+}
+
+template <CallKind kind, class M, class Rd, class Arg>
+struct ReduceTrampoline {
+  using Fn = MapReduceCall<M, Rd>;
+  using R = item_result_t<kind, M, Arg>;
+
+  static void* create(std::span<const std::byte> state) {
+    InputArchive in(state);
+    std::unique_ptr<M> m = decode_callable<M>(in);
+    std::unique_ptr<Rd> rd = decode_callable<Rd>(in);
+    return new Fn{*m, *rd};
+  }
+  static void destroy(void* fn) noexcept { delete static_cast<Fn*>(fn); }
+  static void call(void*, InputArchive&, OutputArchive&) {}
+  static void fold(void* fn, InputArchive& args, void** acc) {
+    auto& f = *static_cast<Fn*>(fn);
+    Arg arg{};
+    args(arg);
+    R r = invoke_item<kind>(f.map, std::move(arg));
+    if (*acc == nullptr)
+      *acc = new R(std::move(r));
+    else
+      fold_into(f.reduce, *static_cast<R*>(*acc), std::move(r));
+  }
+  static void finish(void* acc, OutputArchive& out) {
+    std::unique_ptr<R> r(static_cast<R*>(acc));
+    out(*r);
+  }
+  static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
+  static constexpr TaskVTable vtable{&create, &destroy, &call, &fold, &finish, &discard};
+};
+
+template <class M, class Rd>
+void encode_callable(const MapReduceCall<M, Rd>& f, std::vector<std::byte>& out) {
+  encode_callable(f.map, out);
+  encode_callable(f.reduce, out);
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,667 @@
+// mproc::Pool: Python's multiprocessing.Pool, with crash isolation that never hangs.
+//
+// A Pool runs a function over many inputs on a fixed set of workers. With
+// Backend::process (the default) the workers are processes forked from a single-threaded
+// fork server that the Pool forks when it is constructed, so every worker (replacements
+// included) sees this program's memory as it was at that moment, and code addresses are
+// the same: a task travels as a pointer to its code plus its serialized state and
+// arguments.
+//
+// What can be shipped: the callable must be a function pointer or a callable whose state
+// is trivially copyable (a lambda capturing numbers or pointers); anything else is a
+// compile-time error that says what to do (mproc::bind the values, or use an Array).
+// Arguments and results must be serializable (mproc/serialize.hpp) and default-constructible.
+//
+// Failures: a task's exception is RemoteError; a worker that dies (signal, exit, abort)
+// fails exactly the item it was running with WorkerCrashed, items it held but had not
+// started run on other workers, and a replacement starts; an item past task_timeout is
+// TaskTimeout and its worker is killed and replaced. Nothing hangs.
+//
+// Lifetime: the destructor finishes queued work (close() + join()); terminate() kills the
+// workers at once and fails pending work with Cancelled. Every method is thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "bind.hpp"
+#include "detail/job.hpp"
+#include "detail/task.hpp"
+#include "error.hpp"
+#include "export.hpp"
+#include "future.hpp"
+#include "range.hpp"
+#include "serialize.hpp"
+
+namespace mproc {
+
+/// Where a Pool's workers run.
+enum class Backend {
+  thread,   ///< threads of this process
+  process,  ///< forked processes: crash isolation, hard timeouts
+  mpi,      ///< ranks of an MPI job
+};
+
+/// Pool settings. Fields are declared in this order so designated initializers work:
+/// `mproc::Pool pool({.workers = 4, .task_timeout = 2s});`
+struct PoolOptions {
+  /// Number of workers; 0 means cpu_count().
+  unsigned workers = 0;
+  Backend backend = Backend::process;
+  /// Runs once in each worker before its first task (Python's initializer). If it throws,
+  /// the pool is broken: pending and later work fails with BrokenPool naming the error.
+  std::function<void()> initializer{};
+  /// A worker exits after running this many items and a fresh one replaces it (0: never).
+  unsigned max_tasks_per_child = 0;
+  /// An item running longer than this fails with TaskTimeout and its worker is killed
+  /// (0: no limit). With a timeout and no explicit chunksize, items are sent one by one.
+  std::chrono::nanoseconds task_timeout{0};
+  /// Items per chunk; 0 sizes chunks adaptively to about 0.1-1 ms of work.
+  std::size_t chunksize = 0;
+  /// Draw a progress bar on stderr when it is a terminal.
+  bool progress = false;
+  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off).
+  std::string trace{};
+  /// Re-run an item whose worker crashed this many times before failing it.
+  unsigned retries = 0;
+};
+
+/// Per-call options of the map family.
+struct MapOptions {
+  /// Items per chunk; 0 uses the pool's chunksize (adaptive when that is 0 too).
+  std::size_t chunksize = 0;
+  bool progress = false;
+};
+
+/// Where a task is while it runs in a pool worker: its index in the input and the chunk
+/// that carried it. Python has no equivalent; useful for logging and tests.
+struct TaskInfo {
+  std::size_t index;
+  std::size_t chunk_first;  ///< index of the chunk's first item
+  std::size_t chunk_size;
+};
+
+/// The task this pool worker is running, or none outside a pool task.
+MPROC_API std::optional<TaskInfo> current_task() noexcept;
+
+namespace detail {
+
+/// A pool backend, seen by Pool's templates. Implemented in libmproc.
+class MPROC_API PoolCore {
+ public:
+  virtual ~PoolCore();
+  virtual unsigned workers() const noexcept = 0;
+  /// Queues a job. Throws PoolClosed after close()/terminate(), BrokenPool if broken.
+  virtual void submit(std::shared_ptr<Job> job) = 0;
+  /// A job whose pull() returned 0 for want of window may now have more.
+  virtual void wake() noexcept = 0;
+  virtual void close() = 0;
+  virtual void join() = 0;
+  virtual void terminate() = 0;
+};
+
+MPROC_API std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options);
+
+template <class R>
+using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+/// Pulls items from a view and serializes them, one by one, in the dispatcher thread.
+template <class View, class Arg>
+class Feeder {
+ public:
+  explicit Feeder(View view) : view_(std::move(view)), it_(std::ranges::begin(view_)) {
+    if constexpr (std::ranges::sized_range<View>)
+      total_ = static_cast<std::size_t>(std::ranges::size(view_));
+  }
+
+  /// Serializes up to `max_items` items with consecutive indices, the first being `first`.
+  /// An input that fails to serialize is reported through `fail(index, error)` and ends
+  /// the batch, so the batch stays contiguous. Returns the number added.
+  template <class Fail>
+  std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                   std::vector<std::size_t>& ends, std::size_t& first, Fail&& fail) {
+    first = next_index_;
+    std::size_t n = 0;
+    while (n < max_items && it_ != std::ranges::end(view_)) {
+      const std::size_t index = next_index_++;
+      const std::size_t mark = out.size();
+      try {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*it_)>, Arg>) {
+          dump_into(out, *it_);
+        } else {
+          dump_into(out, static_cast<Arg>(*it_));
+        }
+      } catch (...) {
+        out.resize(mark);
+        ++failed_;
+        ++it_;
+        fail(index, std::current_exception());
+        break;
+      }
+      ends.push_back(out.size());
+      ++n;
+      ++it_;
+    }
+    if (it_ == std::ranges::end(view_)) exhausted_ = true;
+    return n;
+  }
+
+  std::size_t failed() const noexcept { return failed_; }
+  bool exhausted() const noexcept { return exhausted_; }
+  std::optional<std::size_t> total() const noexcept { return total_; }
+  std::size_t pulled() const noexcept { return next_index_; }
+
+ private:
+  View view_;
+  std::ranges::iterator_t<View> it_;
+  std::size_t next_index_ = 0;
+  std::size_t failed_ = 0;
+  bool exhausted_ = false;
+  std::optional<std::size_t> total_;
+};
+
+/// A Job whose items come from a Feeder.
+template <class View, class Arg>
+class FeederJob : public Job {
+ public:
+  explicit FeederJob(View view) : feeder_(std::move(view)) {}
+
+  std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                   std::vector<std::size_t>& ends, std::size_t& first) override {
+    return feeder_.pull(max_items, out, ends, first,
+                        [&](std::size_t i, std::exception_ptr e) { on_error(i, e); });
+  }
+  bool exhausted() const noexcept override { return feeder_.exhausted(); }
+  std::optional<std::size_t> total() const noexcept override { return feeder_.total(); }
+  std::size_t consumed() const noexcept override { return feeder_.pulled(); }
+  std::size_t failed_inputs() const noexcept override { return feeder_.failed(); }
+
+ protected:
+  Feeder<View, Arg> feeder_;
+};
+
+/// map, map_async, starmap: every result into a vector; the first error in input order
+/// fails the whole call.
+template <class View, class Arg, class R>
+class VectorJob final : public FeederJob<View, Arg> {
+  using Base = FeederJob<View, Arg>;
+  using Base::feeder_;
+
+ public:
+  using Result = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+
+  VectorJob(View view, std::shared_ptr<FutureState<Result>> promise)
+      : Base(std::move(view)), promise_(std::move(promise)) {
+    if (auto t = feeder_.total()) results_.reserve(*t);
+  }
+
+  std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                   std::vector<std::size_t>& ends, std::size_t& first) override {
+    std::size_t n = Base::pull(max_items, out, ends, first);
+    if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
+    return n;
+  }
+
+  void on_result(std::size_t index, std::span<const std::byte> bytes) override {
+    if constexpr (!std::is_void_v<R>) {
+      try {
+        results_[index] = loads<R>(bytes);
+      } catch (...) {
+        on_error(index, std::current_exception());
+      }
+    }
+  }
+  void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    const std::size_t i = index.value_or(0);
+    if (!first_error_ || i < first_error_index_) {
+      first_error_ = std::move(error);
+      first_error_index_ = i;
+    }
+  }
+  void on_done() override {
+    if (first_error_) {
+      promise_->set_exception(first_error_);
+    } else if constexpr (std::is_void_v<R>) {
+      promise_->set_value();
+    } else {
+      std::vector<R> values;
+      values.reserve(results_.size());
+      for (auto& r : results_) values.push_back(std::move(*r));
+      promise_->set_value(std::move(values));
+    }
+  }
+  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+
+ private:
+  std::shared_ptr<FutureState<Result>> promise_;
+  std::vector<std::optional<stored_t<R>>> results_;
+  std::exception_ptr first_error_;
+  std::size_t first_error_index_ = 0;
+};
+
+/// apply_async: one item, one future.
+template <class Arg, class R>
+class SingleJob final : public Job {
+ public:
+  SingleJob(Arg arg, std::shared_ptr<FutureState<R>> promise)
+      : arg_(std::move(arg)), promise_(std::move(promise)) {}
+
+  std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                   std::vector<std::size_t>& ends, std::size_t& first) override {
+    first = 0;
+    if (pulled_ || max_items == 0) return 0;
+    pulled_ = true;
+    try {
+      dump_into(out, arg_);
+    } catch (...) {
+      failed_ = true;
+      on_error(0, std::current_exception());
+      return 0;
+    }
+    ends.push_back(out.size());
+    return 1;
+  }
+  bool exhausted() const noexcept override { return pulled_; }
+  std::optional<std::size_t> total() const noexcept override { return 1; }
+  std::size_t consumed() const noexcept override { return pulled_ ? 1 : 0; }
+  std::size_t failed_inputs() const noexcept override { return failed_ ? 1 : 0; }
+
+  void on_result(std::size_t, std::span<const std::byte> bytes) override {
+    try {
+      if constexpr (std::is_void_v<R>) {
+        promise_->set_value();
+      } else {
+        promise_->set_value(loads<R>(bytes));
+      }
+    } catch (...) {
+      promise_->set_exception(std::current_exception());
+    }
+  }
+  void on_error(std::optional<std::size_t>, std::exception_ptr error) override {
+    promise_->set_exception(std::move(error));
+  }
+  void on_done() override {}
+  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+
+ private:
+  Arg arg_;
+  bool pulled_ = false;
+  bool failed_ = false;
+  std::shared_ptr<FutureState<R>> promise_;
+};
+
+/// imap, imap_unordered: results handed to a consumer thread as they arrive, in input
+/// order or not. At most `window` items are pulled but not yet consumed, so an unsized
+/// input streams with bounded memory.
+template <class View, class Arg, class R>
+class StreamJob final : public FeederJob<View, Arg> {
+  using Base = FeederJob<View, Arg>;
+  using Base::feeder_;
+
+ public:
+  StreamJob(View view, bool ordered, std::size_t window)
+      : Base(std::move(view)), ordered_(ordered), window_(window) {}
+
+  std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
+                   std::vector<std::size_t>& ends, std::size_t& first) override {
+    std::size_t room;
+    {
+      std::lock_guard lock(mutex_);
+      const std::size_t outstanding = feeder_.pulled() - consumed_;
+      room = outstanding >= window_ ? 0 : window_ - outstanding;
+    }
+    first = feeder_.pulled();
+    if (room == 0 || this->cancelled()) return 0;
+    return Base::pull(std::min(max_items, room), out, ends, first);
+  }
+  bool exhausted() const noexcept override { return feeder_.exhausted() || this->cancelled(); }
+
+  void on_result(std::size_t index, std::span<const std::byte> bytes) override {
+    Slot slot;
+    try {
+      if constexpr (!std::is_void_v<R>) slot.value = loads<R>(bytes);
+    } catch (...) {
+      slot.error = std::current_exception();
+    }
+    push(index, std::move(slot));
+  }
+  void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    Slot slot;
+    slot.error = std::move(error);
+    push(index.value_or(0), std::move(slot));
+  }
+  void on_done() override {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void on_abort(std::exception_ptr error) override {
+    std::lock_guard lock(mutex_);
+    abort_ = std::move(error);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  /// Blocks for the next result; none at the end. Rethrows a failed item's error.
+  /// Returns true and fills `out` (unless R is void), or false at the end.
+  bool next(std::optional<stored_t<R>>& out, PoolCore& core) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      auto it = ordered_ ? ready_.find(next_ordered_) : ready_.begin();
+      if (it != ready_.end()) {
+        Slot slot = std::move(it->second);
+        ready_.erase(it);
+        ++next_ordered_;
+        ++consumed_;
+        lock.unlock();
+        core.wake();  // the window moved
+        if (slot.error) std::rethrow_exception(slot.error);
+        out = std::move(slot.value);
+        if constexpr (std::is_void_v<R>) out.emplace();
+        return true;
+      }
+      if (done_) {
+        // After an abort some results never come: report it instead of waiting for them.
+        if (abort_) std::rethrow_exception(abort_);
+        if (ready_.empty()) return false;
+      }
+      cv_.wait(lock);
+    }
+  }
+
+ private:
+  struct Slot {
+    std::optional<stored_t<R>> value;
+    std::exception_ptr error;
+  };
+  void push(std::size_t index, Slot slot) {
+    std::lock_guard lock(mutex_);
+    ready_.emplace(index, std::move(slot));
+    cv_.notify_all();
+  }
+
+  const bool ordered_;
+  const std::size_t window_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::size_t, Slot> ready_;
+  std::size_t next_ordered_ = 0;
+  std::size_t consumed_ = 0;
+  bool done_ = false;
+  std::exception_ptr abort_;
+};
+
+/// map_reduce: workers fold items into partials; the pool combines the partials.
+template <class View, class Arg, class R, class Rd>
+class ReduceJob final : public FeederJob<View, Arg> {
+  using Base = FeederJob<View, Arg>;
+
+ public:
+  ReduceJob(View view, Rd reduce, std::shared_ptr<FutureState<R>> promise)
+      : Base(std::move(view)), reduce_(std::move(reduce)), promise_(std::move(promise)) {}
+
+  void on_result(std::size_t, std::span<const std::byte>) override {}
+  void on_partial(std::span<const std::byte> bytes) override {
+    try {
+      R r = loads<R>(bytes);
+      if (!acc_)
+        acc_.emplace(std::move(r));
+      else
+        fold_into(reduce_, *acc_, std::move(r));
+    } catch (...) {
+      on_error(std::nullopt, std::current_exception());
+    }
+  }
+  void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    const std::size_t i = index.value_or(static_cast<std::size_t>(-1));
+    if (!first_error_ || i < first_error_index_) {
+      first_error_ = std::move(error);
+      first_error_index_ = i;
+    }
+  }
+  void on_done() override {
+    if (first_error_)
+      promise_->set_exception(first_error_);
+    else
+      promise_->set_value(acc_ ? std::move(*acc_) : R{});
+  }
+  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+
+ private:
+  Rd reduce_;
+  std::shared_ptr<FutureState<R>> promise_;
+  std::optional<R> acc_;
+  std::exception_ptr first_error_;
+  std::size_t first_error_index_ = 0;
+};
+
+}  // namespace detail
+
+/// The results of imap / imap_unordered: an input range that blocks for each next result
+/// and rethrows a failed item's error when that item is reached. Destroying it before the
+/// end stops pulling further inputs.
+template <class R>
+class ResultStream {
+ public:
+  class iterator {
+   public:
+    using value_type = detail::stored_t<R>;
+    using difference_type = std::ptrdiff_t;
+
+    iterator() = default;
+    value_type& operator*() const { return *stream_->current_; }
+    value_type* operator->() const { return &*stream_->current_; }
+    iterator& operator++() {
+      stream_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !stream_ || stream_->ended_; }
+
+   private:
+    friend class ResultStream;
+    explicit iterator(ResultStream* s) : stream_(s) {}
+    ResultStream* stream_ = nullptr;
+  };
+
+  ResultStream(std::shared_ptr<detail::Job> job,
+               std::function<bool(std::optional<detail::stored_t<R>>&)> next,
+               detail::PoolCore* core)
+      : job_(std::move(job)), next_(std::move(next)), core_(core) {}
+  ResultStream(ResultStream&&) noexcept = default;
+  ResultStream& operator=(ResultStream&&) noexcept = default;
+  ~ResultStream() {
+    if (job_) {
+      job_->cancel();
+      core_->wake();
+    }
+  }
+
+  /// Blocks for the first result. Call once.
+  iterator begin() {
+    advance();
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  void advance() {
+    current_.reset();
+    ended_ = !next_(current_);
+  }
+
+  std::shared_ptr<detail::Job> job_;
+  std::function<bool(std::optional<detail::stored_t<R>>&)> next_;
+  detail::PoolCore* core_ = nullptr;
+  std::optional<detail::stored_t<R>> current_;
+  bool ended_ = false;
+};
+
+/// A pool of workers. See the top of this header for the guarantees.
+class MPROC_API Pool {
+ public:
+  /// Starts the workers (for Backend::process: forks the fork server, which forks them).
+  /// Throws std::system_error if the OS refuses, std::invalid_argument for bad options.
+  explicit Pool(PoolOptions options = {});
+  /// Pool({.workers = workers}).
+  explicit Pool(unsigned workers);
+  /// close() + join(): finishes queued work. Never throws.
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  unsigned workers() const noexcept;
+
+  /// Python's Pool.map: f over every input, results in input order. Blocks. Throws the
+  /// error of the first failed item in input order.
+  template <class F, std::ranges::input_range In>
+  auto map(F f, In&& inputs, MapOptions opts = {}) {
+    return map_async(f, std::forward<In>(inputs), opts).get();
+  }
+
+  /// map without blocking: a Future of the results.
+  template <class F, std::ranges::input_range In>
+  auto map_async(F f, In&& inputs, MapOptions opts = {}) {
+    return submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts);
+  }
+
+  /// Python's Pool.starmap: each input is a tuple (or pair) unpacked into f's arguments.
+  template <class F, std::ranges::input_range In>
+  auto starmap(F f, In&& inputs, MapOptions opts = {}) {
+    return starmap_async(f, std::forward<In>(inputs), opts).get();
+  }
+
+  template <class F, std::ranges::input_range In>
+  auto starmap_async(F f, In&& inputs, MapOptions opts = {}) {
+    return submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts);
+  }
+
+  /// Python's Pool.imap: a lazy range of results in input order. The input is pulled as
+  /// results are consumed (bounded memory). Keep `inputs` alive while iterating if it is
+  /// an lvalue.
+  template <class F, std::ranges::input_range In>
+  auto imap(F f, In&& inputs, MapOptions opts = {}) {
+    return submit_stream(f, std::forward<In>(inputs), opts, true);
+  }
+
+  /// As imap, in completion order.
+  template <class F, std::ranges::input_range In>
+  auto imap_unordered(F f, In&& inputs, MapOptions opts = {}) {
+    return submit_stream(f, std::forward<In>(inputs), opts, false);
+  }
+
+  /// Python's Pool.apply: runs f(args...) in a worker and returns its result. Blocks.
+  template <class F, class... Args>
+  auto apply(F f, Args&&... args) {
+    return apply_async(f, std::forward<Args>(args)...).get();
+  }
+
+  /// Runs f(args...) in a worker; a Future of its result.
+  template <class F, class... Args>
+  auto apply_async(F f, Args&&... args) {
+    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    using Arg = std::tuple<std::decay_t<Args>...>;
+    using R = detail::item_result_t<detail::CallKind::unpack, F, Arg>;
+    auto promise = std::make_shared<detail::FutureState<R>>();
+    auto job = std::make_shared<detail::SingleJob<Arg, R>>(Arg(std::forward<Args>(args)...),
+                                                           promise);
+    job->vtable = &detail::Trampoline<detail::CallKind::unpack, F, Arg>::vtable;
+    detail::encode_callable(f, job->state);
+    job->chunksize = 1;
+    core().submit(std::move(job));
+    return Future<R>(std::move(promise));
+  }
+
+  /// Maps f over the inputs and reduces the results with `reduce` inside the workers, then
+  /// combines the workers' partials. `reduce` is either R(R, R) or void(R& acc, R&& item)
+  /// (in place, for merging maps). Blocks; throws the first failed item's error.
+  template <class F, class Rd, std::ranges::input_range In>
+  auto map_reduce(F f, Rd reduce, In&& inputs, MapOptions opts = {}) {
+    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    MPROC_DETAIL_REQUIRE_SHIPPABLE(Rd);
+    auto view = std::views::all(std::forward<In>(inputs));
+    using View = decltype(view);
+    using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+    using R = detail::item_result_t<detail::CallKind::single, F, Arg>;
+    static_assert(!std::is_void_v<R>, "map_reduce: the map function must return a value");
+    auto promise = std::make_shared<detail::FutureState<R>>();
+    auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
+                                                                      promise);
+    job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
+    detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
+    job->chunksize = opts.chunksize;
+    core().submit(std::move(job));
+    return Future<R>(std::move(promise)).get();
+  }
+
+  /// No more work may be submitted (PoolClosed); queued work still runs.
+  void close();
+  /// Waits until all submitted work is done and the workers have exited. Call close() first
+  /// (as in Python); join() without close() closes.
+  void join();
+  /// Kills the workers now; pending work fails with Cancelled.
+  void terminate();
+
+ private:
+  detail::PoolCore& core() const { return *core_; }
+
+  template <detail::CallKind kind, class F, class In>
+  auto submit_vector(F f, In&& inputs, MapOptions opts) {
+    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    auto view = std::views::all(std::forward<In>(inputs));
+    using View = decltype(view);
+    using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+    using R = detail::item_result_t<kind, F, Arg>;
+    using Job = detail::VectorJob<View, Arg, R>;
+    auto promise = std::make_shared<detail::FutureState<typename Job::Result>>();
+    auto job = std::make_shared<Job>(std::move(view), promise);
+    job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
+    detail::encode_callable(f, job->state);
+    job->chunksize = opts.chunksize;
+    core().submit(std::move(job));
+    return Future<typename Job::Result>(std::move(promise));
+  }
+
+  template <class F, class In>
+  auto submit_stream(F f, In&& inputs, MapOptions opts, bool ordered) {
+    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    auto view = std::views::all(std::forward<In>(inputs));
+    using View = decltype(view);
+    using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+    using R = detail::item_result_t<detail::CallKind::single, F, Arg>;
+    using Job = detail::StreamJob<View, Arg, R>;
+    auto job = std::make_shared<Job>(std::move(view), ordered, stream_window());
+    job->vtable = &detail::Trampoline<detail::CallKind::single, F, Arg>::vtable;
+    detail::encode_callable(f, job->state);
+    job->chunksize = opts.chunksize;
+    core().submit(job);
+    detail::PoolCore* core_ptr = core_.get();
+    return ResultStream<R>(
+        job, [job, core_ptr](std::optional<detail::stored_t<R>>& out) {
+          return job->next(out, *core_ptr);
+        },
+        core_ptr);
+  }
+
+  std::size_t stream_window() const noexcept;
+
+  std::unique_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace mproc

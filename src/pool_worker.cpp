@@ -1,0 +1,348 @@
+// The two programs a process pool forks: the fork server (single-threaded; forks and
+// reaps the workers) and the worker loop (runs chunks of items). Both run in processes
+// forked from the user's program, so they share its code and its memory snapshot.
+#include "pool_worker.hpp"
+
+#include <execinfo.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "mproc/detail/task.hpp"
+#include "mproc/pool.hpp"
+#include "mproc/process.hpp"
+#include "platform.hpp"
+#include "wire.hpp"
+
+namespace mproc {
+
+namespace {
+thread_local std::optional<TaskInfo> tls_current_task;
+}
+
+std::optional<TaskInfo> current_task() noexcept { return tls_current_task; }
+
+namespace detail::pool {
+namespace {
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// The stack of the current thread, one frame per line, without the frames of mproc's
+/// own worker loop.
+std::string stack_trace() {
+  void* frames[64];
+  const int n = ::backtrace(frames, 64);
+  std::unique_ptr<char*, decltype(&std::free)> names(::backtrace_symbols(frames, n), &std::free);
+  std::string out;
+  if (!names) return out;
+  for (int i = 1; i < n; ++i) fmt::format_to(std::back_inserter(out), "#{} {}\n", i - 1, names.get()[i]);
+  return out;
+}
+
+void put_current_error(std::vector<std::byte>& out, FromWorker kind) {
+  out.clear();
+  put(out, kind);
+  put_string(out, current_exception_type_name());
+  put_string(out, current_exception_message());
+  put_string(out, stack_trace());
+}
+
+/// Flushes this process's own output and leaves without running atexit handlers or
+/// static destructors, which belong to the user's program.
+[[noreturn]] void leave(int code) {
+  std::fflush(nullptr);
+  std::cout.flush();
+  std::cerr.flush();
+  ::_exit(code);
+}
+
+struct JobCode {
+  const TaskVTable* vtable;
+  void* fn;
+  void* acc = nullptr;  // map_reduce partial
+};
+
+class Worker {
+ public:
+  explicit Worker(const WorkerEnv& env) : env_(env) {}
+
+  [[noreturn]] void run() {
+    set_current_process(fmt::format("PoolWorker-{}", env_.number), true);
+    if (env_.initializer && *env_.initializer) {
+      try {
+        (*env_.initializer)();
+      } catch (...) {
+        std::vector<std::byte> msg;
+        put_current_error(msg, FromWorker::init_failed);
+        env_.results->send(msg);
+        leave(0);
+      }
+    }
+    std::vector<std::byte> msg;
+    for (;;) {
+      if (!env_.tasks->recv(msg)) continue;
+      WireReader r(msg);
+      switch (r.get<ToWorker>()) {
+        case ToWorker::setup: setup(r); break;
+        case ToWorker::chunk: chunk(r); break;
+        case ToWorker::flush: flush(r.get<std::uint64_t>()); break;
+        case ToWorker::drop: drop(r.get<std::uint64_t>()); break;
+        case ToWorker::exit: leave(0);
+      }
+      if (env_.max_tasks != 0 && items_run_ >= env_.max_tasks) leave(0);
+    }
+  }
+
+ private:
+  void setup(WireReader& r) {
+    const auto id = r.get<std::uint64_t>();
+    const auto* vt = reinterpret_cast<const TaskVTable*>(r.get<std::uintptr_t>());
+    jobs_[id] = JobCode{vt, vt->create(r.rest())};
+  }
+
+  void drop(std::uint64_t id) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    if (it->second.acc) it->second.vtable->discard(it->second.acc);
+    it->second.vtable->destroy(it->second.fn);
+    jobs_.erase(it);
+  }
+
+  void chunk(WireReader& r) {
+    const auto id = r.get<std::uint64_t>();
+    const auto first = r.get<std::uint64_t>();
+    const auto count = r.get<std::uint64_t>();
+    // The items' bytes, then `count` u64 end offsets (relative to the first item).
+    auto rest = r.rest();
+    if (count > rest.size() / sizeof(std::uint64_t)) throw SerializationError("corrupt chunk");
+    auto items = rest.first(rest.size() - count * sizeof(std::uint64_t));
+    auto ends_bytes = rest.subspan(items.size());
+    JobCode& job = jobs_.at(id);
+    const std::uint64_t chunk_start = monotonic_ns();
+    std::uint64_t begin = 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint64_t end;
+      std::memcpy(&end, ends_bytes.data() + i * sizeof end, sizeof end);
+      if (end < begin || end > items.size()) throw SerializationError("corrupt chunk");
+      run_item(job, id, first + i, items.subspan(begin, end - begin),
+               TaskInfo{first + i, first, count});
+      begin = end;
+    }
+    out_.clear();
+    put(out_, FromWorker::chunk_end);
+    put<std::uint64_t>(out_, monotonic_ns() - chunk_start);
+    env_.results->send(out_);
+  }
+
+  void run_item(JobCode& job, std::uint64_t id, std::uint64_t index,
+                std::span<const std::byte> args, const TaskInfo& info) {
+    SlotControl& ctl = *env_.control;
+    ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    ctl.job.store(id, std::memory_order_relaxed);
+    ctl.running.store(index + 1, std::memory_order_release);
+    tls_current_task = info;
+    out_.clear();
+    put(out_, FromWorker::item_ok);
+    try {
+      InputArchive in(args);
+      OutputArchive result(out_);
+      if (job.vtable->fold)
+        job.vtable->fold(job.fn, in, &job.acc);
+      else
+        job.vtable->call(job.fn, in, result);
+    } catch (...) {
+      put_current_error(out_, FromWorker::item_error);
+    }
+    tls_current_task.reset();
+    ++items_run_;
+    // The result is sent before `running` is cleared: a parent that finds the worker dead
+    // with `running` still set checks whether that item's result arrived.
+    env_.results->send(out_);
+    ctl.running.store(0, std::memory_order_release);
+  }
+
+  void flush(std::uint64_t id) {
+    out_.clear();
+    put(out_, FromWorker::partial);
+    put(out_, id);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.acc == nullptr) {
+      put<std::uint8_t>(out_, 2);  // no partial: this worker folded no item of the job
+    } else {
+      try {
+        put<std::uint8_t>(out_, 1);
+        OutputArchive ar(out_);
+        void* acc = std::exchange(it->second.acc, nullptr);
+        it->second.vtable->finish(acc, ar);
+      } catch (...) {
+        std::vector<std::byte> err;
+        put_current_error(err, FromWorker::item_error);
+        out_.clear();
+        put(out_, FromWorker::partial);
+        put(out_, id);
+        put<std::uint8_t>(out_, 0);
+        out_.insert(out_.end(), err.begin() + 1, err.end());
+      }
+    }
+    env_.results->send(out_);
+  }
+
+  const WorkerEnv& env_;
+  std::unordered_map<std::uint64_t, JobCode> jobs_;
+  std::vector<std::byte> out_;
+  std::uint64_t items_run_ = 0;
+};
+
+}  // namespace
+
+void worker_main(const WorkerEnv& env) {
+  try {
+    Worker(env).run();
+  } catch (...) {
+    // Only a broken protocol gets here (the task's own errors are caught per item).
+    std::string line = fmt::format("mproc: pool worker {}: {}: {}\n", ::getpid(),
+                                   current_exception_type_name(), current_exception_message());
+    write_all(2, line);
+    leave(70);
+  }
+}
+
+namespace {
+
+/// Sends one event to the parent; with `fd` >= 0 also passes that descriptor (a pidfd).
+bool send_event(int sock, const ServerEvent& ev, int fd) {
+  iovec iov{const_cast<ServerEvent*>(&ev), sizeof ev};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  return retry_eintr([&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); }) ==
+         static_cast<ssize_t>(sizeof ev);
+}
+
+int status_code(int wstatus) {
+  if (WIFSIGNALED(wstatus)) return -WTERMSIG(wstatus);
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  return 0;
+}
+
+}  // namespace
+
+void fork_server_main(const ForkServerEnv& env) {
+  // Orphan protection: SIGKILL when the thread that forked us exits (reliable only when
+  // that is the main thread; see DESIGN "Traps"), socket EOF when every copy of the
+  // parent's end is closed, and a getppid() check for when neither fires because a
+  // copy of the parent's socket leaked into another process.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != env.parent_pid) ::_exit(0);
+  const pid_t server_pid = ::getpid();
+
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  const int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  std::unordered_map<pid_t, std::uint32_t> children;
+  unsigned spawned = 0;
+  bool shutting_down = false;
+
+  auto reap = [&] {
+    for (;;) {
+      int ws = 0;
+      pid_t pid = ::waitpid(-1, &ws, WNOHANG);
+      if (pid <= 0) break;
+      auto it = children.find(pid);
+      if (it == children.end()) continue;
+      ServerEvent ev{ServerEvent::exited, it->second, pid, status_code(ws)};
+      children.erase(it);
+      send_event(env.socket, ev, -1);
+    }
+  };
+  auto kill_all = [&] {
+    for (auto& [pid, slot] : children) ::kill(pid, SIGKILL);
+  };
+
+  for (;;) {
+    if (shutting_down && children.empty()) ::_exit(0);
+    pollfd fds[2] = {{env.socket, POLLIN, 0}, {sigfd, POLLIN, 0}};
+    int n = ::poll(fds, 2, 200);
+    if (::getppid() != env.parent_pid) {
+      kill_all();
+      ::_exit(0);
+    }
+    if (n <= 0) continue;
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (::read(sigfd, &si, sizeof si) == sizeof si) {
+      }
+      reap();
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ServerCommand cmd{};
+      ssize_t got = retry_eintr([&] { return ::recv(env.socket, &cmd, sizeof cmd, 0); });
+      if (got != static_cast<ssize_t>(sizeof cmd)) {
+        // The parent is gone (EOF) or the channel is broken: nobody will read results.
+        kill_all();
+        ::_exit(0);
+      }
+      if (cmd.op == ServerCommand::spawn) {
+        pid_t pid = ::fork();
+        if (pid == 0) {
+          ::sigprocmask(SIG_UNBLOCK, &chld, nullptr);
+          ::close(sigfd);
+          ::close(env.socket);
+          ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+          if (::getppid() != server_pid) ::_exit(0);
+          worker_main(env.worker(cmd.slot, spawned + 1));
+        }
+        if (pid < 0) {
+          send_event(env.socket, ServerEvent{ServerEvent::spawn_failed, cmd.slot, 0, errno}, -1);
+          continue;
+        }
+        ++spawned;
+        children.emplace(pid, cmd.slot);
+        // The pidfd is taken before we could reap the child, so it cannot name a reused pid.
+        int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        send_event(env.socket, ServerEvent{ServerEvent::spawned, cmd.slot, pid, 0}, pidfd);
+        if (pidfd >= 0) ::close(pidfd);
+      } else if (cmd.op == ServerCommand::kill_all) {
+        kill_all();
+        shutting_down = true;
+      } else if (cmd.op == ServerCommand::shutdown) {
+        shutting_down = true;
+      }
+    }
+  }
+}
+
+}  // namespace detail::pool
+}  // namespace mproc

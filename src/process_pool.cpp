@@ -1,0 +1,923 @@
+// The process backend of Pool: a dispatcher thread in the user's process that feeds
+// chunks of items to forked workers through shared-memory rings, collects results item
+// by item, and turns worker deaths and timeouts into errors of exactly the items they hit.
+//
+// Threads and processes:
+//   user threads  --submit-->  dispatcher thread  --task rings-->    workers
+//                              (this file)        <--result rings--  (pool_worker.cpp)
+//                                   |  SOCK_SEQPACKET: spawn / exited
+//                              fork server (pool_worker.cpp), forked once at construction
+//
+// Everything about workers and jobs is owned by the dispatcher thread; user threads only
+// touch the `incoming_` queue and flags under `mutex_`.
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "mproc/cpu_count.hpp"
+#include "mproc/pool.hpp"
+#include "platform.hpp"
+#include "pool_protocol.hpp"
+#include "pool_worker.hpp"
+#include "ring.hpp"
+#include "shm.hpp"
+#include "wire.hpp"
+
+namespace mproc {
+namespace detail {
+
+Job::~Job() = default;
+PoolCore::~PoolCore() = default;
+
+namespace pool {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t ring_capacity = std::size_t{1} << 20;
+/// Adaptive chunks aim at this much work per chunk (DESIGN §2: 0.1-1 ms).
+constexpr double target_chunk_ns = 500'000;
+constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
+/// Chunks a worker holds at once: one running, one queued behind it, so the worker never
+/// waits for the dispatcher between chunks.
+constexpr std::size_t chunks_in_flight = 2;
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// Threads in this process that mproc did not start; forking while one of them holds a
+/// lock leaves that lock held forever in the child.
+std::atomic<int> mproc_threads{0};
+
+void warn_if_threaded() {
+  static std::once_flag once;
+  std::error_code ec;
+  std::size_t threads = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++threads;
+  const auto others = static_cast<long>(threads) - 1 - mproc_threads.load();
+  if (others <= 0 || std::getenv("MPROC_NO_FORK_WARNING") != nullptr) return;
+  std::call_once(once, [&] {
+    std::string line = fmt::format(
+        "mproc: warning: starting a process pool while this process runs {} other thread(s); "
+        "a lock one of them holds at this moment stays locked in the workers "
+        "(create pools before starting threads; MPROC_NO_FORK_WARNING=1 silences this)\n",
+        others);
+    write_all(2, line);
+  });
+}
+
+/// A contiguous run of a job's items: a chunk being sent or held by a worker, or items
+/// to send again after a crash. `message` holds the serialized items at
+/// [items_offset, items_offset + ends.back()).
+struct Segment {
+  std::uint64_t job;
+  std::size_t first;
+  std::vector<std::size_t> ends;  // relative to the first item's start
+  std::shared_ptr<const std::vector<std::byte>> message;
+  std::size_t items_offset;
+  std::size_t count() const { return ends.size(); }
+  std::span<const std::byte> items(std::size_t from, std::size_t to) const {
+    const std::size_t b = from == 0 ? 0 : ends[from - 1];
+    const std::size_t e = to == 0 ? 0 : ends[to - 1];
+    return std::span<const std::byte>(*message).subspan(items_offset + b, e - b);
+  }
+};
+
+struct JobEntry {
+  std::uint64_t id;
+  std::shared_ptr<Job> job;
+  bool reduce;
+  std::size_t accounted = 0;  // items with a result or an error from a worker
+  std::size_t in_flight = 0;  // items sent and not yet accounted
+  std::deque<Segment> requeued{};
+  double cost_ns = -1;  // per item, EWMA of chunk_end reports; < 0 unknown
+  std::set<unsigned> setup_slots{};
+  std::unordered_map<std::size_t, unsigned> crashes{};  // index -> crashes so far (retries)
+  std::size_t awaiting_partials = 0;
+  bool flushing = false;
+  bool done = false;
+};
+
+enum class WorkerState { empty, starting, alive, dead };
+
+struct InFlight {
+  Segment seg;
+  std::size_t done = 0;  // items with a result already
+};
+
+struct WorkerSlot {
+  unsigned slot;
+  WorkerState state = WorkerState::empty;
+  pid_t pid = 0;
+  UniqueFd pidfd;
+  std::deque<InFlight> chunks;
+  std::deque<std::shared_ptr<const std::vector<std::byte>>> outbox;
+  MessageWriter writer;
+  bool writing = false;
+  MessageReader reader;
+  std::vector<std::byte> inbuf;
+  std::uint64_t budget = 0;  // items it may still be given (max_tasks_per_child)
+  std::set<std::uint64_t> folded;  // reduce jobs it folded items of
+  // Death bookkeeping, filled when the pidfd fires, resolved when the status arrives.
+  bool killed_for_timeout = false;
+  std::optional<Segment> crashed;  // the item it was running when it died
+  std::vector<std::uint64_t> lost_partials;
+};
+
+}  // namespace
+
+class ProcessPoolCore final : public PoolCore {
+ public:
+  explicit ProcessPoolCore(const PoolOptions& options);
+  ~ProcessPoolCore() override;
+
+  unsigned workers() const noexcept override { return n_; }
+  void submit(std::shared_ptr<Job> job) override;
+  void wake() noexcept override { ring_bell(); }
+  void close() override;
+  void join() override;
+  void terminate() override;
+
+ private:
+  // Layout of the shared mapping: doorbell, one SlotControl per worker, two rings per worker.
+  std::size_t ring_block() const { return round_up(SpscRing::bytes_needed(ring_capacity), 4096); }
+  std::size_t rings_offset() const { return round_up(64 + n_ * sizeof(SlotControl), 4096); }
+  SlotControl& control(unsigned slot) const {
+    return reinterpret_cast<SlotControl*>(shm_.bytes() + 64)[slot];
+  }
+
+  /// Wakes the dispatcher from another thread, after that thread published its change.
+  void ring_bell() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    doorbell_->ring();
+  }
+  void start_fork_server();
+  void loop();
+  bool take_incoming();
+  bool read_server_events();
+  bool drain(WorkerSlot& w);
+  void handle_message(WorkerSlot& w, std::span<const std::byte> msg);
+  bool dispatch();
+  bool pump_writes(WorkerSlot& w);
+  void send(WorkerSlot& w, std::vector<std::byte> msg);
+  bool give_chunk(WorkerSlot& w);
+  std::size_t chunk_size(const JobEntry& j, const WorkerSlot& w) const;
+  void on_pidfd(WorkerSlot& w);
+  void on_exited(WorkerSlot& w, int status);
+  void spawn(WorkerSlot& w);
+  void finish_jobs();
+  /// Marks a job finished: on_done(), or on_abort(error) when error is set.
+  void complete(JobEntry& j, const std::exception_ptr& error = nullptr);
+  void fail_everything(const std::exception_ptr& error);
+  std::optional<std::chrono::milliseconds> check_timeouts();
+  void sleep(std::optional<std::chrono::milliseconds> timeout);
+  bool anything_ready();
+  JobEntry* find_job(std::uint64_t id);
+
+  const PoolOptions options_;
+  const unsigned n_;
+  SharedMapping shm_;
+  Doorbell* doorbell_ = nullptr;
+  UniqueFd eventfd_;
+  UniqueFd epoll_;
+  std::vector<SpscRing> task_rings_;
+  std::vector<SpscRing> result_rings_;
+  UniqueFd socket_;  // to the fork server
+  pid_t server_pid_ = -1;
+  std::vector<WorkerSlot> slots_;
+  std::deque<JobEntry> jobs_;
+  std::uint64_t next_job_id_ = 1;
+  unsigned live_workers_ = 0;
+  bool server_gone_ = false;
+  std::exception_ptr broken_;  // dispatcher-side copy
+  std::size_t newly_done_ = 0;  // jobs completed since active_jobs_ was last updated
+
+  // Shared with user threads.
+  std::mutex mutex_;
+  std::condition_variable idle_cv_;
+  std::deque<std::shared_ptr<Job>> incoming_;
+  std::size_t active_jobs_ = 0;  // submitted and not finished (under mutex_)
+  bool closed_ = false;
+  bool stop_ = false;       // join: finish and shut down
+  bool terminate_ = false;  // terminate: kill now
+  std::exception_ptr broken_error_;
+
+  std::mutex join_mutex_;
+  std::thread thread_;
+};
+
+ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
+    : options_(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
+  if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
+  const std::size_t size = rings_offset() + 2 * n_ * ring_block();
+  shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
+  eventfd_ = Doorbell::make_eventfd();
+  doorbell_ = new (shm_.data()) Doorbell(eventfd_.get());
+  for (unsigned i = 0; i < n_; ++i) {
+    new (&control(i)) SlotControl{};
+    std::byte* base = shm_.bytes() + rings_offset() + 2 * i * ring_block();
+    // The dispatcher is the event loop on both: it waits for data on result rings and for
+    // space on task rings.
+    task_rings_.emplace_back(base, ring_capacity, RingDoorbells{nullptr, doorbell_});
+    result_rings_.emplace_back(base + ring_block(), ring_capacity,
+                               RingDoorbells{doorbell_, nullptr});
+    task_rings_.back().init();
+    result_rings_.back().init();
+  }
+  slots_.resize(n_);
+  for (unsigned i = 0; i < n_; ++i) slots_[i].slot = i;
+
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_system_error(errno, "epoll_create1 for Pool");
+  start_fork_server();
+  auto add = [&](int fd, std::uint64_t tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      throw_system_error(errno, "epoll_ctl for Pool");
+  };
+  add(eventfd_.get(), ~std::uint64_t{0});
+  add(socket_.get(), ~std::uint64_t{0} - 1);
+
+  for (auto& w : slots_) spawn(w);
+  ++mproc_threads;
+  thread_ = std::thread([this] { loop(); });
+}
+
+ProcessPoolCore::~ProcessPoolCore() {
+  try {
+    if (thread_.joinable()) terminate();
+  } catch (...) {
+  }
+}
+
+void ProcessPoolCore::start_fork_server() {
+  warn_if_threaded();
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw_system_error(errno, "socketpair for Pool");
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  const pid_t parent = ::getpid();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_system_error(errno, "fork for Pool's fork server");
+  if (pid == 0) {
+    mine.reset();
+    ForkServerEnv env{parent, theirs.get(), [this](unsigned slot, unsigned number) {
+                        return WorkerEnv{number,
+                                         &control(slot),
+                                         &task_rings_[slot],
+                                         &result_rings_[slot],
+                                         &options_.initializer,
+                                         options_.max_tasks_per_child};
+                      }};
+    fork_server_main(env);
+  }
+  server_pid_ = pid;
+  socket_ = std::move(mine);
+  // Non-blocking so the dispatcher can drain events without waiting.
+  ::fcntl(socket_.get(), F_SETFL, ::fcntl(socket_.get(), F_GETFL) | O_NONBLOCK);
+}
+
+void ProcessPoolCore::spawn(WorkerSlot& w) {
+  ServerCommand cmd{ServerCommand::spawn, w.slot};
+  if (retry_eintr([&] { return ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL); }) < 0) {
+    server_gone_ = true;
+    return;
+  }
+  w.state = WorkerState::starting;
+  w.budget = options_.max_tasks_per_child == 0 ? ~std::uint64_t{0} : options_.max_tasks_per_child;
+}
+
+void ProcessPoolCore::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (broken_error_) std::rethrow_exception(broken_error_);
+    if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
+    incoming_.push_back(std::move(job));
+    ++active_jobs_;
+  }
+  ring_bell();
+}
+
+void ProcessPoolCore::close() {
+  std::lock_guard lock(mutex_);
+  closed_ = true;
+}
+
+void ProcessPoolCore::join() {
+  std::lock_guard join_lock(join_mutex_);
+  {
+    std::unique_lock lock(mutex_);
+    closed_ = true;
+    idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_; });
+    stop_ = true;
+  }
+  ring_bell();
+  if (thread_.joinable()) {
+    thread_.join();
+    --mproc_threads;
+  }
+  if (server_pid_ > 0) {
+    retry_eintr([&] { return ::waitpid(server_pid_, nullptr, 0); });
+    server_pid_ = -1;
+  }
+}
+
+void ProcessPoolCore::terminate() {
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    terminate_ = true;
+  }
+  idle_cv_.notify_all();
+  ring_bell();
+  join();
+}
+
+JobEntry* ProcessPoolCore::find_job(std::uint64_t id) {
+  for (auto& j : jobs_)
+    if (j.id == id) return &j;
+  return nullptr;
+}
+
+// ---- the dispatcher thread ------------------------------------------------------------
+
+void ProcessPoolCore::loop() {
+  bool stopping = false;
+  for (;;) {
+    bool progress = take_incoming();
+    bool terminate_now, stop_now;
+    {
+      std::lock_guard lock(mutex_);
+      terminate_now = terminate_ && !stopping;
+      stop_now = stop_ && !stopping;
+    }
+    if (terminate_now) {
+      stopping = true;
+      ServerCommand cmd{ServerCommand::kill_all, 0};
+      ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL);
+      fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
+    } else if (stop_now) {
+      // join(): every job is done; let the workers flush their output and exit.
+      stopping = true;
+      for (auto& w : slots_) {
+        if (w.state != WorkerState::alive && w.state != WorkerState::starting) continue;
+        std::vector<std::byte> msg;
+        put(msg, ToWorker::exit);
+        send(w, std::move(msg));
+      }
+      ServerCommand cmd{ServerCommand::shutdown, 0};
+      ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL);
+    }
+    progress |= read_server_events();
+    for (auto& w : slots_) progress |= drain(w);
+    if (!stopping) progress |= dispatch();
+    for (auto& w : slots_) progress |= pump_writes(w);
+    finish_jobs();
+    if (stopping && server_gone_) break;
+    if (server_gone_ && !broken_) {
+      broken_ = std::make_exception_ptr(BrokenPool("Pool: the fork server died"));
+      fail_everything(broken_);
+    }
+    auto timeout = check_timeouts();
+    if (!progress) sleep(timeout);
+  }
+}
+
+bool ProcessPoolCore::take_incoming() {
+  std::deque<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard lock(mutex_);
+    if (incoming_.empty()) return false;
+    jobs.swap(incoming_);
+  }
+  for (auto& job : jobs) {
+    const bool reduce = job->vtable->fold != nullptr;
+    jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
+    if (broken_) complete(jobs_.back(), broken_);
+  }
+  return true;
+}
+
+bool ProcessPoolCore::read_server_events() {
+  bool any = false;
+  for (;;) {
+    ServerEvent ev{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    iovec iov{&ev, sizeof ev};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = retry_eintr([&] { return ::recvmsg(socket_.get(), &msg, MSG_CMSG_CLOEXEC); });
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return any;
+    if (n != static_cast<ssize_t>(sizeof ev)) {
+      server_gone_ = true;
+      return true;
+    }
+    any = true;
+    int passed_fd = -1;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        std::memcpy(&passed_fd, CMSG_DATA(c), sizeof passed_fd);
+    UniqueFd pidfd(passed_fd);
+    if (ev.slot >= n_) continue;
+    WorkerSlot& w = slots_[ev.slot];
+    switch (ev.op) {
+      case ServerEvent::spawned: {
+        w.state = WorkerState::alive;
+        w.pid = ev.pid;
+        w.pidfd = std::move(pidfd);
+        ++live_workers_;
+        if (w.pidfd) {
+          epoll_event pe{};
+          pe.events = EPOLLIN;
+          pe.data.u64 = w.slot;
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w.pidfd.get(), &pe);
+        }
+        break;
+      }
+      case ServerEvent::exited:
+        if (w.pid == ev.pid) on_exited(w, ev.status);
+        break;
+      case ServerEvent::spawn_failed:
+        w.state = WorkerState::empty;
+        if (!broken_) {
+          broken_ = std::make_exception_ptr(std::system_error(
+              ev.status, std::system_category(), "fork for a Pool worker"));
+          fail_everything(broken_);
+        }
+        break;
+    }
+  }
+}
+
+bool ProcessPoolCore::drain(WorkerSlot& w) {
+  if (w.state != WorkerState::alive && w.state != WorkerState::dead) return false;
+  bool any = false;
+  while (w.reader.poll(result_rings_[w.slot], w.inbuf)) {
+    any = true;
+    handle_message(w, w.inbuf);
+  }
+  return any;
+}
+
+void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> bytes) {
+  WireReader r(bytes);
+  const auto kind = r.get<FromWorker>();
+  if (kind == FromWorker::init_failed) {
+    std::string type = r.get_string(), what = r.get_string();
+    if (!broken_) {
+      broken_ = std::make_exception_ptr(
+          BrokenPool(fmt::format("Pool: the initializer failed in worker {}: {}: {}", w.pid,
+                                 type, what)));
+      fail_everything(broken_);
+    }
+    return;
+  }
+  if (kind == FromWorker::partial) {
+    const auto id = r.get<std::uint64_t>();
+    const auto status = r.get<std::uint8_t>();
+    w.folded.erase(id);
+    JobEntry* j = find_job(id);
+    if (j == nullptr) return;
+    if (status == 1) {
+      j->job->on_partial(r.rest());
+    } else if (status == 0) {
+      std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
+      j->job->on_error(std::nullopt, std::make_exception_ptr(RemoteError(
+                                         std::move(type), std::move(what), std::move(tb),
+                                         std::nullopt, w.pid)));
+    }
+    if (j->awaiting_partials > 0) --j->awaiting_partials;
+    return;
+  }
+  if (w.chunks.empty()) return;  // a protocol error; ignore rather than crash the pool
+  InFlight& c = w.chunks.front();
+  JobEntry* j = find_job(c.seg.job);
+  if (kind == FromWorker::chunk_end) {
+    const auto ns = r.get<std::uint64_t>();
+    if (j) {
+      const double per_item = static_cast<double>(ns) / static_cast<double>(c.seg.count());
+      j->cost_ns = j->cost_ns < 0 ? per_item : 0.7 * j->cost_ns + 0.3 * per_item;
+    }
+    w.chunks.pop_front();
+    return;
+  }
+  const std::size_t index = c.seg.first + c.done;
+  ++c.done;
+  if (j == nullptr) return;
+  --j->in_flight;
+  ++j->accounted;
+  if (kind == FromWorker::item_ok) {
+    if (j->reduce)
+      w.folded.insert(j->id);
+    else
+      j->job->on_result(index, r.rest());
+  } else if (kind == FromWorker::item_error) {
+    std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
+    j->job->on_error(index, std::make_exception_ptr(RemoteError(
+                                std::move(type), std::move(what), std::move(tb), index, w.pid)));
+  }
+}
+
+std::size_t ProcessPoolCore::chunk_size(const JobEntry& j, const WorkerSlot& w) const {
+  std::size_t n;
+  if (j.job->chunksize != 0) {
+    n = j.job->chunksize;
+  } else if (options_.chunksize != 0) {
+    n = options_.chunksize;
+  } else if (options_.task_timeout.count() > 0 || j.cost_ns < 0) {
+    n = 1;
+  } else {
+    n = static_cast<std::size_t>(
+        std::clamp(target_chunk_ns / std::max(j.cost_ns, 1.0), 1.0,
+                   static_cast<double>(max_chunk_items)));
+    if (auto total = j.job->total()) {
+      // Shrink towards the end so that all workers finish together.
+      const std::size_t remaining = *total - std::min(*total, j.job->consumed());
+      n = std::min(n, std::max<std::size_t>(1, remaining / (2 * n_)));
+    }
+  }
+  return static_cast<std::size_t>(std::min<std::uint64_t>(n, w.budget));
+}
+
+bool ProcessPoolCore::dispatch() {
+  bool any = false;
+  for (auto& w : slots_) {
+    while (w.state == WorkerState::alive && w.chunks.size() < chunks_in_flight && w.budget > 0 &&
+           give_chunk(w))
+      any = true;
+  }
+  return any;
+}
+
+bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
+  for (auto& j : jobs_) {
+    if (j.done || j.flushing) continue;
+    const std::size_t want = chunk_size(j, w);
+    Segment seg;
+    if (!j.requeued.empty()) {
+      Segment& r = j.requeued.front();
+      const std::size_t take = std::min<std::size_t>(r.count(), std::max<std::size_t>(want, 1));
+      if (take == r.count()) {
+        seg = std::move(r);
+        j.requeued.pop_front();
+      } else {
+        // Split: the first `take` items go now, the rest stay queued.
+        auto msg = std::make_shared<std::vector<std::byte>>();
+        auto items = r.items(0, take);
+        msg->assign(items.begin(), items.end());
+        seg = Segment{j.id, r.first, {r.ends.begin(), r.ends.begin() + take}, msg, 0};
+        const std::size_t cut = r.ends[take - 1];
+        auto rest = std::make_shared<std::vector<std::byte>>();
+        auto rest_items = r.items(take, r.count());
+        rest->assign(rest_items.begin(), rest_items.end());
+        std::vector<std::size_t> rest_ends;
+        for (std::size_t k = take; k < r.count(); ++k) rest_ends.push_back(r.ends[k] - cut);
+        r = Segment{j.id, r.first + take, std::move(rest_ends), rest, 0};
+      }
+      // Re-frame as a chunk message below.
+      auto items = seg.items(0, seg.count());
+      auto msg = std::make_shared<std::vector<std::byte>>();
+      put(*msg, ToWorker::chunk);
+      put<std::uint64_t>(*msg, j.id);
+      put<std::uint64_t>(*msg, seg.first);
+      put<std::uint64_t>(*msg, seg.count());
+      const std::size_t off = msg->size();
+      msg->insert(msg->end(), items.begin(), items.end());
+      for (auto e : seg.ends) put<std::uint64_t>(*msg, e);
+      seg.message = msg;
+      seg.items_offset = off;
+    } else {
+      if (j.job->exhausted()) continue;
+      auto msg = std::make_shared<std::vector<std::byte>>();
+      put(*msg, ToWorker::chunk);
+      put<std::uint64_t>(*msg, j.id);
+      const std::size_t first_at = msg->size();
+      put<std::uint64_t>(*msg, 0);
+      put<std::uint64_t>(*msg, 0);
+      const std::size_t off = msg->size();
+      std::vector<std::size_t> ends;
+      std::size_t first = 0;
+      std::size_t got = 0;
+      try {
+        got = j.job->pull(want, *msg, ends, first);
+      } catch (...) {
+        // The input range itself threw: the job fails as a whole.
+        j.job->on_error(std::nullopt, std::current_exception());
+        complete(j);
+        continue;
+      }
+      if (got == 0) continue;
+      for (auto& e : ends) e -= off;
+      std::memcpy(msg->data() + first_at, &first, sizeof(std::uint64_t));
+      const std::uint64_t count = got;
+      std::memcpy(msg->data() + first_at + 8, &count, sizeof count);
+      for (auto e : ends) put<std::uint64_t>(*msg, e);
+      seg = Segment{j.id, first, std::move(ends), msg, off};
+    }
+    if (j.setup_slots.insert(w.slot).second) {
+      std::vector<std::byte> setup;
+      put(setup, ToWorker::setup);
+      put<std::uint64_t>(setup, j.id);
+      put<std::uintptr_t>(setup, reinterpret_cast<std::uintptr_t>(j.job->vtable));
+      setup.insert(setup.end(), j.job->state.begin(), j.job->state.end());
+      send(w, std::move(setup));
+    }
+    j.in_flight += seg.count();
+    w.budget -= std::min<std::uint64_t>(w.budget, seg.count());
+    w.outbox.push_back(seg.message);
+    w.chunks.push_back(InFlight{std::move(seg), 0});
+    return true;
+  }
+  return false;
+}
+
+void ProcessPoolCore::send(WorkerSlot& w, std::vector<std::byte> msg) {
+  w.outbox.push_back(std::make_shared<const std::vector<std::byte>>(std::move(msg)));
+}
+
+bool ProcessPoolCore::pump_writes(WorkerSlot& w) {
+  if (w.state != WorkerState::alive) return false;
+  bool any = false;
+  for (;;) {
+    if (!w.writing) {
+      if (w.outbox.empty()) return any;
+      w.writer.start_borrowed(*w.outbox.front());
+      w.writing = true;
+    }
+    if (!w.writer.poll(task_rings_[w.slot])) return any;
+    w.writing = false;
+    w.outbox.pop_front();
+    any = true;
+  }
+}
+
+void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
+  if (w.state != WorkerState::alive) return;
+  // Results written before the death are complete messages in the ring: keep them.
+  drain(w);
+  w.state = WorkerState::dead;
+  --live_workers_;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.pidfd.get(), nullptr);
+  w.pidfd.reset();
+  const std::uint64_t running = control(w.slot).running.load(std::memory_order_acquire);
+  bool first = true;
+  for (auto& c : w.chunks) {
+    JobEntry* j = find_job(c.seg.job);
+    std::size_t from = c.done;
+    if (j != nullptr) j->in_flight -= std::min(j->in_flight, c.seg.count() - c.done);
+    if (first && running != 0 && running - 1 == c.seg.first + c.done) {
+      // The item it was running when it died: resolved once the exit status is known.
+      std::vector<std::size_t> one{c.seg.ends[from] - (from == 0 ? 0 : c.seg.ends[from - 1])};
+      w.crashed = Segment{c.seg.job, c.seg.first + from, std::move(one), c.seg.message,
+                          c.seg.items_offset + (from == 0 ? 0 : c.seg.ends[from - 1])};
+      if (j != nullptr) ++j->in_flight;
+      ++from;
+    }
+    first = false;
+    if (j == nullptr || from >= c.seg.count()) continue;
+    // Items it held but had not started run elsewhere.
+    std::vector<std::size_t> ends;
+    const std::size_t cut = from == 0 ? 0 : c.seg.ends[from - 1];
+    for (std::size_t k = from; k < c.seg.count(); ++k) ends.push_back(c.seg.ends[k] - cut);
+    j->requeued.push_back(Segment{j->id, c.seg.first + from, std::move(ends), c.seg.message,
+                                  c.seg.items_offset + cut});
+  }
+  w.chunks.clear();
+  w.outbox.clear();
+  w.writing = false;
+  w.reader.reset();
+  w.writer.reset();
+  for (auto id : w.folded) w.lost_partials.push_back(id);
+  w.folded.clear();
+  for (auto& j : jobs_) j.setup_slots.erase(w.slot);
+}
+
+void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
+  if (w.state == WorkerState::alive) on_pidfd(w);
+  const pid_t pid = w.pid;
+  if (w.crashed) {
+    const std::size_t index = w.crashed->first;
+    if (JobEntry* j = find_job(w.crashed->job)) {
+      --j->in_flight;
+      unsigned& crashes = j->crashes[index];
+      if (!w.killed_for_timeout && crashes < options_.retries) {
+        ++crashes;  // run it again, first, on another worker
+        j->requeued.push_front(std::move(*w.crashed));
+      } else {
+        ++j->accounted;
+        if (w.killed_for_timeout)
+          j->job->on_error(index, std::make_exception_ptr(
+                                      TaskTimeout(options_.task_timeout, index, pid)));
+        else
+          j->job->on_error(index, std::make_exception_ptr(WorkerCrashed(status, index, pid)));
+      }
+    }
+  }
+  for (auto id : w.lost_partials) {
+    if (JobEntry* j = find_job(id)) {
+      j->job->on_error(std::nullopt,
+                       std::make_exception_ptr(WorkerCrashed(status, std::nullopt, pid)));
+      if (j->flushing && j->awaiting_partials > 0) --j->awaiting_partials;
+    }
+  }
+  w.lost_partials.clear();
+  w.crashed.reset();
+  w.killed_for_timeout = false;
+  w.state = WorkerState::empty;
+  w.pid = 0;
+  control(w.slot).running.store(0, std::memory_order_relaxed);
+  task_rings_[w.slot].init();
+  result_rings_[w.slot].init();
+  bool stopping;
+  {
+    std::lock_guard lock(mutex_);
+    stopping = stop_ || terminate_;
+  }
+  if (!stopping && !broken_) spawn(w);
+}
+
+void ProcessPoolCore::complete(JobEntry& j, const std::exception_ptr& error) {
+  if (j.done) return;
+  j.done = true;
+  ++newly_done_;
+  if (error)
+    j.job->on_abort(error);
+  else
+    j.job->on_done();
+  for (unsigned s : j.setup_slots) {
+    WorkerSlot& w = slots_[s];
+    if (w.state != WorkerState::alive) continue;
+    std::vector<std::byte> msg;
+    put(msg, ToWorker::drop);
+    put<std::uint64_t>(msg, j.id);
+    send(w, std::move(msg));
+  }
+  j.setup_slots.clear();
+}
+
+void ProcessPoolCore::finish_jobs() {
+  for (auto& j : jobs_) {
+    if (j.done) continue;
+    const bool items_done = j.job->exhausted() && j.in_flight == 0 && j.requeued.empty() &&
+                            j.accounted + j.job->failed_inputs() >= j.job->consumed();
+    if (!items_done) continue;
+    if (j.reduce && !j.flushing) {
+      // Every item is folded somewhere: ask each worker that folded some for its partial.
+      j.flushing = true;
+      for (unsigned s : j.setup_slots) {
+        WorkerSlot& w = slots_[s];
+        if (w.state != WorkerState::alive) continue;
+        std::vector<std::byte> msg;
+        put(msg, ToWorker::flush);
+        put<std::uint64_t>(msg, j.id);
+        send(w, std::move(msg));
+        ++j.awaiting_partials;
+      }
+    }
+    if (j.reduce && j.awaiting_partials > 0) continue;
+    complete(j);
+  }
+  while (!jobs_.empty() && jobs_.front().done) jobs_.pop_front();
+  if (newly_done_ > 0) {
+    {
+      std::lock_guard lock(mutex_);
+      active_jobs_ -= std::min(active_jobs_, newly_done_);
+    }
+    newly_done_ = 0;
+    idle_cv_.notify_all();
+  }
+}
+
+void ProcessPoolCore::fail_everything(const std::exception_ptr& error) {
+  for (auto& j : jobs_) complete(j, error);
+  std::deque<std::shared_ptr<Job>> incoming;
+  {
+    std::lock_guard lock(mutex_);
+    if (!broken_error_ && broken_) broken_error_ = broken_;
+    incoming.swap(incoming_);
+    active_jobs_ -= std::min(active_jobs_, incoming.size());
+  }
+  for (auto& job : incoming) job->on_abort(error);
+}
+
+std::optional<std::chrono::milliseconds> ProcessPoolCore::check_timeouts() {
+  if (options_.task_timeout.count() <= 0) return std::nullopt;
+  const std::uint64_t now = monotonic_ns();
+  const auto limit = static_cast<std::uint64_t>(options_.task_timeout.count());
+  std::uint64_t soonest = ~std::uint64_t{0};
+  for (auto& w : slots_) {
+    if (w.state != WorkerState::alive || w.killed_for_timeout) continue;
+    SlotControl& ctl = control(w.slot);
+    if (ctl.running.load(std::memory_order_acquire) == 0) continue;
+    const std::uint64_t started = ctl.started_ns.load(std::memory_order_relaxed);
+    if (now >= started + limit) {
+      w.killed_for_timeout = true;
+      ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
+    } else {
+      soonest = std::min(soonest, started + limit - now);
+    }
+  }
+  if (soonest == ~std::uint64_t{0}) return std::chrono::milliseconds(50);
+  return std::chrono::milliseconds(soonest / 1'000'000 + 1);
+}
+
+bool ProcessPoolCore::anything_ready() {
+  for (auto& w : slots_) {
+    if (w.state != WorkerState::alive) continue;
+    if (result_rings_[w.slot].readable()) return true;
+    if (w.writing && task_rings_[w.slot].writable()) return true;
+  }
+  std::lock_guard lock(mutex_);
+  return !incoming_.empty() || stop_ || terminate_;
+}
+
+void ProcessPoolCore::sleep(std::optional<std::chrono::milliseconds> timeout) {
+  // Announce that we are about to sleep, then look once more: a producer that published
+  // before seeing `sleeping` is caught by this check, one that publishes after it rings.
+  doorbell_->arm();
+  if (anything_ready()) {
+    doorbell_->disarm();
+    return;
+  }
+  epoll_event events[16];
+  const int ms = timeout ? static_cast<int>(timeout->count()) : -1;
+  const int n = ::epoll_wait(epoll_.get(), events, 16, ms);
+  doorbell_->disarm();
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t tag = events[i].data.u64;
+    if (tag == ~std::uint64_t{0}) {
+      doorbell_->drain();
+    } else if (tag < n_) {
+      on_pidfd(slots_[tag]);
+    }
+  }
+}
+
+}  // namespace pool
+
+std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options) {
+  return std::make_unique<pool::ProcessPoolCore>(options);
+}
+
+}  // namespace detail
+
+// ---- Pool -----------------------------------------------------------------------------
+
+Pool::Pool(PoolOptions options) {
+  switch (options.backend) {
+    case Backend::process:
+      core_ = detail::make_process_pool(options);
+      break;
+    case Backend::thread:
+    case Backend::mpi:
+      throw std::invalid_argument("Pool: only Backend::process is available in this build");
+  }
+}
+
+Pool::Pool(unsigned workers) : Pool(PoolOptions{.workers = workers}) {}
+
+Pool::~Pool() {
+  try {
+    core_->close();
+    core_->join();
+  } catch (...) {
+  }
+}
+
+unsigned Pool::workers() const noexcept { return core_->workers(); }
+void Pool::close() { core_->close(); }
+void Pool::join() { core_->join(); }
+void Pool::terminate() { core_->terminate(); }
+
+std::size_t Pool::stream_window() const noexcept { return std::size_t{1024} * core_->workers(); }
+
+}  // namespace mproc

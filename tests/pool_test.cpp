@@ -1,0 +1,502 @@
+// Pool with Backend::process: results, scheduling, and every failure done for real
+// (SIGKILL, segfault, exit, abort, hang, bad bytes).
+#include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+long square(long x) { return x * x; }
+int add(int a, int b) { return a + b; }
+
+std::size_t count_dir(const char* path) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(path)) ++n;
+  return n;
+}
+
+/// Processes whose parent is `parent`, from /proc/<pid>/stat.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), {});
+    auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(stat.c_str() + close + 2, "%c %d", &state, &ppid) == 2 && ppid == parent)
+      out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+/// Running, as opposed to gone or a zombie (an orphan's zombie waits for init to reap it).
+bool alive(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), {});
+  auto close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' &&
+         stat[close + 2] != 'X';
+}
+
+class PoolWorkers : public ::testing::TestWithParam<unsigned> {};
+
+TEST_P(PoolWorkers, MapSquaresInInputOrder) {
+  mproc::Pool pool(GetParam());
+  EXPECT_EQ(pool.workers(), GetParam());
+  std::vector<long> squares = pool.map(square, mproc::range(1L, 5001L));
+  ASSERT_EQ(squares.size(), 5000u);
+  for (long i = 1; i <= 5000; ++i) ASSERT_EQ(squares[i - 1], i * i);
+  EXPECT_EQ(std::accumulate(squares.begin(), squares.end(), 0L), 41679167500L);
+}
+
+TEST_P(PoolWorkers, StarmapApplyAndAsync) {
+  mproc::Pool pool(GetParam());
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 100; ++i) pairs.emplace_back(i, 1000 * i);
+  std::vector<int> sums = pool.starmap(add, pairs);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(sums[i], 1001 * i);
+
+  EXPECT_EQ(pool.apply(add, 2, 40), 42);
+  mproc::Future<int> f = pool.apply_async(add, 20, 22);
+  auto g = pool.map_async(square, std::vector<long>{3, 4});
+  EXPECT_EQ(f.get(), 42);
+  EXPECT_EQ(g.get(), (std::vector<long>{9, 16}));
+  EXPECT_TRUE(f.done());
+}
+
+TEST_P(PoolWorkers, ImapKeepsOrderImapUnorderedKeepsEverything) {
+  mproc::Pool pool(GetParam());
+  std::vector<long> in(1000);
+  std::iota(in.begin(), in.end(), 0L);
+  std::vector<long> ordered;
+  for (long r : pool.imap(square, in)) ordered.push_back(r);
+  ASSERT_EQ(ordered.size(), in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) EXPECT_EQ(ordered[i], in[i] * in[i]);
+
+  std::multiset<long> unordered;
+  for (long r : pool.imap_unordered(square, in, {.chunksize = 1})) unordered.insert(r);
+  std::multiset<long> expected;
+  for (long x : in) expected.insert(x * x);
+  EXPECT_EQ(unordered, expected);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, PoolWorkers, ::testing::Values(1u, 2u, 4u, 8u));
+
+std::map<std::string, int> count_letters(std::string word) {
+  std::map<std::string, int> m;
+  for (char c : word) ++m[std::string(1, c)];
+  return m;
+}
+void merge_counts(std::map<std::string, int>& acc, std::map<std::string, int>&& m) {
+  for (auto& [k, v] : m) acc[k] += v;
+}
+
+TEST(Pool, MapReduceFoldsInWorkers) {
+  mproc::Pool pool(3);
+  const long total = pool.map_reduce(square, [](long a, long b) { return a + b; },
+                                     mproc::range(1L, 5001L));
+  EXPECT_EQ(total, 41679167500L);
+
+  std::vector<std::string> words;
+  for (int i = 0; i < 3000; ++i) words.push_back(i % 2 ? "abc" : "aab");
+  auto counts = pool.map_reduce(count_letters, merge_counts, words);
+  EXPECT_EQ(counts["a"], 1500 * 1 + 1500 * 2);
+  EXPECT_EQ(counts["b"], 3000);
+  EXPECT_EQ(counts["c"], 1500);
+}
+
+std::string greet(const std::string& greeting, const std::string& name) {
+  return greeting + ", " + name;
+}
+
+TEST(Pool, BindShipsValues) {
+  mproc::Pool pool(2);
+  const std::string greeting(1000, 'h');  // not a trivially copyable capture: bound instead
+  std::vector<std::string> names{"ann", "bob", "cy"};
+  auto out = pool.map(mproc::bind(greet, greeting), names);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[1], greeting + ", bob");
+}
+
+mproc::TaskInfo where(int) { return *mproc::current_task(); }
+
+TEST(Pool, ExplicitChunksizeIsHonouredExactly) {
+  mproc::Pool pool(3);
+  for (std::size_t cs : {1u, 3u, 7u, 64u}) {
+    auto infos = pool.map(where, mproc::range(0, 200), {.chunksize = cs});
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      EXPECT_EQ(infos[i].index, i);
+      EXPECT_EQ(infos[i].chunk_first, i / cs * cs) << "chunksize " << cs << " item " << i;
+      EXPECT_EQ(infos[i].chunk_size, std::min(cs, 200 - i / cs * cs));
+    }
+  }
+}
+
+TEST(Pool, AdaptiveChunkingBatchesCheapItems) {
+  mproc::Pool pool(2);
+  auto infos = pool.map(where, mproc::range(0, 20000));
+  std::size_t max_chunk = 0;
+  for (auto& t : infos) max_chunk = std::max(max_chunk, t.chunk_size);
+  EXPECT_GT(max_chunk, 10u);  // not one message per item
+  EXPECT_EQ(infos.back().chunk_first + infos.back().chunk_size, 20000u);
+}
+
+/// An input range of unknown size that counts how far it has been read.
+struct Counted {
+  std::atomic<long>* pulled;
+  struct iterator {
+    using value_type = long;
+    using difference_type = std::ptrdiff_t;
+    std::atomic<long>* pulled;
+    long i = 0;
+    long operator*() const { return i; }
+    iterator& operator++() {
+      ++i;
+      pulled->store(i);
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return false; }  // endless
+  };
+  iterator begin() const { return {pulled}; }
+  std::default_sentinel_t end() const { return {}; }
+};
+
+TEST(Pool, UnsizedInputStreamsWithBoundedMemory) {
+  std::atomic<long> pulled{0};
+  mproc::Pool pool(2);
+  long seen = 0;
+  for (long r : pool.imap(square, Counted{&pulled})) {
+    EXPECT_EQ(r, seen * seen);
+    if (++seen == 5000) break;
+  }
+  // An endless input: only a bounded window ahead of the consumer was ever read.
+  EXPECT_LT(pulled.load(), seen + 2 * 1024 * 2 + 16);
+}
+
+int throw_on_7(int x) {
+  if (x == 7) throw std::out_of_range("seven is out of range");
+  return x;
+}
+
+TEST(Pool, TaskExceptionIsRemoteErrorOthersComplete) {
+  mproc::Pool pool(2);
+  try {
+    pool.map(throw_on_7, mproc::range(0, 20));
+    FAIL() << "no exception";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::out_of_range");
+    EXPECT_EQ(e.message(), "seven is out of range");
+    EXPECT_EQ(e.task_index(), 7u);
+    EXPECT_FALSE(e.traceback().empty());
+    EXPECT_NE(e.worker_pid(), ::getpid());
+  }
+  int ok = 0, failed = 0;
+  auto stream = pool.imap(throw_on_7, mproc::range(0, 20), {.chunksize = 1});
+  for (auto it = stream.begin(); it != stream.end();) {
+    try {
+      ++ok;
+      ++it;
+    } catch (const mproc::RemoteError&) {
+      ++failed;
+      ++it;
+    }
+  }
+  EXPECT_EQ(failed, 1);
+  EXPECT_EQ(pool.apply(add, 1, 1), 2);  // still usable
+}
+
+int die_on_5(int x) {
+  if (x == 5) ::raise(SIGKILL);
+  return x;
+}
+int segfault_on_5(int x) {
+  if (x == 5) *static_cast<volatile int*>(nullptr) = 1;
+  return x;
+}
+int exit_on_5(int x) {
+  if (x == 5) std::exit(3);
+  return x;
+}
+int abort_on_5(int x) {
+  if (x == 5) std::abort();
+  return x;
+}
+
+struct CrashCase {
+  const char* name;
+  int (*f)(int);
+  int signal;
+  int exit_code;
+};
+
+class PoolCrash : public ::testing::TestWithParam<CrashCase> {};
+
+TEST_P(PoolCrash, OnlyTheRunningItemFailsAndThePoolGoesOn) {
+  const CrashCase c = GetParam();
+  mproc::Pool pool(2);
+  auto fut = pool.map_async(c.f, mproc::range(0, 40), {.chunksize = 4});
+  try {
+    fut.get();
+    FAIL() << "no exception";
+  } catch (const mproc::WorkerCrashed& e) {
+    EXPECT_EQ(e.signal(), c.signal);
+    EXPECT_EQ(e.exit_code(), c.exit_code);
+    EXPECT_EQ(e.task_index(), 5u);
+    EXPECT_GT(e.pid(), 0);
+  }
+  // Every other item ran exactly once and has its result. The stream throws when it
+  // reaches the failed item, and goes on after it.
+  std::vector<int> results;
+  std::vector<std::size_t> failed;
+  auto stream = pool.imap(c.f, mproc::range(0, 40), {.chunksize = 4});
+  for (auto it = stream.begin(); it != stream.end();) {
+    try {
+      results.push_back(*it);
+      ++it;
+    } catch (const mproc::WorkerCrashed& e) {
+      failed.push_back(results.size() + failed.size());
+      EXPECT_EQ(e.task_index(), 5u);
+      ++it;
+    }
+  }
+  EXPECT_EQ(failed, std::vector<std::size_t>{5});
+  ASSERT_EQ(results.size(), 39u);
+  for (int i = 0; i < 39; ++i) EXPECT_EQ(results[i], i < 5 ? i : i + 1);
+  EXPECT_EQ(pool.map(square, std::vector<long>{1, 2, 3}), (std::vector<long>{1, 4, 9}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kinds, PoolCrash,
+    ::testing::Values(CrashCase{"sigkill", die_on_5, SIGKILL, 0},
+                      CrashCase{"segfault", segfault_on_5, SIGSEGV, 0},
+                      CrashCase{"exit", exit_on_5, 0, 3},
+                      CrashCase{"abort", abort_on_5, SIGABRT, 0}),
+    [](const auto& p) { return std::string(p.param.name); });
+
+int hang_on_3(int x) {
+  if (x == 3) ::pause();
+  return x;
+}
+
+TEST(Pool, TaskTimeoutKillsAndReplacesTheWorker) {
+  mproc::Pool pool({.workers = 2, .task_timeout = 300ms});
+  auto fut = pool.map_async(hang_on_3, mproc::range(0, 10));
+  try {
+    fut.get();
+    FAIL() << "no exception";
+  } catch (const mproc::TaskTimeout& e) {
+    EXPECT_EQ(e.task_index(), 3u);
+    EXPECT_EQ(e.timeout(), 300ms);
+  }
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);
+}
+
+int retire_crash_or_hang(int x) {
+  if (x % 17 == 5) ::raise(SIGKILL);
+  if (x % 29 == 7) ::pause();
+  return getpid();
+}
+
+TEST(Pool, MaxTasksPerChildWithCrashesAndTimeoutsNeverHangs) {
+  mproc::Pool pool({.workers = 2, .max_tasks_per_child = 3, .task_timeout = 200ms});
+  std::vector<mproc::Future<int>> futures;
+  for (int i = 0; i < 60; ++i) futures.push_back(pool.apply_async(retire_crash_or_hang, i));
+  std::set<int> pids;
+  int crashed = 0, timed_out = 0;
+  for (int i = 0; i < 60; ++i) {
+    try {
+      pids.insert(futures[i].get());
+    } catch (const mproc::WorkerCrashed&) {
+      ++crashed;
+    } catch (const mproc::TaskTimeout&) {
+      ++timed_out;
+    }
+  }
+  int expect_crash = 0, expect_timeout = 0;
+  for (int i = 0; i < 60; ++i) {
+    if (i % 17 == 5)
+      ++expect_crash;
+    else if (i % 29 == 7)
+      ++expect_timeout;
+  }
+  EXPECT_EQ(crashed, expect_crash);
+  EXPECT_EQ(timed_out, expect_timeout);
+  // 60 - failures items at 3 per worker: many distinct workers served them.
+  EXPECT_GE(pids.size(), (60u - expect_crash - expect_timeout) / 3);
+}
+
+struct Fragile {
+  int value = 0;
+  bool poison = false;
+  template <class A>
+  void serialize(A& ar) {
+    ar(value, poison);
+    if (poison && A::is_saving) throw mproc::SerializationError("poisoned value");
+  }
+};
+Fragile echo(Fragile f) {
+  if (f.value == 2) f.poison = true;  // the result fails to serialize in the worker
+  return f;
+}
+
+TEST(Pool, SerializationErrorFailsOnlyThatFuture) {
+  mproc::Pool pool(2);
+  auto bad_arg = pool.apply_async(echo, Fragile{1, true});
+  auto bad_result = pool.apply_async(echo, Fragile{2, false});
+  auto good = pool.apply_async(echo, Fragile{3, false});
+  EXPECT_THROW(bad_arg.get(), mproc::SerializationError);
+  EXPECT_THROW(
+      {
+        try {
+          bad_result.get();
+        } catch (const mproc::RemoteError& e) {
+          EXPECT_EQ(e.type_name(), "mproc::SerializationError");
+          throw mproc::SerializationError(e.what());
+        }
+      },
+      mproc::SerializationError);
+  EXPECT_EQ(good.get().value, 3);
+}
+
+std::vector<char> big_result(std::size_t n) {
+  std::vector<char> v(n);
+  for (std::size_t i = 0; i < n; i += 4096) v[i] = static_cast<char>(i / 4096);
+  v.back() = 'z';
+  return v;
+}
+
+TEST(Pool, OneGibResultStreamsThroughTheRing) {
+  mproc::Pool pool(1);
+  const std::size_t n = std::size_t{1} << 30;
+  std::vector<char> v = pool.apply(big_result, n);
+  ASSERT_EQ(v.size(), n);
+  EXPECT_EQ(v[4096 * 3], 3);
+  EXPECT_EQ(v[4096 * 1000], static_cast<char>(1000));
+  EXPECT_EQ(v.back(), 'z');
+}
+
+long slow_square(long x) {
+  ::usleep(2000);
+  return x * x;
+}
+
+TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
+  const std::size_t fds = count_dir("/proc/self/fd");
+  const std::size_t threads = count_dir("/proc/self/task");
+  const std::size_t shm = count_dir("/dev/shm");
+  mproc::Future<std::vector<long>> f;
+  {
+    mproc::Pool pool(2);
+    f = pool.map_async(slow_square, mproc::range(0L, 200L), {.chunksize = 1});
+  }
+  ASSERT_TRUE(f.done());
+  EXPECT_EQ(f.get()[199], 199L * 199L);
+  EXPECT_EQ(count_dir("/proc/self/fd"), fds);
+  EXPECT_EQ(count_dir("/proc/self/task"), threads);
+  EXPECT_EQ(count_dir("/dev/shm"), shm);
+  EXPECT_TRUE(children_of(::getpid()).empty());
+}
+
+TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
+  const std::size_t fds = count_dir("/proc/self/fd");
+  const std::size_t threads = count_dir("/proc/self/task");
+  mproc::Future<std::vector<int>> f;
+  {
+    mproc::Pool pool(2);
+    f = pool.map_async(hang_on_3, std::vector<int>{3, 3, 3, 3});
+    std::this_thread::sleep_for(50ms);
+    pool.terminate();
+    EXPECT_THROW(f.get(), mproc::Cancelled);
+    EXPECT_THROW(pool.apply(add, 1, 2), mproc::PoolClosed);
+  }
+  EXPECT_EQ(count_dir("/proc/self/fd"), fds);
+  EXPECT_EQ(count_dir("/proc/self/task"), threads);
+  EXPECT_TRUE(children_of(::getpid()).empty());
+}
+
+TEST(Pool, SeveralThreadsShareOnePool) {
+  mproc::Pool pool(2);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 5; ++k) {
+        auto v = pool.map(square, mproc::range(0L, 100L + t));
+        if (v.size() == static_cast<std::size_t>(100 + t) && v[99] == 99 * 99) ++ok;
+        if (pool.apply(add, t, k) == t + k) ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 40);
+}
+
+TEST(Pool, InitializerFailureBreaksThePoolWithItsMessage) {
+  mproc::Pool pool({.workers = 2, .initializer = [] { throw std::runtime_error("no config"); }});
+  try {
+    pool.map(square, mproc::range(0L, 10L));
+    FAIL() << "no exception";
+  } catch (const mproc::BrokenPool& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no config"));
+  }
+}
+
+TEST(Pool, ParentKilledTakesForkServerAndWorkersWithIt) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t helper = ::fork();
+  if (helper == 0) {
+    ::dup2(out[1], 1);
+    ::execl(MPROC_POOL_HELPER, MPROC_POOL_HELPER, "hold", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  char buf[64] = {};
+  ASSERT_GT(::read(out[0], buf, sizeof buf - 1), 0);  // "ready": the pool is up
+  ::close(out[0]);
+  std::vector<pid_t> server = children_of(helper);
+  ASSERT_EQ(server.size(), 1u);
+  std::vector<pid_t> workers = children_of(server[0]);
+  ASSERT_EQ(workers.size(), 2u);
+  ::kill(helper, SIGKILL);
+  ::waitpid(helper, nullptr, 0);
+  const auto deadline = std::chrono::steady_clock::now() + 1s;
+  auto all_gone = [&] {
+    for (pid_t p : {server[0], workers[0], workers[1]})
+      if (alive(p)) return false;
+    return true;
+  };
+  while (!all_gone() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(all_gone());
+}
+
+}  // namespace
