@@ -3,7 +3,6 @@
 // forked from the user's program, so they share its code and its memory snapshot.
 #include "pool_worker.hpp"
 
-#include <execinfo.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -26,6 +25,7 @@
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "platform.hpp"
+#include "traceback.hpp"
 #include "wire.hpp"
 
 namespace mproc {
@@ -46,24 +46,12 @@ std::uint64_t monotonic_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-/// The stack of the current thread, one frame per line, without the frames of mproc's
-/// own worker loop.
-std::string stack_trace() {
-  void* frames[64];
-  const int n = ::backtrace(frames, 64);
-  std::unique_ptr<char*, decltype(&std::free)> names(::backtrace_symbols(frames, n), &std::free);
-  std::string out;
-  if (!names) return out;
-  for (int i = 1; i < n; ++i) fmt::format_to(std::back_inserter(out), "#{} {}\n", i - 1, names.get()[i]);
-  return out;
-}
-
 void put_current_error(std::vector<std::byte>& out, FromWorker kind) {
   out.clear();
   put(out, kind);
   put_string(out, current_exception_type_name());
   put_string(out, current_exception_message());
-  put_string(out, stack_trace());
+  put_string(out, take_throw_trace());
 }
 
 /// Flushes this process's own output and leaves without running atexit handlers or
@@ -87,6 +75,8 @@ class Worker {
 
   [[noreturn]] void run() {
     set_current_process(fmt::format("PoolWorker-{}", env_.number), true);
+    // RemoteError carries the stack where the task threw, not where the worker caught.
+    set_capture_throw_traces(true);
     if (env_.initializer && *env_.initializer) {
       try {
         (*env_.initializer)();
@@ -156,7 +146,7 @@ class Worker {
   void run_item(JobCode& job, std::uint64_t id, std::uint64_t index,
                 std::span<const std::byte> args, const TaskInfo& info) {
     SlotControl& ctl = *env_.control;
-    ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    if (env_.timed) ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
     ctl.job.store(id, std::memory_order_relaxed);
     ctl.running.store(index + 1, std::memory_order_release);
     tls_current_task = info;
@@ -175,8 +165,10 @@ class Worker {
     tls_current_task.reset();
     ++items_run_;
     // The result is sent before `running` is cleared: a parent that finds the worker dead
-    // with `running` still set checks whether that item's result arrived.
-    env_.results->send(out_);
+    // with `running` still set checks whether that item's result arrived. The relaxed send
+    // skips a fence per item; the chunk_end message after the last item is a full send().
+    const std::span<const std::byte> part(out_);
+    if (!env_.results->try_send_relaxed(std::span(&part, 1))) env_.results->send(out_);
     ctl.running.store(0, std::memory_order_release);
   }
 

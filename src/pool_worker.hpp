@@ -18,6 +18,8 @@ struct WorkerEnv {
   SpscRing* results;  ///< worker -> parent
   const std::function<void()>* initializer;
   unsigned max_tasks;
+  /// The pool has a task_timeout: publish each item's start time (a clock read per item).
+  bool timed;
 };
 
 /// Runs the worker loop; never returns.

@@ -31,6 +31,7 @@
 
 #include "mproc/cpu_count.hpp"
 #include "mproc/pool.hpp"
+#include "futex.hpp"
 #include "platform.hpp"
 #include "pool_protocol.hpp"
 #include "pool_worker.hpp"
@@ -53,6 +54,10 @@ constexpr std::size_t ring_capacity = std::size_t{1} << 20;
 /// Adaptive chunks aim at this much work per chunk (DESIGN §2: 0.1-1 ms).
 constexpr double target_chunk_ns = 500'000;
 constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
+/// After its last event the dispatcher polls this long before it sleeps: a result or a
+/// submission that comes sooner costs no wake-up (an eventfd write and an epoll return on
+/// each side, several microseconds each), which is most of an apply round trip.
+constexpr auto spin_before_sleep = std::chrono::microseconds(50);
 /// Chunks a worker holds at once: one running, one queued behind it, so the worker never
 /// waits for the dispatcher between chunks.
 constexpr std::size_t chunks_in_flight = 2;
@@ -128,6 +133,66 @@ struct InFlight {
   std::size_t done = 0;  // items with a result already
 };
 
+/// Bytes read from a result ring in bulk: one read_some takes many small messages at once,
+/// which are then handled in place. Holds at most one partial message at its end.
+class RxBuffer {
+ public:
+  /// Handles every complete message in the ring with `handle(span)`; returns whether any.
+  template <class Handle>
+  bool drain(SpscRing& ring, Handle&& handle) {
+    bool any = false;
+    for (;;) {
+      while (end_ - begin_ >= 8) {
+        std::uint64_t len;
+        std::memcpy(&len, data_.get() + begin_, 8);
+        if (end_ - begin_ - 8 < len) {
+          if (len + 8 > cap_) grow(len + 8);
+          break;
+        }
+        handle(std::span<const std::byte>(data_.get() + begin_ + 8, len));
+        begin_ += 8 + len;
+        any = true;
+      }
+      if (begin_ == end_) {
+        begin_ = end_ = 0;
+        if (cap_ > keep_) shrink();
+      } else if (begin_ > 0 && (cap_ - end_) < cap_ / 4) {
+        std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      if (cap_ == 0) grow(keep_);
+      const std::size_t n = ring.read_some(std::span<std::byte>(data_.get() + end_, cap_ - end_));
+      if (n == 0) return any;
+      end_ += n;
+    }
+  }
+  void reset() noexcept { begin_ = end_ = 0; }
+
+ private:
+  static constexpr std::size_t keep_ = std::size_t{256} << 10;
+  void grow(std::size_t need) {
+    if (need <= cap_ - begin_ && begin_ > 0) {
+      std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+      return;
+    }
+    std::unique_ptr<std::byte[]> bigger(new std::byte[need]);
+    if (end_ > begin_) std::memcpy(bigger.get(), data_.get() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+    data_ = std::move(bigger);
+    cap_ = need;
+  }
+  void shrink() {
+    data_.reset(new std::byte[keep_]);
+    cap_ = keep_;
+  }
+  std::unique_ptr<std::byte[]> data_;
+  std::size_t cap_ = 0, begin_ = 0, end_ = 0;
+};
+
 struct WorkerSlot {
   unsigned slot;
   WorkerState state = WorkerState::empty;
@@ -137,12 +202,12 @@ struct WorkerSlot {
   std::deque<std::shared_ptr<const std::vector<std::byte>>> outbox;
   MessageWriter writer;
   bool writing = false;
-  MessageReader reader;
-  std::vector<std::byte> inbuf;
+  RxBuffer rx;
   std::uint64_t budget = 0;  // items it may still be given (max_tasks_per_child)
   std::set<std::uint64_t> folded;  // reduce jobs it folded items of
   // Death bookkeeping, filled when the pidfd fires, resolved when the status arrives.
   bool killed_for_timeout = false;
+  bool crashed_accounted = false;
   std::optional<Segment> crashed;  // the item it was running when it died
   std::vector<std::uint64_t> lost_partials;
 };
@@ -193,6 +258,9 @@ class ProcessPoolCore final : public PoolCore {
   void complete(JobEntry& j, const std::exception_ptr& error = nullptr);
   void fail_everything(const std::exception_ptr& error);
   std::optional<std::chrono::milliseconds> check_timeouts();
+  /// How long the dispatcher may sleep: until the next task timeout, and briefly while
+  /// items are in flight.
+  std::optional<std::chrono::milliseconds> sleep_limit();
   void sleep(std::optional<std::chrono::milliseconds> timeout);
   bool anything_ready();
   JobEntry* find_job(std::uint64_t id);
@@ -214,6 +282,9 @@ class ProcessPoolCore final : public PoolCore {
   bool server_gone_ = false;
   std::exception_ptr broken_;  // dispatcher-side copy
   std::size_t newly_done_ = 0;  // jobs completed since active_jobs_ was last updated
+  // Worker deaths since the last item finished: a worker that dies over and over before
+  // finishing anything (a broken environment, not a task) must not respawn forever.
+  unsigned barren_deaths_ = 0;
 
   // Shared with user threads.
   std::mutex mutex_;
@@ -293,7 +364,8 @@ void ProcessPoolCore::start_fork_server() {
                                          &task_rings_[slot],
                                          &result_rings_[slot],
                                          &options_.initializer,
-                                         options_.max_tasks_per_child};
+                                         options_.max_tasks_per_child,
+                                         options_.task_timeout.count() > 0};
                       }};
     fork_server_main(env);
   }
@@ -369,6 +441,7 @@ JobEntry* ProcessPoolCore::find_job(std::uint64_t id) {
 
 void ProcessPoolCore::loop() {
   bool stopping = false;
+  auto last_progress = Clock::now();
   for (;;) {
     bool progress = take_incoming();
     bool terminate_now, stop_now;
@@ -404,8 +477,15 @@ void ProcessPoolCore::loop() {
       broken_ = std::make_exception_ptr(BrokenPool("Pool: the fork server died"));
       fail_everything(broken_);
     }
-    auto timeout = check_timeouts();
-    if (!progress) sleep(timeout);
+    auto timeout = sleep_limit();
+    if (progress) {
+      last_progress = Clock::now();
+    } else if (Clock::now() - last_progress > spin_before_sleep) {
+      sleep(timeout);
+      last_progress = Clock::now();
+    } else {
+      cpu_relax();
+    }
   }
 }
 
@@ -480,12 +560,8 @@ bool ProcessPoolCore::read_server_events() {
 
 bool ProcessPoolCore::drain(WorkerSlot& w) {
   if (w.state != WorkerState::alive && w.state != WorkerState::dead) return false;
-  bool any = false;
-  while (w.reader.poll(result_rings_[w.slot], w.inbuf)) {
-    any = true;
-    handle_message(w, w.inbuf);
-  }
-  return any;
+  return w.rx.drain(result_rings_[w.slot],
+                    [&](std::span<const std::byte> msg) { handle_message(w, msg); });
 }
 
 void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> bytes) {
@@ -532,6 +608,7 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
   }
   const std::size_t index = c.seg.first + c.done;
   ++c.done;
+  barren_deaths_ = 0;
   if (j == nullptr) return;
   --j->in_flight;
   ++j->accounted;
@@ -714,7 +791,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
   w.chunks.clear();
   w.outbox.clear();
   w.writing = false;
-  w.reader.reset();
+  w.rx.reset();
   w.writer.reset();
   for (auto id : w.folded) w.lost_partials.push_back(id);
   w.folded.clear();
@@ -725,6 +802,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   if (w.state == WorkerState::alive) on_pidfd(w);
   const pid_t pid = w.pid;
   if (w.crashed) {
+    w.crashed_accounted = true;  // a crash inside a task is the task's failure, not barren
     const std::size_t index = w.crashed->first;
     if (JobEntry* j = find_job(w.crashed->job)) {
       --j->in_flight;
@@ -762,6 +840,13 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
     std::lock_guard lock(mutex_);
     stopping = stop_ || terminate_;
   }
+  if (!w.crashed_accounted && ++barren_deaths_ > 3 * n_ + 8 && !broken_) {
+    broken_ = std::make_exception_ptr(BrokenPool(fmt::format(
+        "Pool: workers keep dying before finishing any task (last one: {})",
+        status < 0 ? fmt::format("signal {}", -status) : fmt::format("exit code {}", status))));
+    fail_everything(broken_);
+  }
+  w.crashed_accounted = false;
   if (!stopping && !broken_) spawn(w);
 }
 
@@ -848,6 +933,20 @@ std::optional<std::chrono::milliseconds> ProcessPoolCore::check_timeouts() {
   }
   if (soonest == ~std::uint64_t{0}) return std::chrono::milliseconds(50);
   return std::chrono::milliseconds(soonest / 1'000'000 + 1);
+}
+
+std::optional<std::chrono::milliseconds> ProcessPoolCore::sleep_limit() {
+  auto limit = check_timeouts();
+  // Workers send item results with try_send_relaxed, whose wake-up can be missed while we
+  // arm the doorbell; the chunk_end that follows always wakes us. With items in flight,
+  // sleep in slices so that a result is never late by more than one slice.
+  for (auto& w : slots_) {
+    if (!w.chunks.empty()) {
+      const auto slice = std::chrono::milliseconds(5);
+      return limit ? std::min(*limit, slice) : slice;
+    }
+  }
+  return limit;
 }
 
 bool ProcessPoolCore::anything_ready() {

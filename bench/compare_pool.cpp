@@ -1,0 +1,199 @@
+// Side-by-side: mproc's process Pool against Python's multiprocessing.Pool (system
+// python3, bench/python/pool_bench.py) and against the raw limit (a futex ping-pong
+// between two processes), on the same machine in the same run. Each figure is the median
+// of --repeat runs; every implementation checks its own results.
+//
+//   compare_pool [--workers 2] [--repeat 5] [--python bench/python] [--no-python]
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+#include <mproc/pool.hpp>
+#include <mproc/pool.hpp>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+long square(long x) { return x * x; }
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double median_of(int repeat, const std::function<double()>& run) {
+  std::vector<double> v;
+  for (int i = 0; i < repeat; ++i) v.push_back(run());
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void check(bool ok, const char* what) {
+  if (!ok) throw std::runtime_error(std::string("wrong result: ") + what);
+}
+
+/// Round trip of a futex ping-pong between this process and a forked child, seconds.
+double futex_round_trip(int rounds) {
+  auto* word = static_cast<std::atomic<std::uint32_t>*>(
+      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (word) std::atomic<std::uint32_t>(0);
+  auto wait_for = [&](std::uint32_t want) {
+    for (int spin = 0; spin < 2000; ++spin)
+      if (word->load(std::memory_order_acquire) == want) return;
+    std::uint32_t v;
+    while ((v = word->load(std::memory_order_acquire)) != want)
+      ::syscall(SYS_futex, word, FUTEX_WAIT, v, nullptr, nullptr, 0);
+  };
+  auto set = [&](std::uint32_t v) {
+    word->store(v, std::memory_order_release);
+    ::syscall(SYS_futex, word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  };
+  pid_t child = ::fork();
+  if (child == 0) {
+    for (int i = 0; i < rounds; ++i) {
+      wait_for(2 * i + 1);
+      set(2 * i + 2);
+    }
+    ::_exit(0);
+  }
+  auto t = Clock::now();
+  for (int i = 0; i < rounds; ++i) {
+    set(2 * i + 1);
+    wait_for(2 * i + 2);
+  }
+  const double s = seconds_since(t) / rounds;
+  ::waitpid(child, nullptr, 0);
+  ::munmap(word, 4096);
+  return s;
+}
+
+struct Row {
+  std::string figure;
+  double mproc;
+  double anchor;
+  std::string anchor_name;
+  std::string target;
+  bool higher_is_better_ratio;  // ratio = anchor / mproc
+};
+
+std::string fmt_time(double s) {
+  if (s < 1e-6) return fmt::format("{:.0f} ns", s * 1e9);
+  if (s < 1e-3) return fmt::format("{:.1f} us", s * 1e6);
+  if (s < 1) return fmt::format("{:.2f} ms", s * 1e3);
+  return fmt::format("{:.2f} s", s);
+}
+
+double json_number(const std::string& json, const std::string& key) {
+  auto p = json.find("\"" + key + "\"");
+  if (p == std::string::npos) throw std::runtime_error("python output lacks " + key);
+  p = json.find(':', p);
+  return std::strtod(json.c_str() + p + 1, nullptr);
+}
+
+std::string run_command(const std::string& cmd) {
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (f == nullptr) throw std::runtime_error("cannot run " + cmd);
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  if (::pclose(f) != 0) throw std::runtime_error("failed: " + cmd);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  unsigned workers = 2;
+  int repeat = 5;
+  std::string python_dir = MPROC_BENCH_PYTHON_DIR;
+  bool python = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--workers" && i + 1 < argc) workers = static_cast<unsigned>(std::atoi(argv[++i]));
+    else if (a == "--repeat" && i + 1 < argc) repeat = std::atoi(argv[++i]);
+    else if (a == "--python" && i + 1 < argc) python_dir = argv[++i];
+    else if (a == "--no-python") python = false;
+    else {
+      std::fprintf(stderr, "usage: compare_pool [--workers N] [--repeat N] [--no-python]\n");
+      return 2;
+    }
+  }
+  const long map_items = 1'000'000, chunk1_items = 20'000;
+  const int applies = 2'000;
+
+  std::vector<Row> rows;
+  const double start_first = median_of(repeat, [&] {
+    auto t = Clock::now();
+    mproc::Pool pool(workers);
+    check(pool.apply(square, 7L) == 49, "apply");
+    return seconds_since(t);
+  });
+  mproc::Pool pool(workers);
+  pool.map(square, mproc::range(0L, 1000L));
+  const double map_trivial = median_of(repeat, [&] {
+    auto t = Clock::now();
+    auto r = pool.map(square, mproc::range(0L, map_items));
+    const double s = seconds_since(t);
+    check(r.back() == (map_items - 1) * (map_items - 1), "map");
+    return s;
+  });
+  const double chunk1 = median_of(repeat, [&] {
+    auto t = Clock::now();
+    auto r = pool.map(square, mproc::range(0L, chunk1_items), {.chunksize = 1});
+    const double s = seconds_since(t);
+    check(r.back() == (chunk1_items - 1) * (chunk1_items - 1), "map chunksize=1");
+    return s / chunk1_items;
+  });
+  const double apply_rt = median_of(repeat, [&] {
+    auto t = Clock::now();
+    for (long i = 0; i < applies; ++i) check(pool.apply(square, i) == i * i, "apply");
+    return seconds_since(t) / applies;
+  });
+  const double futex_rt = median_of(repeat, [&] { return futex_round_trip(20'000); });
+
+  std::string py;
+  if (python) {
+    py = run_command(fmt::format("python3 {}/pool_bench.py --workers {} --repeat {}", python_dir,
+                                 workers, repeat));
+  }
+  auto pyv = [&](const char* k) { return python ? json_number(py, k) : 0.0; };
+  rows.push_back({"Pool.map, 1e6 trivial items", map_trivial, pyv("map_trivial"),
+                  "Python Pool.map", ">= 100x", true});
+  rows.push_back({"apply round trip", apply_rt, futex_rt, "raw futex ping-pong", "<= 2x", false});
+  rows.push_back({"apply round trip", apply_rt, pyv("apply_round_trip"), "Python Pool.apply", "",
+                  true});
+  rows.push_back({"Pool(2) start + first result", start_first, pyv("start_first_result"),
+                  "Python Pool(2)", ">= 20x", true});
+  rows.push_back({"map chunksize=1, per item", chunk1, pyv("map_chunksize1_per_item"),
+                  "Python Pool.map chunksize=1", "", true});
+
+  fmt::print("| figure | mproc | anchor | anchor time | ratio | target |\n");
+  fmt::print("|---|---|---|---|---|---|\n");
+  for (auto& r : rows) {
+    if (r.anchor <= 0) {
+      fmt::print("| {} | {} | {} | - | - | {} |\n", r.figure, fmt_time(r.mproc), r.anchor_name, r.target);
+      continue;
+    }
+    const std::string ratio = r.higher_is_better_ratio
+                                  ? fmt::format("{:.1f}x faster", r.anchor / r.mproc)
+                                  : fmt::format("{:.2f}x the anchor", r.mproc / r.anchor);
+    fmt::print("| {} | {} | {} | {} | {} | {} |\n", r.figure, fmt_time(r.mproc), r.anchor_name,
+               fmt_time(r.anchor), ratio, r.target);
+  }
+  return 0;
+}
