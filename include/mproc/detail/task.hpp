@@ -44,9 +44,14 @@ void encode_callable(const F& f, std::vector<std::byte>& out) {
   if constexpr (is_bound_call_v<F>) {
     encode_callable(f.function(), out);
     dump_into(out, f.values());
+  } else if constexpr (std::is_empty_v<F>) {
+    // A captureless lambda has no state to send (and its one byte is uninitialized).
   } else {
-    const auto* p = reinterpret_cast<const std::byte*>(std::addressof(f));
-    out.insert(out.end(), p, p + sizeof(F));
+    // resize + memcpy, not insert(): g++ 12 -O3 warns falsely (-Wstringop-overflow)
+    // about a range insert into a vector it has seen empty.
+    const std::size_t n = out.size();
+    out.resize(n + sizeof(F));
+    std::memcpy(out.data() + n, std::addressof(f), sizeof(F));
   }
 }
 
@@ -63,7 +68,7 @@ std::unique_ptr<F> decode_callable(InputArchive& in) {
     // F is trivially copyable, hence an implicit-lifetime type: copying its bytes into
     // suitably aligned storage creates the object ([intro.object]/10).
     void* storage = ::operator new(sizeof(F), std::align_val_t{alignof(F)});
-    in.read_bytes(storage, sizeof(F));
+    if constexpr (!std::is_empty_v<F>) in.read_bytes(storage, sizeof(F));
     return std::unique_ptr<F>(std::launder(static_cast<F*>(storage)));
   }
 }
