@@ -1,0 +1,175 @@
+// The mproc command-line tool, run as a real program: output, exit codes, stderr.
+// And the word-count core it uses.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "words.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+/// Runs the mproc binary with `args`; captures stdout and stderr.
+Result mproc(const std::vector<std::string>& args) {
+  const fs::path dir = fs::temp_directory_path() / ("mproc-cli-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string out = (dir / "out").string(), err = (dir / "err").string();
+  std::string cmd = std::string("'") + MPROC_BINARY + "'";
+  for (auto& a : args) cmd += " '" + a + "'";
+  cmd += " >'" + out + "' 2>'" + err + "'";
+  const int status = std::system(cmd.c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p);
+    return std::string((std::istreambuf_iterator<char>(f)), {});
+  };
+  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+  fs::remove_all(dir);
+  return r;
+}
+
+std::size_t lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+class TempDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mproc-wc-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    ::chmod(dir_.c_str(), 0700);
+    for (auto& e : fs::recursive_directory_iterator(dir_)) ::chmod(e.path().c_str(), 0700);
+    fs::remove_all(dir_);
+  }
+  fs::path write(const std::string& name, const std::string& text) {
+    fs::path p = dir_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+  fs::path dir_;
+};
+
+TEST(Cli, InfoShowsCpuCountAndHowItWasDerived) {
+  Result r = mproc({"info"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("cpu_count: "));
+  EXPECT_THAT(r.out, HasSubstr("affinity mask:"));
+  EXPECT_THAT(r.out, HasSubstr("backends:"));
+}
+
+TEST(Cli, UnknownFlagsAndSubcommandsAreUsageErrors) {
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"wordcount", "--no-such-flag"}, {"frobnicate"}, {}, {"wordcount", "-j", "abc"},
+           {"wordcount", "--size", "-1"}, {"wordcount", "--size", "lots"}, {"wordcount", "--size", "0"}}) {
+    Result r = mproc(args);
+    EXPECT_EQ(r.code, 2) << args.size();
+    EXPECT_FALSE(r.err.empty());
+    EXPECT_LE(lines(r.err), 3u) << r.err;  // a clear line, not a dump
+  }
+}
+
+TEST_F(TempDir, WordcountCountsLikeThePythonReference) {
+  write("a.txt", "The the THE the-end, (the) 'the' x\nLord lord\n");
+  write("sub/b.txt", "the\tlord\xc2\xa0the\n");  // U+00A0 splits words, as str.split() does
+  Result r = mproc({"wordcount", "--min-count", "1", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "lord == 3\nthe == 7\n");  // what bench/python/countwords.py prints
+  EXPECT_THAT(r.err, HasSubstr("2 files"));
+}
+
+TEST_F(TempDir, WordcountBadInputIsOneClearLineAndExitTwo) {
+  Result missing = mproc({"wordcount", (dir_ / "nope").string()});
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("nope"));
+  EXPECT_EQ(lines(missing.err), 1u) << missing.err;
+
+  write("bin/x.dat", std::string("ab\0cd", 5));
+  Result binary = mproc({"wordcount", (dir_ / "bin").string()});
+  EXPECT_EQ(binary.code, 2);
+  EXPECT_THAT(binary.err, HasSubstr("binary"));
+
+  write("ok/a.txt", "alpha alpha\n");
+  write("ok/b.dat", std::string("\0\0", 2));
+  Result skipped = mproc({"wordcount", "--skip-errors", "--min-count", "1", (dir_ / "ok").string()});
+  EXPECT_EQ(skipped.code, 0) << skipped.err;
+  EXPECT_EQ(skipped.out, "alpha == 2\n");
+  EXPECT_THAT(skipped.err, HasSubstr("warning: skipping"));
+
+  if (::geteuid() != 0) {  // root reads anything: a permission test cannot fail for root
+    write("locked/c.txt", "beta\n");
+    ::chmod((dir_ / "locked").c_str(), 0);
+    Result locked = mproc({"wordcount", (dir_ / "locked").string()});
+    EXPECT_EQ(locked.code, 2);
+    EXPECT_THAT(locked.err, HasSubstr("locked"));
+  }
+
+  fs::create_directories(dir_ / "empty");
+  Result empty = mproc({"wordcount", (dir_ / "empty").string()});
+  EXPECT_EQ(empty.code, 2);
+  EXPECT_THAT(empty.err, HasSubstr("no readable text files"));
+}
+
+TEST(Cli, WordcountOnThePlaysMatchesPython) {
+  const fs::path plays = fs::path(MPROC_SOURCE_DIR) / "../shared/data/shakespeare/plays";
+  if (!fs::exists(plays)) GTEST_SKIP() << "the Shakespeare corpus is not on this machine";
+  if (std::system("python3 -c 'import re' >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  Result mine = mproc({"wordcount", plays.string()});
+  ASSERT_EQ(mine.code, 0) << mine.err;
+  const std::string py = std::string("python3 '") + MPROC_SOURCE_DIR +
+                         "/bench/python/countwords.py' '" + plays.string() + "' 2>/dev/null";
+  FILE* f = ::popen(py.c_str(), "r");
+  std::string ref;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) ref.append(buf, n);
+  ASSERT_EQ(::pclose(f), 0);
+  EXPECT_EQ(mine.out, ref);
+  EXPECT_EQ(lines(mine.out), 46u);
+}
+
+TEST(Cli, WordcountSyntheticCorpusIsDeterministic) {
+  Result a = mproc({"wordcount", "--size", "2M", "-j", "2"});
+  Result b = mproc({"wordcount", "--size", "2M", "--serial"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_FALSE(a.out.empty());
+  EXPECT_EQ(a.out, b.out);  // the pool and the serial count agree
+}
+
+TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
+  std::string text = mproc::words::synthetic_corpus(200'000, 7);
+  text += " caf\xc3\xa9 na\xc3\xafve \xe2\x80\x83spaced\xe3\x80\x80out \xc4\xb0stanbul";
+  mproc::words::Counts whole;
+  mproc::words::count_text(text, whole);
+  std::mt19937 rng(1);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<std::size_t> cuts{0, text.size()};
+    for (int k = 0; k < 30; ++k) cuts.push_back(rng() % text.size());
+    std::sort(cuts.begin(), cuts.end());
+    mproc::words::Counts parts;
+    for (std::size_t i = 0; i + 1 < cuts.size(); ++i)
+      mproc::words::count_block(text, cuts[i], cuts[i + 1], parts);
+    ASSERT_EQ(parts, whole) << "round " << round;
+  }
+  EXPECT_EQ(whole["spaced"], 1u);  // U+2003 EM SPACE and U+3000 split words
+  EXPECT_EQ(whole["out"], 1u);
+  EXPECT_EQ(whole["caf"], 1u);     // [a-z-]+ stops at the first non-ASCII letter
+  EXPECT_EQ(whole["i"], 1u);       // U+0130 lower-cases to "i" + a combining dot
+}
+
+}  // namespace
