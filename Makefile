@@ -19,15 +19,15 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# The main job: word count over the built-in corpus.
+# The main job: word count over the built-in synthetic corpus, with a process Pool.
 run: build
-	@$(BUILD)/apps/mproc/mproc info
+	@$(BUILD)/apps/mproc/mproc wordcount
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 bench: build
-	@cmake --build $(BUILD) --target bench -j $(JOBS)
+	@cmake --build $(BUILD) --target bench
 
 clean:
 	@rm -rf $(BUILD)

@@ -303,6 +303,8 @@ class ProcessPoolCore final : public PoolCore {
 ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
     : options_(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
+  if (options.progress || !options.trace.empty())
+    throw std::invalid_argument("Pool: progress bars and traces are not available yet");
   const std::size_t size = rings_offset() + 2 * n_ * ring_block();
   shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
   eventfd_ = Doorbell::make_eventfd();

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -309,6 +310,37 @@ INSTANTIATE_TEST_SUITE_P(
                       CrashCase{"exit", exit_on_5, 0, 3},
                       CrashCase{"abort", abort_on_5, SIGABRT, 0}),
     [](const auto& p) { return std::string(p.param.name); });
+
+/// Shared with the workers: mapped before the pools start, so forked workers share it.
+std::atomic<int>* g_attempts = [] {
+  void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return new (m) std::atomic<int>(0);
+}();
+
+int crash_first_time(int x) {
+  if (x == 3 && g_attempts->fetch_add(1) == 0) ::raise(SIGKILL);
+  return x * 10;
+}
+
+TEST(Pool, RetriesRunACrashedItemAgainElsewhere) {
+  g_attempts->store(0);
+  {
+    mproc::Pool pool({.workers = 2, .retries = 1});
+    auto r = pool.map(crash_first_time, mproc::range(0, 8), {.chunksize = 1});
+    EXPECT_EQ(r[3], 30);
+    EXPECT_EQ(g_attempts->load(), 2);  // ran twice: once crashed, once fine
+  }
+  g_attempts->store(0);
+  mproc::Pool pool(2);  // no retries: the crash is the item's result
+  EXPECT_THROW(pool.map(crash_first_time, mproc::range(0, 8), {.chunksize = 1}),
+               mproc::WorkerCrashed);
+  EXPECT_EQ(g_attempts->load(), 1);
+}
+
+TEST(Pool, OptionsNotAvailableYetAreRefused) {
+  EXPECT_THROW(mproc::Pool({.workers = 1, .progress = true}), std::invalid_argument);
+  EXPECT_THROW(mproc::Pool({.workers = 1, .trace = "t.json"}), std::invalid_argument);
+}
 
 int hang_on_3(int x) {
   if (x == 3) ::pause();

@@ -37,7 +37,7 @@ void print_info() {
   else
     fmt::print("  MPROC_CPU_COUNT:  not set\n");
   fmt::print("backends:\n");
-  fmt::print("  process  mproc::Process (fork); Pool not built yet\n");
+  fmt::print("  process  built (Pool: fork server, shared-memory rings)\n");
   fmt::print("  thread   not built yet\n");
   fmt::print("  mpi      not built yet\n");
 }

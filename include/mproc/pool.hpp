@@ -74,9 +74,11 @@ struct PoolOptions {
   std::chrono::nanoseconds task_timeout{0};
   /// Items per chunk; 0 sizes chunks adaptively to about 0.1-1 ms of work.
   std::size_t chunksize = 0;
-  /// Draw a progress bar on stderr when it is a terminal.
+  /// Draw a progress bar on stderr when it is a terminal. Not available yet: a Pool
+  /// constructed with it throws std::invalid_argument.
   bool progress = false;
-  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off).
+  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off). Not
+  /// available yet: a Pool constructed with it throws std::invalid_argument.
   std::string trace{};
   /// Re-run an item whose worker crashed this many times before failing it.
   unsigned retries = 0;
@@ -86,7 +88,6 @@ struct PoolOptions {
 struct MapOptions {
   /// Items per chunk; 0 uses the pool's chunksize (adaptive when that is 0 too).
   std::size_t chunksize = 0;
-  bool progress = false;
 };
 
 /// Where a task is while it runs in a pool worker: its index in the input and the chunk
