@@ -182,6 +182,32 @@ int main(int argc, char** argv) {
   rows.push_back({"map chunksize=1, per item", chunk1, pyv("map_chunksize1_per_item"),
                   "Python Pool.map chunksize=1", "", true});
 
+  // Word count over the 27 plays: the mproc binary (2 workers and --serial) against the
+  // Python reference, each run as a whole program and timed from its own stderr report.
+  const std::string plays = std::string(MPROC_BENCH_DATA_DIR) + "/shakespeare/plays";
+  if (::access(plays.c_str(), R_OK) == 0) {
+    auto timed = [&](const std::string& cmd, const std::string& marker) {
+      return median_of(repeat, [&] {
+        std::string out = run_command(cmd + " 2>&1 >/dev/null");
+        auto p = out.find(marker);
+        if (p == std::string::npos) throw std::runtime_error("no timing in: " + out);
+        return std::strtod(out.c_str() + p + marker.size(), nullptr);
+      });
+    };
+    const std::string mproc_bin = MPROC_BENCH_BINARY;
+    const double wc = timed(fmt::format("{} wordcount -j {} {}", mproc_bin, workers, plays),
+                            fmt::format("workers: {}, ", workers));
+    const double serial = timed(fmt::format("{} wordcount --serial {}", mproc_bin, plays), "serial , ");
+    rows.push_back({"wordcount, 27 plays", wc, serial, "mproc --serial", ">= 1.8x", true});
+    if (python) {
+      const double py_wc = timed(fmt::format("python3 {}/countwords.py -j {} {}", python_dir, workers, plays),
+                                 "files, ");
+      rows.push_back({"wordcount, 27 plays", wc, py_wc, "Python countwords (Pool)", ">= 50x", true});
+    }
+  } else {
+    fmt::print(stderr, "compare_pool: {} not found: word count rows skipped\n", plays);
+  }
+
   fmt::print("| figure | mproc | anchor | anchor time | ratio | target |\n");
   fmt::print("|---|---|---|---|---|---|\n");
   for (auto& r : rows) {

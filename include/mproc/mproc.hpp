@@ -2,8 +2,12 @@
 // The umbrella header: includes every public mproc header.
 #pragma once
 
+#include "bind.hpp"
 #include "cpu_count.hpp"
 #include "error.hpp"
+#include "future.hpp"
+#include "pool.hpp"
 #include "process.hpp"
+#include "range.hpp"
 #include "serialize.hpp"
 #include "version.hpp"
