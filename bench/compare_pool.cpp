@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +31,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 long square(long x) { return x * x; }
+int die(int) {
+  ::raise(SIGKILL);
+  return 0;
+}
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -165,6 +170,18 @@ int main(int argc, char** argv) {
     return seconds_since(t) / applies;
   });
   const double futex_rt = median_of(repeat, [&] { return futex_round_trip(20'000); });
+  // From submitting a task that SIGKILLs its worker to holding the WorkerCrashed error
+  // (Python's Pool never reports it: it hangs).
+  const double crash = median_of(repeat, [&] {
+    auto t = Clock::now();
+    try {
+      pool.apply(die, 0);
+    } catch (const mproc::WorkerCrashed& e) {
+      check(e.signal() == SIGKILL, "crash signal");
+      return seconds_since(t);
+    }
+    throw std::runtime_error("no WorkerCrashed");
+  });
 
   std::string py;
   if (python) {
@@ -177,6 +194,8 @@ int main(int argc, char** argv) {
   rows.push_back({"apply round trip", apply_rt, futex_rt, "raw futex ping-pong", "<= 2x", false});
   rows.push_back({"apply round trip", apply_rt, pyv("apply_round_trip"), "Python Pool.apply", "",
                   true});
+  rows.push_back({"worker SIGKILLed: WorkerCrashed raised after", crash, 0.1, "limit (Python hangs)",
+                  "<= 100 ms", false});
   rows.push_back({"Pool(2) start + first result", start_first, pyv("start_first_result"),
                   "Python Pool(2)", ">= 20x", true});
   rows.push_back({"map chunksize=1, per item", chunk1, pyv("map_chunksize1_per_item"),
