@@ -64,6 +64,14 @@ constexpr std::size_t chunks_in_flight = 2;
 
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
+/// Appends a chunk's item end offsets as u64s, in one copy.
+void append_ends(std::vector<std::byte>& msg, const std::vector<std::size_t>& ends) {
+  static_assert(sizeof(std::size_t) == sizeof(std::uint64_t));
+  const std::size_t n = msg.size();
+  msg.resize(n + ends.size() * sizeof(std::uint64_t));
+  if (!ends.empty()) std::memcpy(msg.data() + n, ends.data(), ends.size() * sizeof(std::uint64_t));
+}
+
 std::uint64_t monotonic_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -691,7 +699,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
       put<std::uint64_t>(*msg, seg.count());
       const std::size_t off = msg->size();
       msg->insert(msg->end(), items.begin(), items.end());
-      for (auto e : seg.ends) put<std::uint64_t>(*msg, e);
+      append_ends(*msg, seg.ends);
       seg.message = msg;
       seg.items_offset = off;
     } else {
@@ -719,7 +727,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
       std::memcpy(msg->data() + first_at, &first, sizeof(std::uint64_t));
       const std::uint64_t count = got;
       std::memcpy(msg->data() + first_at + 8, &count, sizeof count);
-      for (auto e : ends) put<std::uint64_t>(*msg, e);
+      append_ends(*msg, ends);
       seg = Segment{j.id, first, std::move(ends), msg, off};
     }
     if (j.setup_slots.insert(w.slot).second) {
