@@ -146,6 +146,33 @@ TEST(Pool, BindShipsValues) {
   EXPECT_EQ(out[1], greeting + ", bob");
 }
 
+/// A bound value that counts, in shared memory, how often a worker decodes it.
+struct CountedTable {
+  std::vector<int> values;
+  template <class A>
+  void serialize(A& ar) {
+    ar(values);
+    if constexpr (A::is_loading) g_decodes->fetch_add(1);
+  }
+  static inline std::atomic<int>* g_decodes = [] {
+    void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return new (m) std::atomic<int>(0);
+  }();
+};
+
+int lookup(const CountedTable& t, int i) { return t.values[static_cast<std::size_t>(i)]; }
+
+TEST(Pool, BoundValuesTravelOncePerWorkerNotPerItem) {
+  mproc::Pool pool(2);
+  CountedTable table{std::vector<int>(100)};
+  std::iota(table.values.begin(), table.values.end(), 1000);
+  CountedTable::g_decodes->store(0);
+  auto out = pool.map(mproc::bind(lookup, table), mproc::range(0, 100), {.chunksize = 1});
+  EXPECT_EQ(out[42], 1042);
+  EXPECT_GE(CountedTable::g_decodes->load(), 1);
+  EXPECT_LE(CountedTable::g_decodes->load(), 2);  // one per worker, though 100 chunks went out
+}
+
 mproc::TaskInfo where(int) { return *mproc::current_task(); }
 
 TEST(Pool, ExplicitChunksizeIsHonouredExactly) {
