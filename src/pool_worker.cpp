@@ -249,11 +249,11 @@ int status_code(int wstatus) {
 }  // namespace
 
 void fork_server_main(const ForkServerEnv& env) {
-  // Orphan protection: SIGKILL when the thread that forked us exits (reliable only when
-  // that is the main thread; see DESIGN "Traps"), socket EOF when every copy of the
-  // parent's end is closed, and a getppid() check for when neither fires because a
-  // copy of the parent's socket leaked into another process.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Orphan protection: socket EOF when every copy of the parent's end is closed; a
+  // getppid() check (every poll timeout) for when a copy of that end leaked into another
+  // process; and PR_SET_PDEATHSIG when the Pool was made on the main thread (see
+  // ForkServerEnv::from_main_thread).
+  if (env.from_main_thread) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != env.parent_pid) ::_exit(0);
   const pid_t server_pid = ::getpid();
 

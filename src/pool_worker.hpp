@@ -28,6 +28,10 @@ struct WorkerEnv {
 struct ForkServerEnv {
   pid_t parent_pid;
   int socket;  ///< SOCK_SEQPACKET to the parent
+  /// The Pool was made on the parent's main thread, so PR_SET_PDEATHSIG (which fires when
+  /// the forking *thread* exits) means "the parent died". From another thread it would
+  /// kill the fork server when that thread ends, while the Pool lives on.
+  bool from_main_thread;
   /// The environment of the worker for `slot` with the given number.
   std::function<WorkerEnv(unsigned slot, unsigned number)> worker;
 };

@@ -363,12 +363,13 @@ void ProcessPoolCore::start_fork_server() {
     throw_system_error(errno, "socketpair for Pool");
   UniqueFd mine(sv[0]), theirs(sv[1]);
   const pid_t parent = ::getpid();
+  const bool from_main_thread = ::gettid() == parent;
   std::fflush(nullptr);
   const pid_t pid = ::fork();
   if (pid < 0) throw_system_error(errno, "fork for Pool's fork server");
   if (pid == 0) {
     mine.reset();
-    ForkServerEnv env{parent, theirs.get(), [this](unsigned slot, unsigned number) {
+    ForkServerEnv env{parent, theirs.get(), from_main_thread, [this](unsigned slot, unsigned number) {
                         return WorkerEnv{number,
                                          &control(slot),
                                          &task_rings_[slot],

@@ -527,6 +527,13 @@ TEST(Pool, SeveralThreadsShareOnePool) {
   EXPECT_EQ(ok.load(), 40);
 }
 
+TEST(Pool, MadeInAShortLivedThreadKeepsItsWorkers) {
+  std::unique_ptr<mproc::Pool> pool;
+  std::thread([&] { pool = std::make_unique<mproc::Pool>(2); }).join();
+  std::this_thread::sleep_for(100ms);  // a death signal tied to that thread would fire now
+  EXPECT_EQ(pool->map(square, mproc::range(0L, 100L))[99], 99L * 99L);
+}
+
 TEST(Pool, InitializerFailureBreaksThePoolWithItsMessage) {
   mproc::Pool pool({.workers = 2, .initializer = [] { throw std::runtime_error("no config"); }});
   try {
