@@ -23,7 +23,9 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
 
 namespace {
@@ -109,6 +111,12 @@ double json_number(const std::string& json, const std::string& key) {
   return std::strtod(json.c_str() + p + 1, nullptr);
 }
 
+/// The system's python3 (Debian's /usr/bin/python3), not whatever a version manager put
+/// first on PATH.
+std::string python_bin() {
+  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+}
+
 std::string run_command(const std::string& cmd) {
   FILE* f = ::popen(cmd.c_str(), "r");
   if (f == nullptr) throw std::runtime_error("cannot run " + cmd);
@@ -185,8 +193,8 @@ int main(int argc, char** argv) {
 
   std::string py;
   if (python) {
-    py = run_command(fmt::format("python3 {}/pool_bench.py --workers {} --repeat {}", python_dir,
-                                 workers, repeat));
+    py = run_command(fmt::format("{} {}/pool_bench.py --workers {} --repeat {}", python_bin(),
+                                 python_dir, workers, repeat));
   }
   auto pyv = [&](const char* k) { return python ? json_number(py, k) : 0.0; };
   rows.push_back({"Pool.map, 1e6 trivial items", map_trivial, pyv("map_trivial"),
@@ -219,7 +227,7 @@ int main(int argc, char** argv) {
     const double serial = timed(fmt::format("{} wordcount --serial {}", mproc_bin, plays), "serial , ");
     rows.push_back({"wordcount, 27 plays", wc, serial, "mproc --serial", ">= 1.8x", true});
     if (python) {
-      const double py_wc = timed(fmt::format("python3 {}/countwords.py -j {} {}", python_dir, workers, plays),
+      const double py_wc = timed(fmt::format("{} {}/countwords.py -j {} {}", python_bin(), python_dir, workers, plays),
                                  "files, ");
       rows.push_back({"wordcount, 27 plays", wc, py_wc, "Python countwords (Pool)", ">= 50x", true});
     }
@@ -227,6 +235,13 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "compare_pool: {} not found: word count rows skipped\n", plays);
   }
 
+  std::string model = run_command("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+  model.erase(0, model.find_first_not_of(' '));
+  if (!model.empty() && model.back() == '\n') model.pop_back();
+  std::string pyver = python ? run_command(python_bin() + " --version") : std::string("-\n");
+  pyver.pop_back();
+  fmt::print("machine: {}, cpu_count() = {}, {} workers; {}; median of {} runs\n\n", model,
+             mproc::cpu_count(), workers, pyver, repeat);
   fmt::print("| figure | mproc | anchor | anchor time | ratio | target |\n");
   fmt::print("|---|---|---|---|---|---|\n");
   for (auto& r : rows) {
