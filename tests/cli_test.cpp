@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <mproc/serialize.hpp>
+
 #include "words.hpp"
 
 namespace {
@@ -166,10 +168,16 @@ TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
       mproc::words::count_block(text, cuts[i], cuts[i + 1], parts);
     ASSERT_EQ(parts, whole) << "round " << round;
   }
-  EXPECT_EQ(whole["spaced"], 1u);  // U+2003 EM SPACE and U+3000 split words
-  EXPECT_EQ(whole["out"], 1u);
-  EXPECT_EQ(whole["caf"], 1u);     // [a-z-]+ stops at the first non-ASCII letter
-  EXPECT_EQ(whole["i"], 1u);       // U+0130 lower-cases to "i" + a combining dot
+  EXPECT_EQ(whole.count("spaced"), 1u);  // U+2003 EM SPACE and U+3000 split words
+  EXPECT_EQ(whole.count("out"), 1u);
+  EXPECT_EQ(whole.count("caf"), 1u);     // [a-z-]+ stops at the first non-ASCII letter
+  EXPECT_EQ(whole.count("i"), 1u);       // U+0130 lower-cases to "i" + a combining dot
+
+  // The partial a worker sends back survives the trip, and corrupt bytes are refused.
+  auto bytes = mproc::dumps(whole);
+  EXPECT_EQ(mproc::loads<mproc::words::Counts>(bytes), whole);
+  for (std::size_t k = 1; k <= 8; ++k) bytes[bytes.size() - k] = std::byte{0};  // last count: 0
+  EXPECT_THROW((void)mproc::loads<mproc::words::Counts>(bytes), mproc::SerializationError);
 }
 
 }  // namespace

@@ -88,7 +88,10 @@ words::Counts count_block_item(Block b) {
   return counts;
 }
 
-void merge_counts(words::Counts& into, words::Counts&& from) { words::merge(into, std::move(from)); }
+void merge_counts(words::Counts& into, words::Counts&& from) {
+  if (into.size() < from.size()) std::swap(into, from);  // fold the smaller table in
+  into.merge(from);
+}
 
 struct Options {
   std::vector<std::string> paths;
@@ -230,8 +233,9 @@ int run(const Options& o) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   std::vector<std::pair<std::string, std::uint64_t>> frequent;
-  for (auto& [w, c] : counts)
-    if (c > o.min_count) frequent.emplace_back(w, c);
+  counts.for_each([&](std::string_view w, std::uint64_t c) {
+    if (c > o.min_count) frequent.emplace_back(std::string(w), c);
+  });
   std::sort(frequent.begin(), frequent.end());
   std::string out;
   for (auto& [w, c] : frequent) out += fmt::format("{} == {}\n", w, c);

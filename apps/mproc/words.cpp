@@ -1,5 +1,7 @@
 #include "words.hpp"
 
+#include <mproc/error.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -71,64 +73,6 @@ constexpr std::array<unsigned char, 256> byte_classes() {
 }
 constexpr auto classes = byte_classes();
 
-/// Open-addressing table from words to counts, keyed by a 64-bit hash; the words live in
-/// one arena. Several times faster than std::unordered_map<std::string> for this job
-/// (no allocation per word, one probe in the common case).
-class WordTable {
- public:
-  WordTable() : slots_(1024) {}
-
-  void add(std::string_view w, std::uint64_t h) {
-    std::size_t i = h & (slots_.size() - 1);
-    for (;;) {
-      Slot& s = slots_[i];
-      if (s.count == 0) {
-        s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), 1};
-        arena_.append(w);
-        if (++used_ * 2 > slots_.size()) grow();
-        return;
-      }
-      if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) {
-        ++s.count;
-        return;
-      }
-      i = (i + 1) & (slots_.size() - 1);
-    }
-  }
-
-  void drain_into(Counts& out) const {
-    for (const Slot& s : slots_) {
-      if (s.count == 0) continue;
-      const std::string_view w(arena_.data() + s.offset, s.len);
-      auto it = out.find(w);
-      if (it != out.end())
-        it->second += s.count;
-      else
-        out.emplace(std::string(w), s.count);
-    }
-  }
-
- private:
-  struct Slot {
-    std::uint64_t hash = 0;
-    std::uint32_t offset = 0, len = 0;
-    std::uint64_t count = 0;
-  };
-  void grow() {
-    std::vector<Slot> old(slots_.size() * 2);
-    old.swap(slots_);
-    for (const Slot& s : old) {
-      if (s.count == 0) continue;
-      std::size_t i = s.hash & (slots_.size() - 1);
-      while (slots_[i].count != 0) i = (i + 1) & (slots_.size() - 1);
-      slots_[i] = s;
-    }
-  }
-  std::vector<Slot> slots_;
-  std::string arena_;
-  std::size_t used_ = 0;
-};
-
 inline std::uint64_t mix(std::uint64_t h, unsigned char c) {
   return (h ^ c) * 0x100000001b3ull;  // FNV-1a step
 }
@@ -146,7 +90,6 @@ void count_block(std::string_view text, std::size_t begin, std::size_t end, Coun
   }
   const auto* t = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
-  WordTable table;
   char word[256];
   std::string long_word;  // the rare word longer than `word`
   while (p < end) {
@@ -196,17 +139,79 @@ void count_block(std::string_view text, std::size_t begin, std::size_t end, Coun
       }
       ++p;
     }
-    if (len != 0) table.add(len <= sizeof word ? std::string_view(word, len) : long_word, h);
+    if (len != 0) out.add_hashed(len <= sizeof word ? std::string_view(word, len) : long_word, h, 1);
   }
-  table.drain_into(out);
 }
 
-void merge(Counts& into, Counts&& from) {
-  if (into.empty()) {
-    into = std::move(from);
-    return;
+std::uint64_t Counts::hash(std::string_view w) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : w) h = mix(h, static_cast<unsigned char>(c));
+  return h;
+}
+
+void Counts::add_hashed(std::string_view w, std::uint64_t h, std::uint64_t n) {
+  std::size_t i = h & (slots_.size() - 1);
+  for (;;) {
+    Slot& s = slots_[i];
+    if (s.count == 0) {
+      s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), n};
+      arena_.append(w);
+      if (++used_ * 2 > slots_.size()) grow();
+      return;
+    }
+    if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) {
+      s.count += n;
+      return;
+    }
+    i = (i + 1) & (slots_.size() - 1);
   }
-  for (auto& [w, c] : from) into[w] += c;
+}
+
+void Counts::merge(const Counts& other) {
+  for (const Slot& s : other.slots_)
+    if (s.count != 0)
+      add_hashed(std::string_view(other.arena_.data() + s.offset, s.len), s.hash, s.count);
+}
+
+std::uint64_t Counts::count(std::string_view w) const {
+  const std::uint64_t h = hash(w);
+  for (std::size_t i = h & (slots_.size() - 1);; i = (i + 1) & (slots_.size() - 1)) {
+    const Slot& s = slots_[i];
+    if (s.count == 0) return 0;
+    if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) return s.count;
+  }
+}
+
+void Counts::grow() {
+  std::vector<Slot> old(slots_.size() * 2);
+  old.swap(slots_);
+  for (const Slot& s : old) {
+    if (s.count == 0) continue;
+    std::size_t i = s.hash & (slots_.size() - 1);
+    while (slots_[i].count != 0) i = (i + 1) & (slots_.size() - 1);
+    slots_[i] = s;
+  }
+}
+
+void Counts::load(const std::string& words, const std::vector<std::uint32_t>& lengths,
+                  const std::vector<std::uint64_t>& counts) {
+  if (lengths.size() != counts.size())
+    throw SerializationError("word counts: lengths and counts differ in size");
+  *this = Counts();
+  std::size_t at = 0;
+  for (std::size_t k = 0; k < lengths.size(); ++k) {
+    if (lengths[k] > words.size() - at || counts[k] == 0)
+      throw SerializationError("word counts: corrupt partial");
+    add(std::string_view(words).substr(at, lengths[k]), counts[k]);
+    at += lengths[k];
+  }
+}
+
+bool operator==(const Counts& a, const Counts& b) {
+  if (a.size() != b.size()) return false;
+  bool same = true;
+  a.for_each([&](std::string_view w, std::uint64_t c) { same = same && b.count(w) == c; });
+  return same;
 }
 
 std::string synthetic_corpus(std::size_t bytes, std::uint64_t seed) {

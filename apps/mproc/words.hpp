@@ -7,18 +7,71 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <vector>
 
 namespace mproc::words {
 
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
+/// Word -> count, as an open-addressing table keyed by a 64-bit hash, with the words in
+/// one arena: no allocation per word, and tables merge without rehashing the words.
+/// Several times faster than std::unordered_map<std::string, ...> for counting.
+/// Serializable (three flat arrays), so it can be a map_reduce partial.
+class Counts {
+ public:
+  Counts() : slots_(64) {}
 
-using Counts = std::unordered_map<std::string, std::uint64_t, StringHash, std::equal_to<>>;
+  /// Adds `n` to the count of `w`, whose Counts::hash() is `hash`.
+  void add_hashed(std::string_view w, std::uint64_t hash, std::uint64_t n);
+  void add(std::string_view w, std::uint64_t n = 1) { add_hashed(w, hash(w), n); }
+  /// Adds every count of `other`.
+  void merge(const Counts& other);
+  /// The count of `w` (0 if absent).
+  std::uint64_t count(std::string_view w) const;
+  std::size_t size() const noexcept { return used_; }
+
+  /// Calls f(word, count) for every word, in no particular order.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Slot& s : slots_)
+      if (s.count != 0) f(std::string_view(arena_.data() + s.offset, s.len), s.count);
+  }
+
+  friend bool operator==(const Counts& a, const Counts& b);
+
+  template <class A>
+  void serialize(A& ar) {
+    std::string words;
+    std::vector<std::uint32_t> lengths;
+    std::vector<std::uint64_t> counts;
+    if constexpr (A::is_saving) {
+      words.reserve(arena_.size());
+      for_each([&](std::string_view w, std::uint64_t c) {
+        words.append(w);
+        lengths.push_back(static_cast<std::uint32_t>(w.size()));
+        counts.push_back(c);
+      });
+      ar(words, lengths, counts);
+    } else {
+      ar(words, lengths, counts);
+      load(words, lengths, counts);
+    }
+  }
+
+  static std::uint64_t hash(std::string_view w) noexcept;
+
+ private:
+  struct Slot {
+    std::uint64_t hash = 0;
+    std::uint32_t offset = 0, len = 0;
+    std::uint64_t count = 0;
+  };
+  void grow();
+  void load(const std::string& words, const std::vector<std::uint32_t>& lengths,
+            const std::vector<std::uint64_t>& counts);
+
+  std::vector<Slot> slots_;
+  std::string arena_;
+  std::size_t used_ = 0;
+};
 
 /// Counts the words of the tokens that start in [begin, end) of `text` (a token may run
 /// past `end`: it belongs to the block it starts in). Splitting a text into blocks at any
@@ -30,8 +83,6 @@ inline void count_text(std::string_view text, Counts& out) {
   count_block(text, 0, text.size(), out);
 }
 
-/// Adds `from` into `into`.
-void merge(Counts& into, Counts&& from);
 
 /// A deterministic synthetic corpus of about `bytes` bytes: Zipf-distributed words from a
 /// fixed vocabulary, with capitals, punctuation and line breaks, from `seed`.
