@@ -264,6 +264,9 @@ class ProcessPoolCore final : public PoolCore {
   void finish_jobs();
   /// Marks a job finished: on_done(), or on_abort(error) when error is set.
   void complete(JobEntry& j, const std::exception_ptr& error = nullptr);
+  /// Sends `what` (flush or drop) for job `j` to every live worker that has its setup;
+  /// returns how many were told.
+  std::size_t tell_job_workers(const JobEntry& j, ToWorker what);
   void fail_everything(const std::exception_ptr& error);
   std::optional<std::chrono::milliseconds> check_timeouts();
   /// How long the dispatcher may sleep: until the next task timeout, and briefly while
@@ -869,15 +872,22 @@ void ProcessPoolCore::complete(JobEntry& j, const std::exception_ptr& error) {
     j.job->on_abort(error);
   else
     j.job->on_done();
+  tell_job_workers(j, ToWorker::drop);
+  j.setup_slots.clear();
+}
+
+std::size_t ProcessPoolCore::tell_job_workers(const JobEntry& j, ToWorker what) {
+  std::size_t told = 0;
   for (unsigned s : j.setup_slots) {
     WorkerSlot& w = slots_[s];
     if (w.state != WorkerState::alive) continue;
     std::vector<std::byte> msg;
-    put(msg, ToWorker::drop);
+    put(msg, what);
     put<std::uint64_t>(msg, j.id);
     send(w, std::move(msg));
+    ++told;
   }
-  j.setup_slots.clear();
+  return told;
 }
 
 void ProcessPoolCore::finish_jobs() {
@@ -889,15 +899,7 @@ void ProcessPoolCore::finish_jobs() {
     if (j.reduce && !j.flushing) {
       // Every item is folded somewhere: ask each worker that folded some for its partial.
       j.flushing = true;
-      for (unsigned s : j.setup_slots) {
-        WorkerSlot& w = slots_[s];
-        if (w.state != WorkerState::alive) continue;
-        std::vector<std::byte> msg;
-        put(msg, ToWorker::flush);
-        put<std::uint64_t>(msg, j.id);
-        send(w, std::move(msg));
-        ++j.awaiting_partials;
-      }
+      j.awaiting_partials += tell_job_workers(j, ToWorker::flush);
     }
     if (j.reduce && j.awaiting_partials > 0) continue;
     complete(j);
