@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
+#include <stdexcept>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -154,6 +156,9 @@ void Counts::add_hashed(std::string_view w, std::uint64_t h, std::uint64_t n) {
   for (;;) {
     Slot& s = slots_[i];
     if (s.count == 0) {
+      // Offsets are 32-bit: 4 GiB of distinct words in one table is far beyond any text.
+      if (arena_.size() + w.size() > std::numeric_limits<std::uint32_t>::max())
+        throw std::length_error("word counts: more than 4 GiB of distinct words");
       s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), n};
       arena_.append(w);
       if (++used_ * 2 > slots_.size()) grow();
