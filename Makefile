@@ -1,6 +1,8 @@
 # The two commands: `make run` and `make test`. Both install missing Debian packages
 # (scripts/install-deps.sh), configure a Release build in build/, and build it.
 
+MAKEFLAGS += --no-print-directory
+
 BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
