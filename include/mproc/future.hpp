@@ -136,6 +136,9 @@ class FutureState : public FutureStateBase {
     rethrow_if_error();
     return *value_;
   }
+  /// For a producer that holds the only handle (Pool::map): waits, then moves the value
+  /// out instead of copying it.
+  T take() { return std::move(value()); }
 
  private:
   std::optional<T> value_;
@@ -151,6 +154,7 @@ class FutureState<void> : public FutureStateBase {
     wait();
     rethrow_if_error();
   }
+  void take() { value(); }
 };
 
 }  // namespace detail

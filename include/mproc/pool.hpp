@@ -533,24 +533,24 @@ class MPROC_API Pool {
   /// error of the first failed item in input order.
   template <class F, std::ranges::input_range In>
   auto map(F f, In&& inputs, MapOptions opts = {}) {
-    return map_async(f, std::forward<In>(inputs), opts).get();
+    return submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts)->take();
   }
 
   /// map without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto map_async(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts);
+    return Future(submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts));
   }
 
   /// Python's Pool.starmap: each input is a tuple (or pair) unpacked into f's arguments.
   template <class F, std::ranges::input_range In>
   auto starmap(F f, In&& inputs, MapOptions opts = {}) {
-    return starmap_async(f, std::forward<In>(inputs), opts).get();
+    return submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts)->take();
   }
 
   template <class F, std::ranges::input_range In>
   auto starmap_async(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts);
+    return Future(submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts));
   }
 
   /// Python's Pool.imap: a lazy range of results in input order. The input is pulled as
@@ -570,12 +570,18 @@ class MPROC_API Pool {
   /// Python's Pool.apply: runs f(args...) in a worker and returns its result. Blocks.
   template <class F, class... Args>
   auto apply(F f, Args&&... args) {
-    return apply_async(f, std::forward<Args>(args)...).get();
+    return submit_apply(f, std::forward<Args>(args)...)->take();
   }
 
   /// Runs f(args...) in a worker; a Future of its result.
   template <class F, class... Args>
   auto apply_async(F f, Args&&... args) {
+    return Future(submit_apply(f, std::forward<Args>(args)...));
+  }
+
+ private:
+  template <class F, class... Args>
+  auto submit_apply(F f, Args&&... args) {
     MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
     using Arg = std::tuple<std::decay_t<Args>...>;
     using R = detail::item_result_t<detail::CallKind::unpack, F, Arg>;
@@ -586,8 +592,10 @@ class MPROC_API Pool {
     detail::encode_callable(f, job->state);
     job->chunksize = 1;
     core().submit(std::move(job));
-    return Future<R>(std::move(promise));
+    return promise;
   }
+
+ public:
 
   /// Maps f over the inputs and reduces the results with `reduce` inside the workers, then
   /// combines the workers' partials. `reduce` is either R(R, R) or void(R& acc, R&& item)
@@ -608,7 +616,7 @@ class MPROC_API Pool {
     detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
     job->chunksize = opts.chunksize;
     core().submit(std::move(job));
-    return Future<R>(std::move(promise)).get();
+    return promise->take();
   }
 
   /// No more work may be submitted (PoolClosed); queued work still runs.
@@ -636,7 +644,7 @@ class MPROC_API Pool {
     detail::encode_callable(f, job->state);
     job->chunksize = opts.chunksize;
     core().submit(std::move(job));
-    return Future<typename Job::Result>(std::move(promise));
+    return promise;
   }
 
   template <class F, class In>
