@@ -30,7 +30,9 @@ namespace mproc {
 namespace detail {
 
 // Lock order: registry mutex, then a ProcessState's mutex. Nothing holds a ProcessState's
-// mutex while it forks, blocks, or runs user code; start() forks holding no lock at all.
+// mutex while it forks, blocks or runs user code (the one exception: the atexit handler
+// reaps a child it has just SIGKILLed, which is immediate); start() forks holding no
+// lock at all.
 struct ProcessState : std::enable_shared_from_this<ProcessState> {
   ProcessState(std::string name_, std::string identity_, bool daemon_,
                std::unique_ptr<ProcessTarget> target_);

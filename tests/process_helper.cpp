@@ -24,6 +24,10 @@
 #include <string>
 #include <thread>
 
+// For ThreadSanitizer builds, as in process_test.cpp: daemons start their watcher thread
+// after forking a multi-threaded process, and _exit() while it runs.
+extern "C" const char* __tsan_default_options() { return "atexit_sleep_ms=0:die_after_fork=0"; }
+
 namespace {
 
 [[noreturn]] void sleep_forever() {
