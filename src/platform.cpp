@@ -1,6 +1,8 @@
 #include "platform.hpp"
 
 #include <cxxabi.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -39,6 +41,19 @@ std::string current_exception_message() {
   } catch (...) {
     return {};
   }
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+int status_code(int wstatus) noexcept {
+  if (WIFSIGNALED(wstatus)) return -WTERMSIG(wstatus);
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  return 0;
 }
 
 void write_all(int fd, std::string_view s) noexcept {

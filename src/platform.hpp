@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,6 +52,12 @@ std::string current_exception_type_name();
 
 /// what() of the exception being handled, or an empty string for non-std exceptions.
 std::string current_exception_message();
+
+/// CLOCK_MONOTONIC in nanoseconds: a plain number that another process can compare.
+std::uint64_t monotonic_ns() noexcept;
+
+/// A waitpid() status as Python's exitcode: the exit code, or minus the signal number.
+int status_code(int wstatus) noexcept;
 
 /// Writes all of s to fd, retrying short writes and EINTR; async-signal-safe.
 void write_all(int fd, std::string_view s) noexcept;

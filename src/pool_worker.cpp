@@ -39,13 +39,6 @@ std::optional<TaskInfo> current_task() noexcept { return tls_current_task; }
 namespace detail::pool {
 namespace {
 
-std::uint64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 void put_current_error(std::vector<std::byte>& out, FromWorker kind) {
   out.clear();
   put(out, kind);
@@ -238,12 +231,6 @@ bool send_event(int sock, const ServerEvent& ev, int fd) {
   }
   return retry_eintr([&] { return ::sendmsg(sock, &msg, MSG_NOSIGNAL); }) ==
          static_cast<ssize_t>(sizeof ev);
-}
-
-int status_code(int wstatus) {
-  if (WIFSIGNALED(wstatus)) return -WTERMSIG(wstatus);
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  return 0;
 }
 
 }  // namespace

@@ -82,12 +82,6 @@ bool pidfd_supported() noexcept {
   return supported;
 }
 
-int status_code(int wstatus) noexcept {
-  if (WIFSIGNALED(wstatus)) return -WTERMSIG(wstatus);
-  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
-  return 0;
-}
-
 /// Process-wide state. Leaked on purpose: atexit handlers and static destructors of the
 /// program (a static Process) may still use it after our own statics are gone.
 struct Globals {

@@ -72,13 +72,6 @@ void append_ends(std::vector<std::byte>& msg, const std::vector<std::size_t>& en
   if (!ends.empty()) std::memcpy(msg.data() + n, ends.data(), ends.size() * sizeof(std::uint64_t));
 }
 
-std::uint64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 /// Threads in this process that mproc did not start; forking while one of them holds a
 /// lock leaves that lock held forever in the child.
 std::atomic<int> mproc_threads{0};
