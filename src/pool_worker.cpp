@@ -36,6 +36,10 @@ thread_local std::optional<TaskInfo> tls_current_task;
 
 std::optional<TaskInfo> current_task() noexcept { return tls_current_task; }
 
+namespace detail {
+std::optional<TaskInfo>* current_task_slot() noexcept { return &tls_current_task; }
+}  // namespace detail
+
 namespace detail::pool {
 namespace {
 

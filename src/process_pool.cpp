@@ -125,6 +125,8 @@ struct JobEntry {
   std::size_t awaiting_partials = 0;
   bool flushing = false;
   bool done = false;
+  bool started = false;         // start() was called
+  bool kill_cancelled = false;  // Future::cancel(kill_running): no item runs again
 };
 
 enum class WorkerState { empty, starting, alive, dead };
@@ -208,6 +210,7 @@ struct WorkerSlot {
   std::set<std::uint64_t> folded;  // reduce jobs it folded items of
   // Death bookkeeping, filled when the pidfd fires, resolved when the status arrives.
   bool killed_for_timeout = false;
+  bool killed_for_cancel = false;
   bool crashed_accounted = false;
   std::optional<Segment> crashed;  // the item it was running when it died
   std::vector<std::uint64_t> lost_partials;
@@ -223,6 +226,8 @@ class ProcessPoolCore final : public PoolCore {
   unsigned workers() const noexcept override { return n_; }
   void submit(std::shared_ptr<Job> job) override;
   void wake() noexcept override { ring_bell(); }
+  bool kill_running(const Job* job) override;
+  void cancel_pending() override;
   void close() override;
   void join() override;
   void terminate() override;
@@ -256,7 +261,7 @@ class ProcessPoolCore final : public PoolCore {
   void spawn(WorkerSlot& w);
   void finish_jobs();
   /// Marks a job finished: on_done(), or on_abort(error) when error is set.
-  void complete(JobEntry& j, const std::exception_ptr& error = nullptr);
+  void complete(JobEntry& j, const std::exception_ptr& error = nullptr, bool report = true);
   /// Sends `what` (flush or drop) for job `j` to every live worker that has its setup;
   /// returns how many were told.
   std::size_t tell_job_workers(const JobEntry& j, ToWorker what);
@@ -268,6 +273,7 @@ class ProcessPoolCore final : public PoolCore {
   void sleep(std::optional<std::chrono::milliseconds> timeout);
   bool anything_ready();
   JobEntry* find_job(std::uint64_t id);
+  void kill_job_workers(const Job* job);
 
   const PoolOptions options_;
   const unsigned n_;
@@ -286,6 +292,7 @@ class ProcessPoolCore final : public PoolCore {
   bool server_gone_ = false;
   std::exception_ptr broken_;  // dispatcher-side copy
   std::size_t newly_done_ = 0;  // jobs completed since active_jobs_ was last updated
+  std::uint64_t cancel_generation_seen_ = 0;  // cancel_generation_ as of the last look
   // Worker deaths since the last item finished: a worker that dies over and over before
   // finishing anything (a broken environment, not a task) must not respawn forever.
   unsigned barren_deaths_ = 0;
@@ -294,6 +301,8 @@ class ProcessPoolCore final : public PoolCore {
   std::mutex mutex_;
   std::condition_variable idle_cv_;
   std::deque<std::shared_ptr<Job>> incoming_;
+  std::vector<const Job*> kill_requests_;
+  std::uint64_t cancel_generation_ = 0;
   std::size_t active_jobs_ = 0;  // submitted and not finished (under mutex_)
   bool closed_ = false;
   bool stop_ = false;       // join: finish and shut down
@@ -307,8 +316,8 @@ class ProcessPoolCore final : public PoolCore {
 ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
     : options_(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
-  if (options.progress || !options.trace.empty())
-    throw std::invalid_argument("Pool: progress bars and traces are not available yet");
+  if (!options.trace.empty())
+    throw std::invalid_argument("Pool: traces are not available yet");
   const std::size_t size = rings_offset() + 2 * n_ * ring_block();
   shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
   eventfd_ = Doorbell::make_eventfd();
@@ -397,8 +406,31 @@ void ProcessPoolCore::submit(std::shared_ptr<Job> job) {
     std::lock_guard lock(mutex_);
     if (broken_error_) std::rethrow_exception(broken_error_);
     if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
+    job->generation = cancel_generation_;
+    {
+      std::lock_guard link(job->link_mutex);
+      job->link = this;
+    }
     incoming_.push_back(std::move(job));
     ++active_jobs_;
+  }
+  ring_bell();
+}
+
+bool ProcessPoolCore::kill_running(const Job* job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (terminate_) return false;
+    kill_requests_.push_back(job);
+  }
+  ring_bell();
+  return true;
+}
+
+void ProcessPoolCore::cancel_pending() {
+  {
+    std::lock_guard lock(mutex_);
+    ++cancel_generation_;
   }
   ring_bell();
 }
@@ -436,6 +468,30 @@ void ProcessPoolCore::terminate() {
   idle_cv_.notify_all();
   ring_bell();
   join();
+}
+
+void ProcessPoolCore::kill_job_workers(const Job* job) {
+  for (auto& j : jobs_) {
+    if (j.job.get() != job || j.done) continue;
+    j.kill_cancelled = true;
+    for (auto& w : slots_) {
+      if (w.state != WorkerState::alive) continue;
+      for (auto& c : w.chunks) {
+        if (c.seg.job != j.id) continue;
+        w.killed_for_cancel = true;
+        ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
+        break;
+      }
+    }
+    // Items queued again after an earlier crash never run now.
+    for (auto& seg : j.requeued) {
+      for (std::size_t k = 0; k < seg.count(); ++k) {
+        ++j.accounted;
+        j.job->on_error(seg.first + k, std::make_exception_ptr(Cancelled("the task was cancelled")));
+      }
+    }
+    j.requeued.clear();
+  }
 }
 
 JobEntry* ProcessPoolCore::find_job(std::uint64_t id) {
@@ -498,11 +554,15 @@ void ProcessPoolCore::loop() {
 
 bool ProcessPoolCore::take_incoming() {
   std::deque<std::shared_ptr<Job>> jobs;
+  std::vector<const Job*> kills;
   {
     std::lock_guard lock(mutex_);
-    if (incoming_.empty()) return false;
+    cancel_generation_seen_ = cancel_generation_;
+    if (incoming_.empty() && kill_requests_.empty()) return false;
     jobs.swap(incoming_);
+    kills.swap(kill_requests_);
   }
+  for (const Job* k : kills) kill_job_workers(k);
   for (auto& job : jobs) {
     const bool reduce = job->vtable->fold != nullptr;
     jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
@@ -701,6 +761,18 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
       seg.items_offset = off;
     } else {
       if (j.job->exhausted()) continue;
+      if (!j.started) {
+        j.started = true;
+        if (j.job->generation < cancel_generation_seen_) {
+          j.job->on_abort(std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
+          complete(j, nullptr, false);
+          continue;
+        }
+        if (!j.job->start()) {
+          complete(j, nullptr, false);
+          continue;
+        }
+      }
       auto msg = std::make_shared<std::vector<std::byte>>();
       put(*msg, ToWorker::chunk);
       put<std::uint64_t>(*msg, j.id);
@@ -788,6 +860,14 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
     }
     first = false;
     if (j == nullptr || from >= c.seg.count()) continue;
+    if (j->kill_cancelled) {
+      for (std::size_t k = from; k < c.seg.count(); ++k) {
+        ++j->accounted;
+        j->job->on_error(c.seg.first + k,
+                         std::make_exception_ptr(Cancelled("the task was cancelled")));
+      }
+      continue;
+    }
     // Items it held but had not started run elsewhere.
     std::vector<std::size_t> ends;
     const std::size_t cut = from == 0 ? 0 : c.seg.ends[from - 1];
@@ -814,7 +894,11 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
     if (JobEntry* j = find_job(w.crashed->job)) {
       --j->in_flight;
       unsigned& crashes = j->crashes[index];
-      if (!w.killed_for_timeout && crashes < options_.retries) {
+      if (j->kill_cancelled || w.killed_for_cancel) {
+        ++j->accounted;
+        j->job->on_error(index, std::make_exception_ptr(Cancelled(
+                                    "the task was cancelled: its worker was killed")));
+      } else if (!w.killed_for_timeout && crashes < options_.retries) {
         ++crashes;  // run it again, first, on another worker
         j->requeued.push_front(std::move(*w.crashed));
       } else {
@@ -837,6 +921,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   w.lost_partials.clear();
   w.crashed.reset();
   w.killed_for_timeout = false;
+  w.killed_for_cancel = false;
   w.state = WorkerState::empty;
   w.pid = 0;
   control(w.slot).running.store(0, std::memory_order_relaxed);
@@ -857,14 +942,20 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   if (!stopping && !broken_) spawn(w);
 }
 
-void ProcessPoolCore::complete(JobEntry& j, const std::exception_ptr& error) {
+void ProcessPoolCore::complete(JobEntry& j, const std::exception_ptr& error, bool report) {
   if (j.done) return;
   j.done = true;
   ++newly_done_;
-  if (error)
+  {
+    std::lock_guard link(j.job->link_mutex);
+    j.job->link = nullptr;
+  }
+  if (!report) {
+  } else if (error) {
     j.job->on_abort(error);
-  else
+  } else {
     j.job->on_done();
+  }
   tell_job_workers(j, ToWorker::drop);
   j.setup_slots.clear();
 }
@@ -917,7 +1008,13 @@ void ProcessPoolCore::fail_everything(const std::exception_ptr& error) {
     incoming.swap(incoming_);
     active_jobs_ -= std::min(active_jobs_, incoming.size());
   }
-  for (auto& job : incoming) job->on_abort(error);
+  for (auto& job : incoming) {
+    {
+      std::lock_guard link(job->link_mutex);
+      job->link = nullptr;
+    }
+    job->on_abort(error);
+  }
 }
 
 std::optional<std::chrono::milliseconds> ProcessPoolCore::check_timeouts() {
@@ -993,18 +1090,44 @@ std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options) {
   return std::make_unique<pool::ProcessPoolCore>(options);
 }
 
+void throw_not_shippable(const char* method, bool callable_ok, bool) {
+  if (!callable_ok)
+    throw std::invalid_argument(fmt::format(
+        "Pool::{}: this callable cannot be sent to a worker process: its state is not "
+        "trivially copyable (for example a lambda capturing a std::string by value). Capture "
+        "nothing or only numbers and pointers and pass the data with mproc::bind(f, value, "
+        "...), or use Backend::thread",
+        method));
+  throw std::invalid_argument(fmt::format(
+      "Pool::{}: the arguments or the result of this call cannot be sent between processes: "
+      "they must be serializable (mproc/serialize.hpp) and default-constructible, and the "
+      "callable must return the same type for a moved argument as for a stored one; or use "
+      "Backend::thread",
+      method));
+}
+
 }  // namespace detail
 
 // ---- Pool -----------------------------------------------------------------------------
 
-Pool::Pool(PoolOptions options) {
+Pool::Pool(PoolOptions options)
+    : backend_(options.backend), chunksize_(options.chunksize), progress_bar_(options.progress) {
   switch (options.backend) {
     case Backend::process:
       core_ = detail::make_process_pool(options);
       break;
     case Backend::thread:
+      if (options.task_timeout.count() > 0)
+        throw std::invalid_argument(
+            "Pool: task_timeout needs Backend::process (a thread cannot be stopped)");
+      if (!options.trace.empty())
+        throw std::invalid_argument("Pool: traces are not available yet");
+      if (options.workers > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
+      threads_ = std::make_unique<detail::ThreadCore>(
+          detail::ThreadCoreOptions{options.workers, options.initializer});
+      break;
     case Backend::mpi:
-      throw std::invalid_argument("Pool: only Backend::process is available in this build");
+      throw std::invalid_argument("Pool: Backend::mpi is not available in this build");
   }
 }
 
@@ -1012,17 +1135,40 @@ Pool::Pool(unsigned workers) : Pool(PoolOptions{.workers = workers}) {}
 
 Pool::~Pool() {
   try {
-    core_->close();
-    core_->join();
+    close();
+    join();
   } catch (...) {
   }
 }
 
-unsigned Pool::workers() const noexcept { return core_->workers(); }
-void Pool::close() { core_->close(); }
-void Pool::join() { core_->join(); }
-void Pool::terminate() { core_->terminate(); }
+unsigned Pool::workers() const noexcept {
+  return threads_ ? threads_->workers() : core_->workers();
+}
+void Pool::close() {
+  if (threads_)
+    threads_->close();
+  else
+    core_->close();
+}
+void Pool::join() {
+  if (threads_)
+    threads_->join();
+  else
+    core_->join();
+}
+void Pool::terminate() {
+  if (threads_)
+    threads_->terminate();
+  else
+    core_->terminate();
+}
+void Pool::cancel_pending() {
+  if (threads_)
+    threads_->cancel_pending();
+  else
+    core_->cancel_pending();
+}
 
-std::size_t Pool::stream_window() const noexcept { return std::size_t{1024} * core_->workers(); }
+std::size_t Pool::stream_window() const noexcept { return std::size_t{1024} * workers(); }
 
 }  // namespace mproc

@@ -364,9 +364,31 @@ TEST(Pool, RetriesRunACrashedItemAgainElsewhere) {
   EXPECT_EQ(g_attempts->load(), 1);
 }
 
-TEST(Pool, OptionsNotAvailableYetAreRefused) {
-  EXPECT_THROW(mproc::Pool({.workers = 1, .progress = true}), std::invalid_argument);
+TEST(Pool, OptionsNotAvailableAreRefused) {
   EXPECT_THROW(mproc::Pool({.workers = 1, .trace = "t.json"}), std::invalid_argument);
+  EXPECT_THROW(mproc::Pool({.workers = 1, .backend = mproc::Backend::mpi}),
+               std::invalid_argument);
+  // A thread cannot be stopped, so a per-task timeout cannot be kept.
+  EXPECT_THROW(mproc::Pool({.workers = 1,
+                            .backend = mproc::Backend::thread,
+                            .task_timeout = 1s}),
+               std::invalid_argument);
+}
+
+TEST(Pool, UnshippableCallableOnProcessBackendIsATypedErrorNamingTheFix) {
+  mproc::Pool pool(1);
+  std::string prefix = "x";
+  auto f = [prefix](int i) { return prefix.size() + static_cast<std::size_t>(i); };
+  try {
+    (void)pool.map(f, mproc::range(0, 3));
+    FAIL() << "a lambda capturing a std::string was accepted by a process pool";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), testing::HasSubstr("cannot be sent to a worker process"));
+    EXPECT_THAT(e.what(), testing::HasSubstr("mproc::bind"));
+  }
+  // The same call on the thread backend just works.
+  mproc::Pool threads({.workers = 2, .backend = mproc::Backend::thread});
+  EXPECT_EQ(threads.map(f, mproc::range(0, 3)), (std::vector<std::size_t>{1, 2, 3}));
 }
 
 int hang_on_3(int x) {

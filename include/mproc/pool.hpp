@@ -43,9 +43,12 @@
 #include "bind.hpp"
 #include "detail/job.hpp"
 #include "detail/task.hpp"
+#include "detail/thread_core.hpp"
+#include "detail/thread_jobs.hpp"
 #include "error.hpp"
 #include "export.hpp"
 #include "future.hpp"
+#include "progress.hpp"
 #include "range.hpp"
 #include "serialize.hpp"
 
@@ -74,8 +77,8 @@ struct PoolOptions {
   std::chrono::nanoseconds task_timeout{0};
   /// Items per chunk; 0 sizes chunks adaptively to about 0.1-1 ms of work.
   std::size_t chunksize = 0;
-  /// Draw a progress bar on stderr when it is a terminal. Not available yet: a Pool
-  /// constructed with it throws std::invalid_argument.
+  /// Draw a progress bar on stderr (when it is a terminal) for every map call that does
+  /// not set MapOptions::progress itself.
   bool progress = false;
   /// Write a Chrome trace-event timeline of every chunk to this file ("" = off). Not
   /// available yet: a Pool constructed with it throws std::invalid_argument.
@@ -88,18 +91,10 @@ struct PoolOptions {
 struct MapOptions {
   /// Items per chunk; 0 uses the pool's chunksize (adaptive when that is 0 too).
   std::size_t chunksize = 0;
+  /// A progress callback, or `true` for a bar on stderr (see mproc/progress.hpp); unset
+  /// uses PoolOptions::progress.
+  ProgressOption progress{};
 };
-
-/// Where a task is while it runs in a pool worker: its index in the input and the chunk
-/// that carried it. Python has no equivalent; useful for logging and tests.
-struct TaskInfo {
-  std::size_t index;
-  std::size_t chunk_first;  ///< index of the chunk's first item
-  std::size_t chunk_size;
-};
-
-/// The task this pool worker is running, or none outside a pool task.
-MPROC_API std::optional<TaskInfo> current_task() noexcept;
 
 namespace detail {
 
@@ -112,15 +107,17 @@ class MPROC_API PoolCore {
   virtual void submit(std::shared_ptr<Job> job) = 0;
   /// A job whose pull() returned 0 for want of window may now have more.
   virtual void wake() noexcept = 0;
+  /// Kills the worker running `job`'s item (Future::cancel(CancelMode::kill_running)); the
+  /// item fails with Cancelled. Returns false if the job is no longer in the pool.
+  virtual bool kill_running(const Job* job) = 0;
+  /// Jobs that have not started yet finish as cancelled instead of running.
+  virtual void cancel_pending() = 0;
   virtual void close() = 0;
   virtual void join() = 0;
   virtual void terminate() = 0;
 };
 
 MPROC_API std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options);
-
-template <class R>
-using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
 /// Pulls items from a view and serializes them, one by one, in the dispatcher thread.
 template <class View, class Arg>
@@ -219,16 +216,22 @@ class VectorJob final : public FeederJob<View, Arg> {
     return n;
   }
 
+  bool start() override { return promise_->set_running() || !promise_->done(); }
   void on_result(std::size_t index, std::span<const std::byte> bytes) override {
+    if (this->progress) this->progress->add(1);
     if constexpr (!std::is_void_v<R>) {
       try {
         results_[index] = loads<R>(bytes);
       } catch (...) {
-        on_error(index, std::current_exception());
+        record_error(index, std::current_exception());
       }
     }
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    if (this->progress) this->progress->add(1);
+    record_error(index, std::move(error));
+  }
+  void record_error(std::optional<std::size_t> index, std::exception_ptr error) {
     const std::size_t i = index.value_or(0);
     if (!first_error_ || i < first_error_index_) {
       first_error_ = std::move(error);
@@ -236,6 +239,7 @@ class VectorJob final : public FeederJob<View, Arg> {
     }
   }
   void on_done() override {
+    if (this->progress) this->progress->finish();
     if (first_error_) {
       promise_->set_exception(first_error_);
     } else if constexpr (std::is_void_v<R>) {
@@ -247,7 +251,7 @@ class VectorJob final : public FeederJob<View, Arg> {
       promise_->set_value(std::move(values));
     }
   }
-  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+  void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
   std::shared_ptr<FutureState<Result>> promise_;
@@ -268,6 +272,10 @@ class SingleJob final : public Job {
     first = 0;
     if (pulled_ || max_items == 0) return 0;
     pulled_ = true;
+    if (!promise_->set_running()) {
+      failed_ = true;  // cancelled before it left the pool: it never runs
+      return 0;
+    }
     try {
       dump_into(out, arg_);
     } catch (...) {
@@ -295,10 +303,10 @@ class SingleJob final : public Job {
     }
   }
   void on_error(std::optional<std::size_t>, std::exception_ptr error) override {
-    promise_->set_exception(std::move(error));
+    abort_promise(*promise_, std::move(error));
   }
   void on_done() override {}
-  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+  void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
   Arg arg_;
@@ -334,6 +342,7 @@ class StreamJob final : public FeederJob<View, Arg> {
   bool exhausted() const noexcept override { return feeder_.exhausted() || this->cancelled(); }
 
   void on_result(std::size_t index, std::span<const std::byte> bytes) override {
+    if (this->progress) this->progress->add(1);
     Slot slot;
     try {
       if constexpr (!std::is_void_v<R>) slot.value = loads<R>(bytes);
@@ -343,11 +352,13 @@ class StreamJob final : public FeederJob<View, Arg> {
     push(index, std::move(slot));
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    if (this->progress) this->progress->add(1);
     Slot slot;
     slot.error = std::move(error);
     push(index.value_or(0), std::move(slot));
   }
   void on_done() override {
+    if (this->progress) this->progress->finish();
     std::lock_guard lock(mutex_);
     done_ = true;
     cv_.notify_all();
@@ -361,7 +372,8 @@ class StreamJob final : public FeederJob<View, Arg> {
 
   /// Blocks for the next result; none at the end. Rethrows a failed item's error.
   /// Returns true and fills `out` (unless R is void), or false at the end.
-  bool next(std::optional<stored_t<R>>& out, PoolCore& core) {
+  bool next(std::optional<stored_t<R>>& out, PoolCore& core,
+            const std::chrono::steady_clock::time_point* deadline) {
     std::unique_lock lock(mutex_);
     for (;;) {
       auto it = ordered_ ? ready_.find(next_ordered_) : ready_.begin();
@@ -382,7 +394,10 @@ class StreamJob final : public FeederJob<View, Arg> {
         if (abort_) std::rethrow_exception(abort_);
         if (ready_.empty()) return false;
       }
-      cv_.wait(lock);
+      if (deadline == nullptr)
+        cv_.wait(lock);
+      else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout)
+        throw TimeoutError("map: the next result did not arrive before the timeout");
     }
   }
 
@@ -417,7 +432,10 @@ class ReduceJob final : public FeederJob<View, Arg> {
   ReduceJob(View view, Rd reduce, std::shared_ptr<FutureState<R>> promise)
       : Base(std::move(view)), reduce_(std::move(reduce)), promise_(std::move(promise)) {}
 
-  void on_result(std::size_t, std::span<const std::byte>) override {}
+  bool start() override { return promise_->set_running() || !promise_->done(); }
+  void on_result(std::size_t, std::span<const std::byte>) override {
+    if (this->progress) this->progress->add(1);
+  }
   void on_partial(std::span<const std::byte> bytes) override {
     try {
       R r = loads<R>(bytes);
@@ -437,12 +455,13 @@ class ReduceJob final : public FeederJob<View, Arg> {
     }
   }
   void on_done() override {
+    if (this->progress) this->progress->finish();
     if (first_error_)
       promise_->set_exception(first_error_);
     else
       promise_->set_value(acc_ ? std::move(*acc_) : R{});
   }
-  void on_abort(std::exception_ptr error) override { promise_->set_exception(std::move(error)); }
+  void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
   Rd reduce_;
@@ -452,6 +471,19 @@ class ReduceJob final : public FeederJob<View, Arg> {
   std::size_t first_error_index_ = 0;
 };
 
+
+/// Whether a call with these types can go to a worker process: the callable is shippable
+/// and the arguments and results are serializable and default-constructible.
+template <CallKind kind, class F, class Arg, class R>
+concept process_ready =
+    shippable<F> && serializable<Arg> && std::default_initializable<Arg> &&
+    (std::is_void_v<R> || (serializable<R> && std::default_initializable<R>)) &&
+    std::same_as<R, item_result_t<kind, F, Arg>>;
+
+/// Throws std::invalid_argument explaining why a call cannot go to a worker process.
+[[noreturn]] MPROC_API void throw_not_shippable(const char* method, bool callable_ok,
+                                                bool types_ok);
+
 }  // namespace detail
 
 /// The results of imap / imap_unordered: an input range that blocks for each next result
@@ -460,6 +492,9 @@ class ReduceJob final : public FeederJob<View, Arg> {
 template <class R>
 class ResultStream {
  public:
+  using Next = std::function<bool(std::optional<detail::stored_t<R>>&,
+                                  const std::chrono::steady_clock::time_point*)>;
+
   class iterator {
    public:
     using value_type = detail::stored_t<R>;
@@ -481,17 +516,12 @@ class ResultStream {
     ResultStream* stream_ = nullptr;
   };
 
-  ResultStream(std::shared_ptr<detail::Job> job,
-               std::function<bool(std::optional<detail::stored_t<R>>&)> next,
-               detail::PoolCore* core)
-      : job_(std::move(job)), next_(std::move(next)), core_(core) {}
+  ResultStream(Next next, std::function<void()> stop)
+      : next_(std::move(next)), stop_(std::move(stop)) {}
   ResultStream(ResultStream&&) noexcept = default;
   ResultStream& operator=(ResultStream&&) noexcept = default;
   ~ResultStream() {
-    if (job_) {
-      job_->cancel();
-      core_->wake();
-    }
+    if (stop_) stop_();
   }
 
   /// Blocks for the first result. Call once.
@@ -501,24 +531,29 @@ class ResultStream {
   }
   std::default_sentinel_t end() const noexcept { return {}; }
 
+  /// Every later wait for a result ends at `deadline` with TimeoutError (the executors'
+  /// map timeout).
+  void set_deadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
+
  private:
   void advance() {
     current_.reset();
-    ended_ = !next_(current_);
+    ended_ = !next_(current_, deadline_ ? &*deadline_ : nullptr);
   }
 
-  std::shared_ptr<detail::Job> job_;
-  std::function<bool(std::optional<detail::stored_t<R>>&)> next_;
-  detail::PoolCore* core_ = nullptr;
+  Next next_;
+  std::function<void()> stop_;
   std::optional<detail::stored_t<R>> current_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
   bool ended_ = false;
 };
 
 /// A pool of workers. See the top of this header for the guarantees.
 class MPROC_API Pool {
  public:
-  /// Starts the workers (for Backend::process: forks the fork server, which forks them).
-  /// Throws std::system_error if the OS refuses, std::invalid_argument for bad options.
+  /// Starts the workers (Backend::process: forks the fork server, which forks them;
+  /// Backend::thread: starts the threads). Throws std::system_error if the OS refuses,
+  /// std::invalid_argument for bad options.
   explicit Pool(PoolOptions options = {});
   /// Pool({.workers = workers}).
   explicit Pool(unsigned workers);
@@ -528,29 +563,36 @@ class MPROC_API Pool {
   Pool& operator=(const Pool&) = delete;
 
   unsigned workers() const noexcept;
+  Backend backend() const noexcept { return backend_; }
 
   /// Python's Pool.map: f over every input, results in input order. Blocks. Throws the
   /// error of the first failed item in input order.
   template <class F, std::ranges::input_range In>
   auto map(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts)->take();
+    return submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
+                                                   opts, "map")
+        ->take();
   }
 
   /// map without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto map_async(F f, In&& inputs, MapOptions opts = {}) {
-    return Future(submit_vector<detail::CallKind::single>(f, std::forward<In>(inputs), opts));
+    return Future(submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
+                                                          opts, "map_async"));
   }
 
   /// Python's Pool.starmap: each input is a tuple (or pair) unpacked into f's arguments.
   template <class F, std::ranges::input_range In>
   auto starmap(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts)->take();
+    return submit_vector<detail::CallKind::unpack>(std::move(f), std::forward<In>(inputs),
+                                                   opts, "starmap")
+        ->take();
   }
 
   template <class F, std::ranges::input_range In>
   auto starmap_async(F f, In&& inputs, MapOptions opts = {}) {
-    return Future(submit_vector<detail::CallKind::unpack>(f, std::forward<In>(inputs), opts));
+    return Future(submit_vector<detail::CallKind::unpack>(std::move(f), std::forward<In>(inputs),
+                                                          opts, "starmap_async"));
   }
 
   /// Python's Pool.imap: a lazy range of results in input order. The input is pulled as
@@ -558,64 +600,61 @@ class MPROC_API Pool {
   /// an lvalue.
   template <class F, std::ranges::input_range In>
   auto imap(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_stream(f, std::forward<In>(inputs), opts, true);
+    return submit_stream<detail::CallKind::single>(std::move(f), std::forward<In>(inputs), opts,
+                                                   true, "imap");
   }
 
   /// As imap, in completion order.
   template <class F, std::ranges::input_range In>
   auto imap_unordered(F f, In&& inputs, MapOptions opts = {}) {
-    return submit_stream(f, std::forward<In>(inputs), opts, false);
+    return submit_stream<detail::CallKind::single>(std::move(f), std::forward<In>(inputs), opts,
+                                                   false, "imap_unordered");
   }
 
   /// Python's Pool.apply: runs f(args...) in a worker and returns its result. Blocks.
   template <class F, class... Args>
   auto apply(F f, Args&&... args) {
-    return submit_apply(f, std::forward<Args>(args)...)->take();
+    return submit_apply("apply", std::move(f), std::forward<Args>(args)...)->take();
   }
 
-  /// Runs f(args...) in a worker; a Future of its result.
+  /// Runs f(args...) in a worker; a Future of its result. On the process backend the
+  /// Future's cancel(CancelMode::kill_running) can stop it while it runs.
   template <class F, class... Args>
   auto apply_async(F f, Args&&... args) {
-    return Future(submit_apply(f, std::forward<Args>(args)...));
+    return Future(submit_apply("apply_async", std::move(f), std::forward<Args>(args)...));
   }
-
- private:
-  template <class F, class... Args>
-  auto submit_apply(F f, Args&&... args) {
-    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
-    using Arg = std::tuple<std::decay_t<Args>...>;
-    using R = detail::item_result_t<detail::CallKind::unpack, F, Arg>;
-    auto promise = std::make_shared<detail::FutureState<R>>();
-    auto job = std::make_shared<detail::SingleJob<Arg, R>>(Arg(std::forward<Args>(args)...),
-                                                           promise);
-    job->vtable = &detail::Trampoline<detail::CallKind::unpack, F, Arg>::vtable;
-    detail::encode_callable(f, job->state);
-    job->chunksize = 1;
-    core().submit(std::move(job));
-    return promise;
-  }
-
- public:
 
   /// Maps f over the inputs and reduces the results with `reduce` inside the workers, then
   /// combines the workers' partials. `reduce` is either R(R, R) or void(R& acc, R&& item)
-  /// (in place, for merging maps). Blocks; throws the first failed item's error.
+  /// (in place, for merging maps); it must be associative and commutative, since partials
+  /// combine in completion order. Blocks; throws the first failed item's error.
   template <class F, class Rd, std::ranges::input_range In>
   auto map_reduce(F f, Rd reduce, In&& inputs, MapOptions opts = {}) {
-    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
-    MPROC_DETAIL_REQUIRE_SHIPPABLE(Rd);
     auto view = std::views::all(std::forward<In>(inputs));
     using View = decltype(view);
     using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
-    using R = detail::item_result_t<detail::CallKind::single, F, Arg>;
+    using R = detail::thread_item_result_t<detail::CallKind::single, F,
+                                           std::ranges::range_reference_t<View>>;
     static_assert(!std::is_void_v<R>, "map_reduce: the map function must return a value");
     auto promise = std::make_shared<detail::FutureState<R>>();
-    auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
-                                                                      promise);
-    job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
-    detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
-    job->chunksize = opts.chunksize;
-    core().submit(std::move(job));
+    auto progress = make_progress(opts, view);
+    if (threads_) {
+      thread_vector<detail::CallKind::single, R, Rd>(std::move(view), std::move(f),
+                                                     std::move(reduce), opts, promise,
+                                                     std::move(progress));
+    } else if constexpr (detail::process_ready<detail::CallKind::single, F, Arg, R> &&
+                         detail::shippable<Rd>) {
+      auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
+                                                                        promise);
+      job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
+      detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
+      job->chunksize = opts.chunksize;
+      job->progress = std::move(progress);
+      core().submit(std::move(job));
+    } else {
+      detail::throw_not_shippable("map_reduce", detail::shippable<F> && detail::shippable<Rd>,
+                                  false);
+    }
     return promise->take();
   }
 
@@ -624,53 +663,161 @@ class MPROC_API Pool {
   /// Waits until all submitted work is done and the workers have exited. Call close() first
   /// (as in Python); join() without close() closes.
   void join();
-  /// Kills the workers now; pending work fails with Cancelled.
+  /// Kills the workers now (Backend::thread: running tasks finish, since a thread cannot
+  /// be killed); pending work fails with Cancelled.
   void terminate();
+  /// Work submitted so far that has not started is cancelled (its futures report
+  /// cancelled()); running work goes on. Used by executors' shutdown(cancel_futures).
+  void cancel_pending();
 
  private:
   detail::PoolCore& core() const { return *core_; }
 
+  template <class View>
+  std::shared_ptr<detail::ProgressReporter> make_progress(const MapOptions& opts,
+                                                          const View& view) const {
+    std::optional<std::size_t> total;
+    if constexpr (std::ranges::sized_range<View>)
+      total = static_cast<std::size_t>(std::ranges::size(view));
+    if (opts.progress) return detail::make_progress(opts.progress, total);
+    if (progress_bar_) return detail::make_progress(ProgressOption(true), total);
+    return nullptr;
+  }
+
+  std::size_t thread_chunksize(const MapOptions& opts) const noexcept {
+    return opts.chunksize != 0 ? opts.chunksize : chunksize_;
+  }
+
+  /// map, starmap, map_reduce on the thread backend.
+  template <detail::CallKind kind, class R, class Rd, class View, class F, class Promise>
+  void thread_vector(View view, F f, Rd reduce, const MapOptions& opts, Promise promise,
+                     std::shared_ptr<detail::ProgressReporter> progress) {
+    if constexpr (std::ranges::random_access_range<View> && std::ranges::sized_range<View>) {
+      using Reducer = std::conditional_t<std::is_same_v<Rd, std::monostate>, void, Rd>;
+      using Job = detail::ThreadVectorJob<kind, View, F, R, Reducer>;
+      auto job = std::make_shared<Job>(std::move(view), std::move(f), std::move(reduce),
+                                       thread_chunksize(opts), threads_->workers(),
+                                       std::move(promise), std::move(progress));
+      Job::start(*threads_, job);
+    } else {
+      // Runners index the input: copy a single-pass or linked input into a vector first.
+      std::vector<std::ranges::range_value_t<View>> items;
+      for (auto&& x : view) items.push_back(std::forward<decltype(x)>(x));
+      if (progress) progress->set_total(items.size());
+      thread_vector<kind, R>(std::views::all(std::move(items)), std::move(f), std::move(reduce),
+                             opts, std::move(promise), std::move(progress));
+    }
+  }
+
+  template <class F, class... Args>
+  auto submit_apply(const char* method, F f, Args&&... args) {
+    using Arg = std::tuple<std::decay_t<Args>...>;
+    using R = std::decay_t<std::invoke_result_t<F&, std::decay_t<Args>...>>;
+    if (threads_) {
+      return detail::submit_call<R>(
+          *threads_, detail::StoredCall<F, std::decay_t<Args>...>{
+                         std::move(f), Arg(std::forward<Args>(args)...)});
+    }
+    if constexpr (detail::process_ready<detail::CallKind::unpack, F, Arg, R>) {
+      auto promise = std::make_shared<detail::FutureState<R>>();
+      auto job = std::make_shared<detail::SingleJob<Arg, R>>(Arg(std::forward<Args>(args)...),
+                                                             promise);
+      job->vtable = &detail::Trampoline<detail::CallKind::unpack, F, Arg>::vtable;
+      detail::encode_callable(f, job->state);
+      job->chunksize = 1;
+      promise->set_kill_hook([weak = std::weak_ptr<detail::Job>(job)] {
+        auto j = weak.lock();
+        if (!j) return false;
+        std::lock_guard lock(j->link_mutex);
+        return j->link != nullptr && j->link->kill_running(j.get());
+      });
+      core().submit(std::move(job));
+      return promise;
+    } else {
+      detail::throw_not_shippable(method, detail::shippable<F>, false);
+    }
+  }
+
   template <detail::CallKind kind, class F, class In>
-  auto submit_vector(F f, In&& inputs, MapOptions opts) {
-    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+  auto submit_vector(F f, In&& inputs, const MapOptions& opts, const char* method) {
     auto view = std::views::all(std::forward<In>(inputs));
     using View = decltype(view);
     using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
-    using R = detail::item_result_t<kind, F, Arg>;
-    using Job = detail::VectorJob<View, Arg, R>;
-    auto promise = std::make_shared<detail::FutureState<typename Job::Result>>();
-    auto job = std::make_shared<Job>(std::move(view), promise);
-    job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
-    detail::encode_callable(f, job->state);
-    job->chunksize = opts.chunksize;
-    core().submit(std::move(job));
+    using R = detail::thread_item_result_t<kind, F, std::ranges::range_reference_t<View>>;
+    using Result = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    auto promise = std::make_shared<detail::FutureState<Result>>();
+    auto progress = make_progress(opts, view);
+    if (threads_) {
+      thread_vector<kind, R>(std::move(view), std::move(f), std::monostate{}, opts, promise,
+                             std::move(progress));
+    } else if constexpr (detail::process_ready<kind, F, Arg, R>) {
+      using Job = detail::VectorJob<View, Arg, R>;
+      auto job = std::make_shared<Job>(std::move(view), promise);
+      job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
+      detail::encode_callable(f, job->state);
+      job->chunksize = opts.chunksize;
+      job->progress = std::move(progress);
+      core().submit(std::move(job));
+    } else {
+      detail::throw_not_shippable(method, detail::shippable<F>, false);
+    }
     return promise;
   }
 
-  template <class F, class In>
-  auto submit_stream(F f, In&& inputs, MapOptions opts, bool ordered) {
-    MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+ public:
+  /// imap with either call kind (the executors' map zips several inputs into tuples).
+  template <detail::CallKind kind, class F, class In>
+  auto submit_stream(F f, In&& inputs, const MapOptions& opts, bool ordered,
+                     const char* method) {
     auto view = std::views::all(std::forward<In>(inputs));
     using View = decltype(view);
     using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
-    using R = detail::item_result_t<detail::CallKind::single, F, Arg>;
-    using Job = detail::StreamJob<View, Arg, R>;
-    auto job = std::make_shared<Job>(std::move(view), ordered, stream_window());
-    job->vtable = &detail::Trampoline<detail::CallKind::single, F, Arg>::vtable;
-    detail::encode_callable(f, job->state);
-    job->chunksize = opts.chunksize;
-    core().submit(job);
-    detail::PoolCore* core_ptr = core_.get();
-    return ResultStream<R>(
-        job, [job, core_ptr](std::optional<detail::stored_t<R>>& out) {
-          return job->next(out, *core_ptr);
-        },
-        core_ptr);
+    using R = detail::thread_item_result_t<kind, F, std::ranges::range_reference_t<View>>;
+    auto progress = make_progress(opts, view);
+    if (threads_) {
+      using Job = detail::ThreadStreamJob<kind, View, F, R>;
+      auto job = std::make_shared<Job>(*threads_, std::move(view), std::move(f), ordered,
+                                       thread_chunksize(opts), stream_window(),
+                                       std::move(progress));
+      job->start();
+      return ResultStream<R>(
+          [job](std::optional<detail::stored_t<R>>& out,
+                const std::chrono::steady_clock::time_point* deadline) {
+            return job->next(out, deadline);
+          },
+          [job] { job->drain(); });
+    }
+    if constexpr (detail::process_ready<kind, F, Arg, R>) {
+      using Job = detail::StreamJob<View, Arg, R>;
+      auto job = std::make_shared<Job>(std::move(view), ordered, stream_window());
+      job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
+      detail::encode_callable(f, job->state);
+      job->chunksize = opts.chunksize;
+      job->progress = std::move(progress);
+      core().submit(job);
+      detail::PoolCore* core_ptr = core_.get();
+      return ResultStream<R>(
+          [job, core_ptr](std::optional<detail::stored_t<R>>& out,
+                          const std::chrono::steady_clock::time_point* deadline) {
+            return job->next(out, *core_ptr, deadline);
+          },
+          [job, core_ptr] {
+            job->cancel();
+            core_ptr->wake();
+          });
+    } else {
+      detail::throw_not_shippable(method, detail::shippable<F>, false);
+    }
   }
 
+ private:
   std::size_t stream_window() const noexcept;
 
+  Backend backend_ = Backend::process;
+  std::size_t chunksize_ = 0;
+  bool progress_bar_ = false;
   std::unique_ptr<detail::PoolCore> core_;
+  std::unique_ptr<detail::ThreadCore> threads_;
 };
 
 }  // namespace mproc

@@ -6,18 +6,49 @@
 #include <cstddef>
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "../error.hpp"
 #include "../export.hpp"
+#include "../future.hpp"
+#include "../progress.hpp"
 #include "task.hpp"
 
 namespace mproc::detail {
 
+/// Whether `e` holds an mproc::Cancelled.
+inline bool is_cancelled_error(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Cancelled&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+/// Fails `promise` with `e`; a Cancelled error (terminate, a kill on cancel) marks it
+/// cancelled.
+inline void abort_promise(FutureStateBase& promise, std::exception_ptr e) {
+  if (is_cancelled_error(e))
+    promise.finish_cancelled(std::move(e));
+  else
+    promise.set_exception(std::move(e));
+}
+
+class PoolCore;
+
 class MPROC_API Job {
  public:
   virtual ~Job();
+
+  /// Called once before the first pull(): false if the job's future was cancelled while
+  /// it waited, and then the job is completed without running.
+  virtual bool start() { return true; }
 
   /// Serializes up to `max_items` further inputs with consecutive indices: appends their
   /// bytes to `out`, the end offset of each item (relative to the start of `out`) to
@@ -56,6 +87,11 @@ class MPROC_API Job {
   const TaskVTable* vtable = nullptr;
   std::vector<std::byte> state;  ///< the callable's shipped state
   std::size_t chunksize = 0;     ///< 0: adaptive
+  std::shared_ptr<ProgressReporter> progress;  ///< null: no progress reports
+  std::uint64_t generation = 0;  ///< the pool's cancel_pending() count at submit
+  // For Future::cancel(CancelMode::kill_running): the pool while the job is in it.
+  std::mutex link_mutex;
+  PoolCore* link = nullptr;
 
  private:
   std::atomic<bool> cancelled_{false};

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <tuple>
 #include <type_traits>
@@ -15,9 +16,29 @@
 #include <vector>
 
 #include "../bind.hpp"
+#include "../export.hpp"
 #include "../serialize.hpp"
 
+namespace mproc {
+
+/// Where a task is while it runs in a pool worker (a process or a thread): its index in
+/// the input and the chunk that carried it. Python has no equivalent; useful for logging
+/// and tests.
+struct TaskInfo {
+  std::size_t index;
+  std::size_t chunk_first;  ///< index of the chunk's first item
+  std::size_t chunk_size;
+};
+
+/// The task this pool worker is running, or none outside a pool task.
+MPROC_API std::optional<TaskInfo> current_task() noexcept;
+
+}  // namespace mproc
+
 namespace mproc::detail {
+
+/// The calling thread's current_task() slot, for the pools to update cheaply.
+MPROC_API std::optional<TaskInfo>* current_task_slot() noexcept;
 
 template <class T>
 inline constexpr bool is_bound_call_v = false;

@@ -1,0 +1,25 @@
+// How a thread-pool worker waits for a future: by running other tasks meanwhile, so that a
+// task waiting on work it submitted to its own pool cannot deadlock it. Internal.
+#pragma once
+
+#include <chrono>
+
+#include "mproc/future.hpp"
+
+namespace mproc::detail {
+
+class WaitHelper {
+ public:
+  /// Runs other work until `state` is finished or `deadline` (null: none) passes; returns
+  /// state.done().
+  virtual bool help_until(const FutureStateBase& state,
+                          const std::chrono::steady_clock::time_point* deadline) = 0;
+
+ protected:
+  ~WaitHelper() = default;
+};
+
+/// Set by a thread-pool worker for its own thread; null elsewhere.
+extern thread_local WaitHelper* current_wait_helper;
+
+}  // namespace mproc::detail
