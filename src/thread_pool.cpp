@@ -116,12 +116,14 @@ class WsDeque {
 /// Tasks from outside the pool: a lock-free stack that a worker takes whole.
 class Inbox {
  public:
-  void push(ThreadTask* t) noexcept {
+  /// Returns whether the inbox was empty before.
+  bool push(ThreadTask* t) noexcept {
     ThreadTask* h = head_.load(std::memory_order_relaxed);
     do {
       t->next_ = h;
     } while (!head_.compare_exchange_weak(h, t, std::memory_order_seq_cst,
                                           std::memory_order_relaxed));
+    return h == nullptr;
   }
   /// Everything queued, oldest first.
   ThreadTask* take_all() noexcept {
@@ -150,6 +152,7 @@ struct alignas(64) WorkerState {
 
 thread_local ThreadCore::Impl* tls_core = nullptr;
 thread_local unsigned tls_index = 0;
+thread_local unsigned tls_next_inbox = 0;  // round-robin position of a submitting thread
 
 }  // namespace
 
@@ -196,7 +199,6 @@ struct ThreadCore::Impl final : WaitHelper {
   std::atomic<bool> stopping{false};  // join: exit when idle
   std::atomic<bool> broken{false};
   std::atomic<bool> joiner_waiting{false};
-  std::atomic<unsigned> next_inbox{0};
 
   std::mutex mutex;
   std::condition_variable idle_cv;
@@ -297,11 +299,11 @@ void ThreadCore::Impl::worker_main(unsigned i) {
     if (t == nullptr) {
       // Spin a little: on a busy pool the next task is usually microseconds away, and a
       // futex sleep and wake-up costs tens of microseconds.
-      for (int round = 0; round < 64 && t == nullptr; ++round) {
+      for (int round = 0; round < 32 && t == nullptr; ++round) {
         for (int p = 0; p < 32; ++p) spin_pause();
         t = find_work(i);
       }
-      for (int round = 0; round < 8 && t == nullptr; ++round) {
+      for (int round = 0; round < 4 && t == nullptr; ++round) {
         std::this_thread::yield();
         t = find_work(i);
       }
@@ -372,12 +374,14 @@ void ThreadCore::submit(ThreadTask* task) {
   if (inside) {
     m.workers[tls_index].deque.push(task);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    m.wake_one();
   } else {
-    // Round-robin over the inboxes; a relaxed counter is enough (balance, not order).
-    const unsigned w = m.next_inbox.fetch_add(1, std::memory_order_relaxed) % m.n;
-    m.workers[w].inbox.push(task);
+    // Round-robin over the inboxes, per submitting thread (balance, not order). Only a
+    // push into an empty inbox needs a wake-up: a non-empty one already had its wake-up,
+    // and a worker that takes several tasks at once wakes another to share them.
+    const unsigned w = tls_next_inbox++ % m.n;
+    if (m.workers[w].inbox.push(task)) m.wake_one();
   }
-  m.wake_one();
 }
 
 void ThreadCore::close() { impl_->closed.store(true, std::memory_order_release); }
