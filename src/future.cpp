@@ -44,7 +44,7 @@ CallbackErrorHandler set_callback_error_handler(CallbackErrorHandler handler) {
 
 namespace detail {
 
-thread_local WaitHelper* current_wait_helper = nullptr;
+MPROC_INITIAL_EXEC thread_local WaitHelper* current_wait_helper = nullptr;
 
 void report_callback_error(std::exception_ptr error) noexcept {
   CallbackErrorHandler handler;
@@ -189,7 +189,7 @@ bool FutureStateBase::cancel() {
 bool FutureStateBase::cancel_running() {
   if (cancel()) return true;
   if (done()) return false;
-  if (!kill_hook_ || !kill_hook_()) return false;
+  if (!kill_hook_ || !(*kill_hook_)()) return false;
   wait();
   return cancelled();
 }

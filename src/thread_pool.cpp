@@ -150,9 +150,9 @@ struct alignas(64) WorkerState {
   std::thread thread;
 };
 
-thread_local ThreadCore::Impl* tls_core = nullptr;
-thread_local unsigned tls_index = 0;
-thread_local unsigned tls_next_inbox = 0;  // round-robin position of a submitting thread
+MPROC_INITIAL_EXEC thread_local ThreadCore::Impl* tls_core = nullptr;
+MPROC_INITIAL_EXEC thread_local unsigned tls_index = 0;
+MPROC_INITIAL_EXEC thread_local unsigned tls_next_inbox = 0;  // round-robin position of a submitting thread
 
 }  // namespace
 

@@ -19,7 +19,12 @@ class WaitHelper {
   ~WaitHelper() = default;
 };
 
+// libmproc's thread-locals use the initial-exec model: one instruction to reach them
+// instead of a __tls_get_addr call (libmproc is linked, not dlopen'ed, and they are few
+// bytes of the static TLS block).
+#define MPROC_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+
 /// Set by a thread-pool worker for its own thread; null elsewhere.
-extern thread_local WaitHelper* current_wait_helper;
+extern MPROC_INITIAL_EXEC thread_local WaitHelper* current_wait_helper;
 
 }  // namespace mproc::detail

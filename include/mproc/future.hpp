@@ -30,6 +30,7 @@
 #include <future>
 #include <iterator>
 #include <memory>
+#include <new>
 #include <optional>
 #include <ranges>
 #include <span>
@@ -136,7 +137,9 @@ class MPROC_API FutureStateBase {
   bool cancel_running();
   /// The backend's way to stop a running task (process backend: kill its worker). Set
   /// before the Future is handed out. Returns false if it could not act.
-  void set_kill_hook(std::function<bool()> hook) { kill_hook_ = std::move(hook); }
+  void set_kill_hook(std::function<bool()> hook) {
+    kill_hook_ = std::make_unique<std::function<bool()>>(std::move(hook));
+  }
 
   /// Finishes with `e` and marks the state cancelled (a kill on cancel, a terminate).
   /// Returns false if the result was already set.
@@ -228,6 +231,8 @@ class MPROC_API FutureStateBase {
   void rethrow_if_error() const {
     if (error_) std::rethrow_exception(error_);
   }
+  /// Between begin_finish() and end_finish() only.
+  void store_error(std::exception_ptr e) noexcept { error_ = std::move(e); }
 
  private:
   bool wait_slow(const std::chrono::steady_clock::time_point* deadline) const;
@@ -239,37 +244,48 @@ class MPROC_API FutureStateBase {
   mutable std::atomic<bool> node_lock_{false};
   DoneNode* nodes_ = nullptr;  // guarded by node_lock_; newest first
   std::exception_ptr error_;
-  std::function<bool()> kill_hook_;
+  // Behind a pointer: most states never have one, and a small state stays in malloc's
+  // fast bins (a thread-pool task and its state are one allocation).
+  std::unique_ptr<std::function<bool()>> kill_hook_;
 };
 
 template <class T>
 class FutureState : public FutureStateBase {
  public:
-  bool set_value(T v) {
-    if (!begin_finish()) return false;
-    value_.emplace(std::move(v));
-    end_finish();
-    return true;
+  FutureState() noexcept {}
+  ~FutureState() override {
+    if (has_value()) value_.~T();
   }
-  /// Constructs the value in place from `args`.
+  bool set_value(T v) { return emplace_value(std::move(v)); }
+  /// Constructs the value in place from `args`; if that throws, the state finishes with
+  /// that exception instead.
   template <class... Args>
   bool emplace_value(Args&&... args) {
     if (!begin_finish()) return false;
-    value_.emplace(std::forward<Args>(args)...);
+    try {
+      ::new (static_cast<void*>(std::addressof(value_))) T(std::forward<Args>(args)...);
+    } catch (...) {
+      store_error(std::current_exception());
+    }
     end_finish();
     return true;
   }
   T& value() {
     wait();
     rethrow_if_error();
-    return *value_;
+    return value_;
   }
   /// For a producer that holds the only handle (Pool::map): waits, then moves the value
   /// out instead of copying it.
   T take() { return std::move(value()); }
 
  private:
-  std::optional<T> value_;
+  // The value lives in a union, without optional's flag: it exists exactly when the state
+  // finished without an error. Keeps a thread-pool task small (see kill_hook_).
+  bool has_value() const noexcept { return done() && !failed(); }
+  union {
+    T value_;
+  };
 };
 
 template <>

@@ -44,34 +44,41 @@ inline void fail_promise(FutureStateBase& promise, std::exception_ptr error, boo
 template <class R, class Fn>
 class CallTask final : public FutureState<R>, public ThreadTask {
  public:
-  explicit CallTask(Fn fn) : fn_(std::move(fn)) {}
+  explicit CallTask(Fn fn) { ::new (static_cast<void*>(std::addressof(fn_))) Fn(std::move(fn)); }
+  // fn_ is always destroyed by run(), discard() or drop() before the task dies.
+  ~CallTask() override {}
 
   void run() noexcept override {
     std::shared_ptr<FutureState<R>> keep = std::move(self_);
     if (this->set_running()) {
       try {
         if constexpr (std::is_void_v<R>) {
-          (*fn_)();
+          fn_();
           this->set_value();
         } else {
-          this->set_value((*fn_)());
+          this->emplace_value(fn_());
         }
       } catch (...) {
         this->set_exception(std::current_exception());
       }
     }
-    fn_.reset();  // release what the call captured now, not when the last Future goes
+    drop();  // release what the call captured now, not when the last Future goes
   }
   void discard(std::exception_ptr reason, bool cancelled) noexcept override {
     std::shared_ptr<FutureState<R>> keep = std::move(self_);
     fail_promise(*this, std::move(reason), cancelled);
-    fn_.reset();
+    drop();
   }
+  void drop() noexcept { fn_.~Fn(); }
 
   std::shared_ptr<FutureState<R>> self_;  ///< the queue's reference until run/discard
 
  private:
-  std::optional<Fn> fn_;
+  // A union instead of optional<Fn>: with its flag the task and state of a small call
+  // would outgrow malloc's fast bins, which costs more than the call itself.
+  union {
+    Fn fn_;
+  };
 };
 
 /// Queues `fn()` on `core`; its future's state.
@@ -82,6 +89,7 @@ std::shared_ptr<FutureState<R>> submit_call(ThreadCore& core, Fn fn) {
   try {
     core.submit(task.get());
   } catch (...) {
+    task->drop();
     task->self_.reset();
     throw;
   }
