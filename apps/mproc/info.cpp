@@ -38,7 +38,7 @@ void print_info() {
     fmt::print("  MPROC_CPU_COUNT:  not set\n");
   fmt::print("backends:\n");
   fmt::print("  process  built (Pool: fork server, shared-memory rings)\n");
-  fmt::print("  thread   not built yet\n");
+  fmt::print("  thread   built (Pool and ThreadPoolExecutor: work-stealing deques)\n");
   fmt::print("  mpi      not built yet\n");
 }
 
