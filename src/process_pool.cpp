@@ -680,10 +680,12 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
   --j->in_flight;
   ++j->accounted;
   if (kind == FromWorker::item_ok) {
-    if (j->reduce)
+    if (j->reduce) {
       w.folded.insert(j->id);
-    else
+      j->job->on_result(index, {});  // the item is folded in the worker: only counted here
+    } else {
       j->job->on_result(index, r.rest());
+    }
   } else if (kind == FromWorker::item_error) {
     std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
     j->job->on_error(index, std::make_exception_ptr(RemoteError(

@@ -48,6 +48,11 @@ void ProgressReporter::set_total(std::size_t total) noexcept {
 
 void ProgressReporter::finish() noexcept { report(done_.load(std::memory_order_relaxed), true); }
 
+void ProgressReporter::stop() noexcept {
+  std::lock_guard lock(mutex_);
+  finished_ = true;
+}
+
 void ProgressReporter::report(std::size_t done, bool final) noexcept {
   std::unique_lock lock(mutex_, std::defer_lock);
   if (final) {
@@ -60,11 +65,11 @@ void ProgressReporter::report(std::size_t done, bool final) noexcept {
   if (!final && now.time_since_epoch().count() < next_report_.load(std::memory_order_relaxed))
     return;
   next_report_.store((now + report_every).time_since_epoch().count(), std::memory_order_relaxed);
-  if (final) {
-    finished_ = true;
-    done = done_.load(std::memory_order_relaxed);
-    if (total_ && done > *total_) done = *total_;
-  }
+  // Read the count under the lock: a caller's own count may be older than one already
+  // reported by another thread, and reports must never go backwards.
+  done = done_.load(std::memory_order_relaxed);
+  if (final) finished_ = true;
+  if (total_ && done > *total_) done = *total_;
   const Progress p{done, total_, now - start_};
   if (option_.callback()) {
     try {

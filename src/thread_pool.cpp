@@ -384,6 +384,15 @@ void ThreadCore::submit(ThreadTask* task) {
   }
 }
 
+bool ThreadCore::run_one() noexcept {
+  Impl& m = *impl_;
+  if (tls_core != &m) return false;
+  ThreadTask* t = m.find_work(tls_index);
+  if (t == nullptr) return false;
+  m.execute(t);
+  return true;
+}
+
 void ThreadCore::close() { impl_->closed.store(true, std::memory_order_release); }
 
 void ThreadCore::cancel_pending() {

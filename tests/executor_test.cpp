@@ -8,13 +8,15 @@
 // with this process. A held task reports that it started through one pipe and waits for
 // a byte on the other; the test thus knows for certain that a worker is busy instead of
 // hoping that a sleep was long enough.
+//
+// Tests whose comment starts with LIBRARY BUG fail on purpose: they check behaviour the
+// documentation (or Python, which the API follows) promises and the library lacks.
 #include <mproc/bind.hpp>
 #include <mproc/executor.hpp>
 #include <mproc/future.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
 
-#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -28,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <ostream>
 #include <ranges>
 #include <set>
 #include <stdexcept>
@@ -70,7 +73,8 @@ int held(int release_fd, int started_fd, int value) {
   for (;;) {
     char c;
     if (::read(release_fd, &c, 1) == 1) return value;  // non-blocking: another may win it
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left <= 0ms) return -1;
     pollfd p{release_fd, POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 200)));
@@ -125,20 +129,26 @@ class Gate {
   int started_fd() const { return started_[1]; }
 
   /// Blocks until `k` held tasks have started (false after 20 s).
-  bool wait_started(unsigned k) {
-    const auto deadline = Clock::now() + 20s;
-    while (k > 0) {
+  bool wait_started(unsigned k) { return started_within(k, 20s) == k; }
+
+  /// Waits until `k` held tasks have started or `limit` passed; how many did.
+  unsigned started_within(unsigned k, std::chrono::milliseconds limit) {
+    const auto deadline = Clock::now() + limit;
+    unsigned seen = 0;
+    while (seen < k) {
       char buf[64];
-      const ssize_t got = ::read(started_[0], buf, std::min<std::size_t>(k, sizeof buf));
+      const ssize_t got = ::read(started_[0], buf, std::min<std::size_t>(k - seen, sizeof buf));
       if (got > 0) {
-        k -= static_cast<unsigned>(got);
+        seen += static_cast<unsigned>(got);
         continue;
       }
-      if (Clock::now() > deadline) return false;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left <= 0ms) break;
       pollfd p{started_[0], POLLIN, 0};
-      ::poll(&p, 1, 200);
+      ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 200)));
     }
-    return true;
+    return seen;
   }
 
   /// Lets `k` held tasks finish.
@@ -204,6 +214,11 @@ struct Param {
   unsigned workers;
 };
 
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << (p.backend == mproc::Backend::thread ? "thread" : "process") << " backend, " << p.workers
+      << " workers";
+}
+
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   return std::string(info.param.backend == mproc::Backend::thread ? "thread" : "process") + "_" +
          std::to_string(info.param.workers) + "w";
@@ -225,7 +240,9 @@ class Executors : public ::testing::TestWithParam<Param> {
  protected:
   mproc::Backend backend() const { return GetParam().backend; }
   unsigned workers() const { return GetParam().workers; }
-  mproc::Pool make_pool() const { return mproc::Pool({.workers = workers(), .backend = backend()}); }
+  mproc::Pool make_pool() const {
+    return mproc::Pool({.workers = workers(), .backend = backend()});
+  }
   /// Tasks to hold so that every worker is busy and nothing submitted later can start:
   /// one per worker running, plus one per worker because a process worker is handed its
   /// next task while it runs the current one (that one reports running(), as in Python's
@@ -243,23 +260,26 @@ TEST_P(Executors, StatusOfThreeFutures) {
                                        ex.submit(sleepy, 20, 2), ex.submit(sleepy, 5, 3)};
     const std::array<int, 3> expected{1, 2, 3};
 
-    // Every observation must make sense: a future seen done() has its result at once, and
-    // is not running (done() is read first: phases only move forward, so a task seen
-    // finished cannot be running later); a task once seen running is never pending again.
+    // Every observation must make sense. The state moves while it is read, so the reads
+    // are ordered to make each check exact: phases only move forward (pending, running,
+    // finished), so a future seen done() cannot be running() a moment later, and a future
+    // that was running and is not running now must be done() when asked next. A future
+    // seen done() has its result at once.
     std::array<bool, 3> seen_running{};
     int observations = 0;
     auto observe = [&] {
       ++observations;
       for (std::size_t i = 0; i < fs.size(); ++i) {
-        const bool done = fs[i].done();
+        const bool done_before = fs[i].done();
         const bool running = fs[i].running();
-        if (done) {
-          EXPECT_FALSE(running) << "future " << i << " both done and running";
+        const bool done_after = fs[i].done();
+        if (done_before) EXPECT_FALSE(running) << "future " << i << " both done and running";
+        if (seen_running[i] && !running)
+          EXPECT_TRUE(done_after) << "future " << i << " went from running back to pending";
+        if (done_after) {
           EXPECT_TRUE(fs[i].wait_for(0ms)) << "done() but the result is not there";
           EXPECT_EQ(fs[i].get(), expected[i]);
           EXPECT_FALSE(fs[i].cancelled());
-        } else if (seen_running[i]) {
-          EXPECT_TRUE(running) << "future " << i << " went from running back to pending";
         }
         seen_running[i] = seen_running[i] || running;
       }
@@ -450,7 +470,8 @@ TEST_P(Executors, ApplyRunsOneAfterAnotherApplyAsyncOverlaps) {
   for (auto& f : fs) async.push_back(f.get());
   for (int k = 0; k < 4; ++k) EXPECT_EQ(async[static_cast<std::size_t>(k)][0], k);
   if (workers() >= 4) {
-    // Four workers, four tasks: they do not wait for each other.
+    // Four workers, four tasks: they do not wait for each other. (That all four run at
+    // once is AsManyTasksAsWorkersAllStartAtOnce, which the process backend fails.)
     bool overlap = false;
     for (std::size_t a = 0; a < 4; ++a)
       for (std::size_t b = 0; b < 4; ++b)
@@ -506,7 +527,8 @@ TEST_P(Executors, WaitAndAsCompleted) {
       EXPECT_TRUE(same(r.done[2], quick2));
     }
     {
-      auto r = mproc::wait(std::vector{quick2, stuck, quick1}, mproc::ReturnWhen::all_completed, 30ms);
+      auto r =
+          mproc::wait(std::vector{quick2, stuck, quick1}, mproc::ReturnWhen::all_completed, 30ms);
       ASSERT_EQ(r.not_done.size(), 1u);
       EXPECT_TRUE(same(r.not_done[0], stuck));
       ASSERT_EQ(r.done.size(), 2u);
@@ -655,30 +677,119 @@ TEST_P(Executors, ShutdownRefusesNewWorkAndCancelsQueuedWork) {
   });
 }
 
+// shutdown({.wait = false, .cancel_futures = true}) returns at once, with the workers
+// still busy; the queued tasks never run. Unlike Python, their futures turn cancelled
+// only when a worker reaches them (docs/executors.md lists this as deliberate), so here
+// they are checked after the held tasks were let go.
+TEST_P(Executors, ShutdownWithoutWaitReturnsAtOnceAndQueuedWorkNeverRuns) {
+  Gate gate;
+  with_executor(GetParam(), [&](auto& ex) {
+    OpenOnExit open{gate};
+    std::vector<mproc::Future<int>> holding;
+    for (unsigned k = 0; k < holders(); ++k)
+      holding.push_back(ex.submit(held, gate.release_fd(), gate.started_fd(), int(k)));
+    ASSERT_TRUE(gate.wait_started(workers()));
+    std::vector<mproc::Future<int>> queued;
+    for (int i = 0; i < 10; ++i) queued.push_back(ex.submit(square, i));
+    ex.shutdown({.wait = false, .cancel_futures = true});
+    // Returned although every worker is held: it did not wait.
+    for (unsigned k = 0; k < holders(); ++k) EXPECT_FALSE(holding[k].done());
+    EXPECT_THROW(ex.submit(square, 1), mproc::PoolClosed);
+    gate.release(holders());
+    auto r = mproc::wait(queued, mproc::ReturnWhen::all_completed);
+    ASSERT_EQ(r.done.size(), queued.size());
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_TRUE(queued[static_cast<std::size_t>(i)].cancelled()) << "queued task " << i << " ran";
+      EXPECT_THROW(queued[static_cast<std::size_t>(i)].get(), mproc::Cancelled);
+    }
+    ex.shutdown();
+    unsigned ran = 0;
+    for (unsigned k = 0; k < holders(); ++k) {
+      if (holding[k].cancelled()) continue;
+      EXPECT_EQ(holding[k].get(), int(k));
+      ++ran;
+    }
+    EXPECT_GE(ran, workers());
+  });
+}
+
 // ---- 11. races between a task's start and its caller -----------------------------------
+
+/// A thread that runs one job per round, handed over through atomics and picked up by a
+/// yielding spin: it starts within microseconds of the hand-over, close enough to race a
+/// task that was just submitted. (A std::thread per round starts too late: the task is
+/// usually finished by then, and only one side of the race would be tested.)
+class Partner {
+ public:
+  Partner() : thread_([this] { loop(); }) {}
+  Partner(const Partner&) = delete;
+  Partner& operator=(const Partner&) = delete;
+  ~Partner() {
+    stop_.store(true, std::memory_order_release);
+    thread_.join();
+  }
+  /// Starts `job` in the partner thread; returns at once.
+  void start(std::function<void()> job) {
+    job_ = std::move(job);
+    started_.fetch_add(1, std::memory_order_release);
+  }
+  /// Waits until the partner has finished the job given by the last start().
+  void finish() {
+    const auto target = started_.load(std::memory_order_relaxed);
+    while (finished_.load(std::memory_order_acquire) != target) std::this_thread::yield();
+  }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  void loop() {
+    std::uint64_t seen = 0;
+    for (;;) {
+      const std::uint64_t s = started_.load(std::memory_order_acquire);
+      if (s != seen) {
+        job_();
+        seen = s;
+        finished_.store(s, std::memory_order_release);
+      } else if (stop_.load(std::memory_order_acquire)) {
+        return;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+  std::function<void()> job_;
+  std::atomic<std::uint64_t> started_{0};
+  std::atomic<std::uint64_t> finished_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: starts once the rest is initialised
+};
 
 TEST_P(Executors, RaceAddDoneCallbackWithCompletion) {
   const int rounds = backend() == mproc::Backend::thread ? 1000 : 200;
   std::vector<std::atomic<int>> calls(static_cast<std::size_t>(rounds));
   std::atomic<int> wrong{0};
+  std::atomic<int> inline_calls{0};  // the future was already done when the callback came
   with_executor(GetParam(), [&](auto& ex) {
+    Partner partner;  // after the executor: a process pool forks before threads start
     for (int i = 0; i < rounds; ++i) {
       auto f = ex.submit(square, i);
       std::atomic<int>* count = &calls[static_cast<std::size_t>(i)];
-      std::thread adder([f, count, i, &wrong] {
-        f.add_done_callback([count, i, &wrong](const mproc::Future<int>& g) {
+      const auto partner_id = partner.id();
+      partner.start([&, f, count, i, partner_id] {
+        f.add_done_callback([&, count, i, partner_id](const mproc::Future<int>& g) {
           if (!g.done() || g.get() != i * i) ++wrong;
+          if (std::this_thread::get_id() == partner_id) ++inline_calls;
           count->fetch_add(1);
         });
       });
       EXPECT_EQ(f.get(), i * i);
-      adder.join();
+      partner.finish();
     }
     ex.shutdown();  // every callback has run by now
   });
   for (int i = 0; i < rounds; ++i)
     ASSERT_EQ(calls[static_cast<std::size_t>(i)].load(), 1) << "round " << i;
   EXPECT_EQ(wrong.load(), 0);
+  RecordProperty("inline_callbacks", inline_calls.load());
 }
 
 TEST_P(Executors, RaceCancelWithStart) {
@@ -686,13 +797,14 @@ TEST_P(Executors, RaceCancelWithStart) {
   std::vector<std::atomic<int>> calls(static_cast<std::size_t>(rounds));
   int cancelled = 0;
   with_executor(GetParam(), [&](auto& ex) {
+    Partner partner;
     for (int i = 0; i < rounds; ++i) {
       auto f = ex.submit(square, i);
       std::atomic<int>* count = &calls[static_cast<std::size_t>(i)];
       f.add_done_callback([count](const mproc::Future<int>&) { count->fetch_add(1); });
       bool result = false;
-      std::thread canceller([f, &result] { result = f.cancel(); });
-      canceller.join();
+      partner.start([f, &result] { result = f.cancel(); });
+      partner.finish();
       f.wait();
       // cancel() says true exactly when the future ended up cancelled, and every other
       // view of the future agrees.
@@ -716,6 +828,48 @@ TEST_P(Executors, RaceCancelWithStart) {
     ASSERT_EQ(calls[static_cast<std::size_t>(i)].load(), 1) << "round " << i;
   RecordProperty("cancelled_rounds", cancelled);
 }
+
+// ---- library bugs found by these tests (see the notes on each) ------------------------
+
+// LIBRARY BUG (process backend): as many tasks as workers do not all start. The process
+// pool hands each worker a second task while it runs the first (chunks_in_flight = 2 in
+// src/process_pool.cpp, filled worker by worker in ProcessPoolCore::dispatch), so of
+// four tasks submitted to four idle workers two may wait behind the first two while two
+// workers stay idle, for as long as the first tasks run. Python's executors and Pool feed
+// one shared queue from which any idle worker takes the next task.
+TEST_P(Executors, AsManyTasksAsWorkersAllStartAtOnce) {
+  Gate gate;
+  with_executor(GetParam(), [&](auto& ex) {
+    OpenOnExit open{gate};
+    std::vector<mproc::Future<int>> fs;
+    for (unsigned k = 0; k < workers(); ++k)
+      fs.push_back(ex.submit(held, gate.release_fd(), gate.started_fd(), int(k)));
+    // Each task holds its worker until released: all of them must be running at once. A
+    // worker left idle for 2 s while a task waits is not a matter of scheduling delays.
+    const unsigned started = gate.started_within(workers(), 2000ms);
+    EXPECT_EQ(started, workers()) << "tasks waited behind busy workers while others idled";
+    gate.release(workers());
+    for (unsigned k = 0; k < workers(); ++k) EXPECT_EQ(fs[k].get(), int(k));
+  });
+}
+
+#ifdef MPROC_EXECUTOR_TEST_SIZED_ZIP
+// LIBRARY BUG: does not compile. ex.map(f, xs, ys) over sized inputs (two std::vector,
+// as in executor.hpp's own example) fails in Pool::make_progress (include/mproc/pool.hpp):
+// it tests std::ranges::sized_range<View> but calls std::ranges::size on a const View&,
+// and detail::ZipView::size() (include/mproc/executor.hpp) is not a const member, so
+// "no match for call to std::ranges::size(const ZipView<...>&)". Build this file with
+// -DMPROC_EXECUTOR_TEST_SIZED_ZIP to see it.
+TEST_P(Executors, ZippedMapOfSizedInputs) {
+  std::vector<int> xs{1, 2, 3, 4, 5, 6, 7};
+  std::vector<int> ys{10, 20, 30, 40, 50};
+  with_executor(GetParam(), [&](auto& ex) {
+    std::vector<int> got;
+    for (int r : ex.map(add, xs, ys)) got.push_back(r);
+    EXPECT_EQ(got, (std::vector<int>{11, 22, 33, 44, 55}));
+  });
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(
     BackendsAndWorkers, Executors,
@@ -770,6 +924,20 @@ TEST_P(ThreadExecutor, NestedSubmitAndWaitDoesNotDeadlock) {
     return a.get() + b.get();
   };
   EXPECT_EQ(ex.submit(fib, 15).get(), 610);
+}
+
+TEST_P(ThreadExecutor, KillRunningCannotStopAThread) {
+  Gate gate;
+  mproc::ThreadPoolExecutor ex(GetParam());
+  OpenOnExit open{gate};
+  auto f = ex.submit(held, gate.release_fd(), gate.started_fd(), 5);
+  ASSERT_TRUE(gate.wait_started(1));
+  // A thread cannot be killed: the running task goes on and finishes with its value.
+  EXPECT_FALSE(f.cancel(mproc::CancelMode::kill_running));
+  EXPECT_FALSE(f.cancelled());
+  EXPECT_TRUE(f.running());
+  gate.release(1);
+  EXPECT_EQ(f.get(), 5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, ThreadExecutor, ::testing::Values(1u, 2u, 4u, 8u),
@@ -829,52 +997,3 @@ INSTANTIATE_TEST_SUITE_P(Workers, ProcessExecutor, ::testing::Values(1u, 2u, 4u,
                          [](const auto& p) { return std::to_string(p.param) + "w"; });
 
 }  // namespace
-namespace {
-TEST(Probe, FourAsyncOnFourProcessWorkersAllStart) {
-  for (auto b : {mproc::Backend::thread, mproc::Backend::process}) {
-    Gate gate;
-    mproc::Pool pool({.workers = 4, .backend = b});
-    (void)pool.map(square, mproc::range(0, 100));  // warm
-    std::this_thread::sleep_for(100ms);
-    OpenOnExit open{gate};
-    std::vector<mproc::Future<int>> fs;
-    for (int k = 0; k < 4; ++k) fs.push_back(pool.apply_async(held, gate.release_fd(), gate.started_fd(), k));
-    // how many started within 1 s?
-    auto t0 = Clock::now();
-    unsigned started = 0;
-    while (started < 4 && Clock::now() - t0 < 1s) { if (gate.wait_started(1)) ++started; }
-    std::printf("backend %d: %u of 4 started; running(): %d %d %d %d\n", int(b), started, fs[0].running(), fs[1].running(), fs[2].running(), fs[3].running());
-    gate.release(4);
-  }
-}
-TEST(Probe, ShutdownNoWaitCancelsAtOnce) {
-  for (auto b : {mproc::Backend::thread, mproc::Backend::process}) {
-    Gate gate;
-    mproc::Pool pool({.workers = 1, .backend = b});
-    OpenOnExit open{gate};
-    auto h1 = pool.apply_async(held, gate.release_fd(), gate.started_fd(), 1);
-    auto h2 = pool.apply_async(held, gate.release_fd(), gate.started_fd(), 2);
-    gate.wait_started(1);
-    std::vector<mproc::Future<int>> q;
-    for (int i = 0; i < 5; ++i) q.push_back(pool.apply_async(square, i));
-    pool.close();
-    pool.cancel_pending();
-    std::this_thread::sleep_for(50ms);
-    std::printf("backend %d: cancelled after cancel_pending: %d %d %d %d %d\n", int(b), q[0].cancelled(), q[1].cancelled(), q[2].cancelled(), q[3].cancelled(), q[4].cancelled());
-    gate.release(2);
-    for (auto& f : q) f.wait();
-    std::printf("backend %d: cancelled at end: %d %d %d %d %d\n", int(b), q[0].cancelled(), q[1].cancelled(), q[2].cancelled(), q[3].cancelled(), q[4].cancelled());
-  }
-}
-TEST(Probe, AsCompletedDuplicates) {
-  mproc::ThreadPoolExecutor ex(2);
-  auto f = ex.submit(square, 2);
-  int n = 0;
-  for (auto& g : mproc::as_completed(std::vector{f, f})) { (void)g; ++n; }
-  auto r = mproc::wait(std::vector{f, f});
-  std::printf("as_completed yields %d for a duplicated future; wait done=%zu\n", n, r.done.size());
-  std::vector<mproc::Future<int>> none;
-  auto r2 = mproc::wait(none, mproc::ReturnWhen::first_completed);
-  std::printf("empty wait ok %zu\n", r2.done.size());
-}
-}

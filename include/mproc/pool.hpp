@@ -448,6 +448,7 @@ class ReduceJob final : public FeederJob<View, Arg> {
     }
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
+    if (index && this->progress) this->progress->add(1);
     const std::size_t i = index.value_or(static_cast<std::size_t>(-1));
     if (!first_error_ || i < first_error_index_) {
       first_error_ = std::move(error);
@@ -802,6 +803,8 @@ class MPROC_API Pool {
             return job->next(out, *core_ptr, deadline);
           },
           [job, core_ptr] {
+            // Results still in flight must not reach a callback whose captures may be gone.
+            if (job->progress) job->progress->stop();
             job->cancel();
             core_ptr->wake();
           });

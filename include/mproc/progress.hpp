@@ -6,9 +6,11 @@
 //   pool.map(f, inputs, {.progress = [](const mproc::Progress& p) { log(p.done); }});
 //
 // The callback runs in a pool thread (a thread-pool worker, or the process pool's
-// dispatcher), never concurrently with itself, at most about every 50 ms while items
+// dispatcher; an imap's final report may come from the consuming thread), never
+// concurrently with itself, at most about every 50 ms while items
 // finish, and once more at the end with every item counted. It must not block for long;
 // an exception it throws is reported like a done callback's (set_callback_error_handler).
+// Once an imap stream is destroyed, its callback is not called again.
 // The bar (counts, percentage, rate, ETA) is redrawn at most 10 times a second and is
 // drawn only when stderr is a terminal; otherwise nothing is written.
 #pragma once
@@ -77,6 +79,8 @@ class MPROC_API ProgressReporter {
   void set_total(std::size_t total) noexcept;
   /// Reports the final count once (later calls do nothing).
   void finish() noexcept;
+  /// No further reports at all (the consumer went away).
+  void stop() noexcept;
 
  private:
   void report(std::size_t done, bool final) noexcept;

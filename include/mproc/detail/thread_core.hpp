@@ -68,6 +68,10 @@ class MPROC_API ThreadCore {
   /// (before anything queued later runs); new work is still accepted unless closed.
   void cancel_pending();
 
+  /// In one of this core's workers: runs one queued task, if any; returns whether it did.
+  /// Elsewhere returns false. Lets a worker that must wait keep the pool going.
+  bool run_one() noexcept;
+
   /// The index of the calling thread among this core's workers, if it is one.
   std::optional<unsigned> worker_index() const noexcept;
 

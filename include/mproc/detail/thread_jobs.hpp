@@ -459,11 +459,9 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         return false;
       }
       spawn(lock);
-      if (deadline == nullptr) {
-        cv_.wait(lock);
-      } else if (cv_.wait_until(lock, *deadline) == std::cv_status::timeout) {
+      if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
         throw TimeoutError("map: the next result did not arrive before the timeout");
-      }
+      wait_a_little(lock, deadline);
     }
   }
 
@@ -472,11 +470,12 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
     cancelled_ = true;
   }
   /// Waits until no runner is active (a consumer stopping early must not leave runners
-  /// touching the input after it is gone).
+  /// touching the input after it is gone), and silences the progress reports.
   void drain() {
+    if (progress_) progress_->stop();
     std::unique_lock lock(mutex_);
     cancelled_ = true;
-    cv_.wait(lock, [&] { return active_ == 0; });
+    while (active_ != 0) wait_a_little(lock, nullptr);
   }
 
  private:
@@ -484,6 +483,26 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
     std::optional<stored_t<R>> value;
     std::exception_ptr error;
   };
+
+  /// Sleeps until notified. In a worker of this pool the stream's runners may sit in this
+  /// very worker's deque: run queued tasks instead of sleeping while there are any.
+  void wait_a_little(std::unique_lock<std::mutex>& lock,
+                     const std::chrono::steady_clock::time_point* deadline) {
+    if (core_.worker_index()) {
+      lock.unlock();
+      const bool ran = core_.run_one();
+      lock.lock();
+      if (ran) return;
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      if (deadline != nullptr && *deadline < until) until = *deadline;
+      cv_.wait_until(lock, until);
+      return;
+    }
+    if (deadline == nullptr)
+      cv_.wait(lock);
+    else
+      cv_.wait_until(lock, *deadline);
+  }
 
   std::size_t batch_size() const {
     if (chunksize_ != 0) return chunksize_;
