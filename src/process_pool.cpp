@@ -716,10 +716,14 @@ std::size_t ProcessPoolCore::chunk_size(const JobEntry& j, const WorkerSlot& w) 
 
 bool ProcessPoolCore::dispatch() {
   bool any = false;
-  for (auto& w : slots_) {
-    while (w.state == WorkerState::alive && w.chunks.size() < chunks_in_flight && w.budget > 0 &&
-           give_chunk(w))
-      any = true;
+  // Fill one slot per worker before any worker gets a second chunk: with as many tasks as
+  // workers, every task must start at once, not queue behind another on a busy worker.
+  for (std::size_t depth = 1; depth <= chunks_in_flight; ++depth) {
+    for (auto& w : slots_) {
+      while (w.state == WorkerState::alive && w.chunks.size() < depth && w.budget > 0 &&
+             give_chunk(w))
+        any = true;
+    }
   }
   return any;
 }
