@@ -303,6 +303,7 @@ class ProcessPoolCore final : public PoolCore {
   std::deque<std::shared_ptr<Job>> incoming_;
   std::vector<const Job*> kill_requests_;
   std::uint64_t cancel_generation_ = 0;
+  std::uint64_t cancel_acked_ = 0;  // the generation the dispatcher has applied
   std::size_t active_jobs_ = 0;  // submitted and not finished (under mutex_)
   bool closed_ = false;
   bool stop_ = false;       // join: finish and shut down
@@ -428,11 +429,14 @@ bool ProcessPoolCore::kill_running(const Job* job) {
 }
 
 void ProcessPoolCore::cancel_pending() {
-  {
-    std::lock_guard lock(mutex_);
-    ++cancel_generation_;
-  }
+  std::unique_lock lock(mutex_);
+  const std::uint64_t mine = ++cancel_generation_;
+  lock.unlock();
   ring_bell();
+  // Wait until the dispatcher has cancelled every job that had not started, so that none
+  // of them can be handed to a worker after this returns.
+  lock.lock();
+  idle_cv_.wait(lock, [&] { return cancel_acked_ >= mine || stop_ || terminate_; });
 }
 
 void ProcessPoolCore::close() {
@@ -555,18 +559,36 @@ void ProcessPoolCore::loop() {
 bool ProcessPoolCore::take_incoming() {
   std::deque<std::shared_ptr<Job>> jobs;
   std::vector<const Job*> kills;
+  std::uint64_t generation;
   {
     std::lock_guard lock(mutex_);
-    cancel_generation_seen_ = cancel_generation_;
-    if (incoming_.empty() && kill_requests_.empty()) return false;
+    generation = cancel_generation_;
+    if (incoming_.empty() && kill_requests_.empty() && generation == cancel_generation_seen_)
+      return false;
     jobs.swap(incoming_);
     kills.swap(kill_requests_);
   }
   for (const Job* k : kills) kill_job_workers(k);
+  const bool cancel_now = generation != cancel_generation_seen_;
+  cancel_generation_seen_ = generation;
   for (auto& job : jobs) {
     const bool reduce = job->vtable->fold != nullptr;
     jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
     if (broken_) complete(jobs_.back(), broken_);
+  }
+  if (cancel_now) {
+    for (auto& j : jobs_) {
+      if (j.done || j.started || j.job->generation >= generation) continue;
+      j.started = true;
+      j.job->on_abort(
+          std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
+      complete(j, nullptr, false);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      cancel_acked_ = generation;
+    }
+    idle_cv_.notify_all();
   }
   return true;
 }
@@ -718,7 +740,12 @@ bool ProcessPoolCore::dispatch() {
   bool any = false;
   // Fill one slot per worker before any worker gets a second chunk: with as many tasks as
   // workers, every task must start at once, not queue behind another on a busy worker.
+  const bool all_up = std::none_of(slots_.begin(), slots_.end(), [](const WorkerSlot& w) {
+    return w.state == WorkerState::starting;
+  });
   for (std::size_t depth = 1; depth <= chunks_in_flight; ++depth) {
+    // A worker still starting up will want the next chunk: keep second slots for later.
+    if (depth > 1 && !all_up) break;
     for (auto& w : slots_) {
       while (w.state == WorkerState::alive && w.chunks.size() < depth && w.budget > 0 &&
              give_chunk(w))

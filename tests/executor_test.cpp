@@ -273,9 +273,12 @@ TEST_P(Executors, StatusOfThreeFutures) {
         const bool done_before = fs[i].done();
         const bool running = fs[i].running();
         const bool done_after = fs[i].done();
-        if (done_before) EXPECT_FALSE(running) << "future " << i << " both done and running";
-        if (seen_running[i] && !running)
+        if (done_before) {
+          EXPECT_FALSE(running) << "future " << i << " both done and running";
+        }
+        if (seen_running[i] && !running) {
           EXPECT_TRUE(done_after) << "future " << i << " went from running back to pending";
+        }
         if (done_after) {
           EXPECT_TRUE(fs[i].wait_for(0ms)) << "done() but the result is not there";
           EXPECT_EQ(fs[i].get(), expected[i]);
@@ -695,6 +698,10 @@ TEST_P(Executors, ShutdownWithoutWaitReturnsAtOnceAndQueuedWorkNeverRuns) {
     // Returned although every worker is held: it did not wait.
     for (unsigned k = 0; k < holders(); ++k) EXPECT_FALSE(holding[k].done());
     EXPECT_THROW(ex.submit(square, 1), mproc::PoolClosed);
+    // The process pool's dispatcher takes the cancel in asynchronously, and a release
+    // right now can beat it (ShutdownCancelFuturesThenReleaseNeverRunsQueuedWork): keep
+    // the workers held a moment longer, as any real running task would.
+    std::this_thread::sleep_for(20ms);
     gate.release(holders());
     auto r = mproc::wait(queued, mproc::ReturnWhen::all_completed);
     ASSERT_EQ(r.done.size(), queued.size());
@@ -853,23 +860,68 @@ TEST_P(Executors, AsManyTasksAsWorkersAllStartAtOnce) {
   });
 }
 
-#ifdef MPROC_EXECUTOR_TEST_SIZED_ZIP
-// LIBRARY BUG: does not compile. ex.map(f, xs, ys) over sized inputs (two std::vector,
-// as in executor.hpp's own example) fails in Pool::make_progress (include/mproc/pool.hpp):
-// it tests std::ranges::sized_range<View> but calls std::ranges::size on a const View&,
-// and detail::ZipView::size() (include/mproc/executor.hpp) is not a const member, so
-// "no match for call to std::ranges::size(const ZipView<...>&)". Build this file with
-// -DMPROC_EXECUTOR_TEST_SIZED_ZIP to see it.
+// LIBRARY BUG (process backend): a task still queued when shutdown({.cancel_futures =
+// true}) returned can run anyway. ProcessPoolCore::loop (src/process_pool.cpp) copies
+// cancel_generation_ into cancel_generation_seen_ in take_incoming() at the top of an
+// iteration, then drains results and dispatches with that copy; when cancel_pending()
+// lands between the two and a worker frees up in the same iteration, give_chunk() hands
+// out a job submitted before the cancel as if it had not been cancelled. Here the
+// workers are released right after shutdown returned, which opens that window; over
+// 40 rounds some queued task runs almost always.
+TEST_P(Executors, ShutdownCancelFuturesThenReleaseNeverRunsQueuedWork) {
+  const int rounds = 40;
+  int rounds_with_a_run = 0;
+  for (int round = 0; round < rounds; ++round) {
+    Gate gate;
+    with_executor(GetParam(), [&](auto& ex) {
+      OpenOnExit open{gate};
+      std::vector<mproc::Future<int>> holding;
+      for (unsigned k = 0; k < holders(); ++k)
+        holding.push_back(ex.submit(held, gate.release_fd(), gate.started_fd(), int(k)));
+      ASSERT_TRUE(gate.wait_started(workers()));
+      std::vector<mproc::Future<int>> queued;
+      for (int i = 0; i < 10; ++i) queued.push_back(ex.submit(square, i));
+      ex.shutdown({.wait = false, .cancel_futures = true});
+      gate.release(holders());
+      ex.shutdown();
+      if (std::ranges::any_of(queued, [](const auto& f) { return !f.cancelled(); }))
+        ++rounds_with_a_run;
+    });
+  }
+  EXPECT_EQ(rounds_with_a_run, 0) << "of " << rounds << " rounds, tasks queued before "
+                                  << "shutdown(cancel_futures) ran after it";
+}
+
+// LIBRARY BUG (fixed in the working tree while these tests were written): ex.map(f, xs,
+// ys) over sized inputs (two std::vector, as in executor.hpp's own example) did not
+// compile. Pool::make_progress (include/mproc/pool.hpp) tests
+// std::ranges::sized_range<View> but calls std::ranges::size on a const View&, and
+// detail::ZipView::size() (include/mproc/executor.hpp) was not a const member: "no match
+// for call to std::ranges::size(const ZipView<...>&)". So that this file compiles either
+// way, the call is made only where it compiles, and the test fails otherwise.
+using ZipOfTwoVectors = mproc::detail::ZipView<std::ranges::ref_view<std::vector<int>>,
+                                               std::ranges::ref_view<std::vector<int>>>;
+constexpr bool kZippedMapOfSizedInputsCompiles =
+    !std::ranges::sized_range<ZipOfTwoVectors> || std::ranges::sized_range<const ZipOfTwoVectors>;
+
 TEST_P(Executors, ZippedMapOfSizedInputs) {
   std::vector<int> xs{1, 2, 3, 4, 5, 6, 7};
   std::vector<int> ys{10, 20, 30, 40, 50};
+  std::vector<int> zs{100, 200, 300};
   with_executor(GetParam(), [&](auto& ex) {
-    std::vector<int> got;
-    for (int r : ex.map(add, xs, ys)) got.push_back(r);
-    EXPECT_EQ(got, (std::vector<int>{11, 22, 33, 44, 55}));
+    if constexpr (kZippedMapOfSizedInputsCompiles) {
+      std::vector<int> got;
+      for (int r : ex.map(add, xs, ys)) got.push_back(r);
+      EXPECT_EQ(got, (std::vector<int>{11, 22, 33, 44, 55}));
+      got.clear();
+      for (int r : ex.map(add3, xs, zs, ys, {.chunksize = 1})) got.push_back(r);
+      EXPECT_EQ(got, (std::vector<int>{111, 222, 333}));
+    } else {
+      ADD_FAILURE() << "ex.map(f, xs, ys) over two std::vector does not compile: "
+                       "std::ranges::size(const detail::ZipView&) in Pool::make_progress";
+    }
   });
 }
-#endif
 
 INSTANTIATE_TEST_SUITE_P(
     BackendsAndWorkers, Executors,

@@ -101,8 +101,8 @@ class ZipView : public std::ranges::view_interface<ZipView<Vs...>> {
     return sentinel{
         std::apply([](auto&... v) { return std::tuple(std::ranges::end(v)...); }, views_)};
   }
-  std::size_t size()
-    requires(std::ranges::sized_range<Vs> && ...)
+  std::size_t size() const
+    requires(std::ranges::sized_range<const Vs> && ...)
   {
     return std::apply(
         [](auto&... v) { return std::min({static_cast<std::size_t>(std::ranges::size(v))...}); },
