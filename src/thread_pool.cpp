@@ -79,10 +79,6 @@ class WsDeque {
     return x;
   }
 
-  bool looks_empty() const noexcept {
-    return bottom_.load(std::memory_order_relaxed) <= top_.load(std::memory_order_relaxed);
-  }
-
  private:
   struct Array {
     explicit Array(std::size_t cap)
@@ -125,20 +121,11 @@ class Inbox {
                                           std::memory_order_relaxed));
     return h == nullptr;
   }
-  /// Everything queued, oldest first.
+  /// Everything queued, newest first.
   ThreadTask* take_all() noexcept {
     if (head_.load(std::memory_order_relaxed) == nullptr) return nullptr;
-    ThreadTask* list = head_.exchange(nullptr, std::memory_order_acquire);
-    ThreadTask* fifo = nullptr;
-    while (list != nullptr) {
-      ThreadTask* n = list->next_;
-      list->next_ = fifo;
-      fifo = list;
-      list = n;
-    }
-    return fifo;
+    return head_.exchange(nullptr, std::memory_order_acquire);
   }
-  bool looks_empty() const noexcept { return head_.load(std::memory_order_relaxed) == nullptr; }
 
  private:
   alignas(64) std::atomic<ThreadTask*> head_{nullptr};
@@ -210,25 +197,17 @@ struct ThreadCore::Impl final : WaitHelper {
 ThreadTask* ThreadCore::Impl::find_work(unsigned i) {
   WorkerState& me = workers[i];
   if (ThreadTask* t = me.deque.pop()) return t;
-  auto adopt = [&](ThreadTask* list) -> ThreadTask* {
-    // Run the oldest now; queue the rest newest-first so the owner continues oldest-first
-    // and thieves take the newest.
-    ThreadTask* first = list;
-    ThreadTask* rest = list->next_;
-    ThreadTask* reversed = nullptr;
-    while (rest != nullptr) {
-      ThreadTask* next = rest->next_;
-      rest->next_ = reversed;
-      reversed = rest;
-      rest = next;
-    }
-    for (ThreadTask* t = reversed; t != nullptr;) {
+  auto adopt = [&](ThreadTask* newest_first) -> ThreadTask* {
+    // Run the oldest (the list's last) now; queue the rest newest-first, so the owner,
+    // popping from the bottom, continues oldest-first and thieves take the newest.
+    ThreadTask* t = newest_first;
+    while (t->next_ != nullptr) {
       ThreadTask* next = t->next_;
       me.deque.push(t);
       t = next;
     }
-    if (reversed != nullptr) wake_one();  // others may steal the rest
-    return first;
+    if (t != newest_first) wake_one();  // others may steal the rest
+    return t;
   };
   if (ThreadTask* list = me.inbox.take_all()) return adopt(list);
   for (unsigned k = 1; k < n; ++k) {
