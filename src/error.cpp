@@ -1,4 +1,5 @@
 #include "mproc/error.hpp"
+#include "mproc/serialize.hpp"
 
 #include <utility>
 
@@ -30,6 +31,16 @@ Cancelled::~Cancelled() = default;
 PoolClosed::~PoolClosed() = default;
 BrokenPool::~BrokenPool() = default;
 TimeoutError::~TimeoutError() = default;
+Closed::~Closed() = default;
+BrokenBarrierError::~BrokenBarrierError() = default;
+SharedStateError::~SharedStateError() = default;
+
+namespace detail {
+int& decode_depth() noexcept {
+  thread_local int depth = 0;
+  return depth;
+}
+}  // namespace detail
 
 RemoteError::RemoteError(std::string type_name, std::string message, std::string traceback,
                          std::optional<std::size_t> task_index, pid_t worker_pid)

@@ -125,4 +125,29 @@ class MPROC_API TimeoutError : public Error {
   ~TimeoutError() override;
 };
 
+/// A Queue, SimpleQueue, JoinableQueue or Pipe connection was closed: put()/send() after
+/// close(), or get()/recv() once every message sent before close() has been received.
+class MPROC_API Closed : public Error {
+ public:
+  using Error::Error;
+  ~Closed() override;
+};
+
+/// A Barrier was aborted or reset, or a party's wait timed out (which breaks it, as in
+/// Python's threading.Barrier).
+class MPROC_API BrokenBarrierError : public Error {
+ public:
+  using Error::Error;
+  ~BrokenBarrierError() override;
+};
+
+/// A shared object (Value, Array, lock, Queue, Manager) could not be reached from this
+/// process: the process that sent the handle has exited and no other holds it, or the
+/// bytes describing it are not a live mproc segment.
+class MPROC_API SharedStateError : public Error {
+ public:
+  using Error::Error;
+  ~SharedStateError() override;
+};
+
 }  // namespace mproc

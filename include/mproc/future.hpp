@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "detail/deadline.hpp"
 #include "export.hpp"
 
 namespace mproc {
@@ -196,11 +197,7 @@ class MPROC_API FutureStateBase {
   template <class Rep, class Period>
   static std::chrono::steady_clock::time_point deadline_after(
       std::chrono::duration<Rep, Period> timeout) {
-    const auto now = std::chrono::steady_clock::now();
-    // A huge timeout (hours::max()) must not overflow into the past.
-    const auto room = std::chrono::steady_clock::time_point::max() - now;
-    if (timeout >= room) return std::chrono::steady_clock::time_point::max();
-    return now + std::chrono::ceil<std::chrono::steady_clock::duration>(timeout);
+    return detail::deadline_after(timeout);
   }
 
  protected:

@@ -88,7 +88,24 @@ concept serializable = detail::is_serializable<std::remove_cvref_t<T>>();
 
 namespace detail {
 struct Codec;
-}
+
+/// How many InputArchives (and loads calls) are alive on this thread. Handles to shared
+/// objects (Lock, Value, Queue...) create a new object when default-constructed, as in
+/// Python, except while this is non-zero: then they start empty, because the decoder is
+/// about to overwrite them with the handle it reads.
+MPROC_API int& decode_depth() noexcept;
+
+/// Marks a scope in which default-constructed shared handles start empty.
+class DecodeScope {
+ public:
+  DecodeScope() noexcept { ++decode_depth(); }
+  DecodeScope(const DecodeScope&) noexcept { ++decode_depth(); }
+  DecodeScope& operator=(const DecodeScope&) noexcept { return *this; }
+  ~DecodeScope() { --decode_depth(); }
+};
+
+inline bool decoding() noexcept { return decode_depth() > 0; }
+}  // namespace detail
 
 /// Encodes values by appending to a byte vector it does not own.
 class OutputArchive {
@@ -194,6 +211,7 @@ class InputArchive {
   std::size_t size_;
   std::size_t pos_ = 0;
   std::size_t depth_ = 0;
+  detail::DecodeScope decoding_;
 };
 
 namespace detail {
@@ -620,6 +638,7 @@ T loads(std::span<const std::byte> bytes) {
   static_assert(std::is_default_constructible_v<T>,
                 "mproc::loads<T>: T must be default-constructible; decode into an existing "
                 "object with loads_into");
+  const detail::DecodeScope decoding;  // a shared handle T starts empty, not new
   T value{};
   loads_into(bytes, value);
   return value;

@@ -1,0 +1,149 @@
+// Shared segments: the memory behind every mproc shared object (Value, Array, the locks,
+// Queue, Pipe, Manager), and how a handle to one travels to another process.
+//
+// A segment is an anonymous memfd (no /dev/shm name, mode 0600) mapped MAP_SHARED. A
+// Segment is a counted reference to this process's mapping of it: when the last Segment
+// referring to a mapping dies, the mapping is unmapped and the fd closed. The memory is
+// freed by the kernel when the last process lets go of it, however the others ended.
+//
+// Reaching a segment from another process:
+//   - a forked child inherits the mapping at the same address (Process, and pool workers
+//     for segments created before the pool);
+//   - otherwise the handle is serialized as a Wire {pid, fd, id, size} naming a process
+//     that holds the segment open, and attach() opens /proc/<pid>/fd/<fd> (the kernel
+//     lets only the same user do that), maps it and checks the random 64-bit id written
+//     in the segment's first bytes, so a recycled fd number or pid is detected rather than
+//     mapped. Every process that attached keeps its own fd, and names itself when it
+//     sends the handle on, so a handle stays reachable as long as its sender lives.
+// Within a process a segment is mapped once: a registry keyed by id hands out the
+// existing mapping to every handle decoded later.
+//
+// Each Segment holds one fd. mproc raises this process's soft RLIMIT_NOFILE to the hard
+// limit the first time it creates a segment (as the Go runtime does), so thousands of
+// shared objects fit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include <sys/types.h>
+
+#include "../export.hpp"
+
+namespace mproc::detail {
+
+class SegmentImpl;
+
+/// Where a segment can be found by another process of the same user.
+struct SegmentWire {
+  std::int32_t pid = 0;      ///< a process that holds the segment open
+  std::int32_t fd = -1;      ///< its fd there
+  std::uint64_t id = 0;      ///< random id stored in the segment, checked on attach
+  std::uint64_t size = 0;    ///< bytes of payload (data() .. data() + size())
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(pid, fd, id, size);
+  }
+};
+
+class MPROC_API Segment {
+ public:
+  /// Alignment of data(): payloads may hold cache-line-aligned atomics.
+  static constexpr std::size_t kAlignment = 64;
+
+  Segment() noexcept = default;
+
+  /// A new zero-filled segment with at least `size` payload bytes. `purpose` labels the
+  /// memfd ("memfd:mproc:<purpose>" in /proc/<pid>/maps) and the errors. With `sparse`,
+  /// the mapping reserves no swap (MAP_NORESERVE): pages exist only once touched, so a
+  /// large arena costs address space, not memory.
+  /// Throws std::invalid_argument for size 0, std::system_error when the system refuses.
+  static Segment create(std::size_t size, std::string_view purpose, bool sparse = false);
+
+  /// The segment `wire` describes, mapped in this process (the existing mapping if this
+  /// process has it already). Throws SharedStateError if it cannot be reached or is not
+  /// the segment the wire names.
+  static Segment attach(const SegmentWire& wire);
+
+  /// This process's description of the segment, for another process to attach().
+  SegmentWire wire() const;
+
+  std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  std::uint64_t id() const noexcept;
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+  /// True if `p` lies inside the payload.
+  bool contains(const void* p) const noexcept {
+    const auto* b = static_cast<const std::byte*>(p);
+    return data_ != nullptr && b >= data_ && b < data_ + size_;
+  }
+
+  friend bool operator==(const Segment& a, const Segment& b) noexcept {
+    return a.data_ == b.data_;
+  }
+
+ private:
+  explicit Segment(std::shared_ptr<SegmentImpl> impl) noexcept;
+
+  std::shared_ptr<SegmentImpl> impl_;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A shared object inside a segment: the segment (which keeps it mapped) and the
+/// object's offset in its payload. What every shared handle holds and ships.
+struct SharedRef {
+  Segment segment;
+  std::uint64_t offset = 0;
+
+  std::byte* get() const noexcept { return segment.data() + offset; }
+  template <class T>
+  T* as() const noexcept {
+    return reinterpret_cast<T*>(get());
+  }
+  explicit operator bool() const noexcept { return static_cast<bool>(segment); }
+
+  template <class Archive>
+  void save(Archive& ar) const {
+    SegmentWire w = segment.wire();
+    ar(w, offset);
+  }
+  template <class Archive>
+  void load(Archive& ar, std::uint64_t min_bytes) {
+    SegmentWire w;
+    std::uint64_t off = 0;
+    ar(w, off);
+    check_wire(w, off, min_bytes);
+    segment = Segment::attach(w);
+    offset = off;
+  }
+
+ private:
+  // Refuses an offset that would put min_bytes of object outside the segment.
+  MPROC_API static void check_wire(const SegmentWire& w, std::uint64_t offset,
+                                   std::uint64_t min_bytes);
+};
+
+/// The kind tags written at the start of each shared object's block, checked when a
+/// handle is decoded so that bytes for a Lock are never taken for a Queue.
+enum class SharedKind : std::uint32_t {
+  lock = 0x4c4f434b,       // "LOCK"
+  rlock = 0x524c434b,      // "RLCK"
+  semaphore = 0x53454d41,  // "SEMA"
+  event = 0x45564e54,      // "EVNT"
+  condition = 0x434f4e44,  // "COND"
+  barrier = 0x42415252,    // "BARR"
+  value = 0x56414c55,      // "VALU"
+  array = 0x41525241,      // "ARRA"
+  channel = 0x4348414e,    // "CHAN"
+  manager = 0x4d414e41,    // "MANA"
+};
+
+/// Throws SharedStateError unless the 32-bit tag at `p` is `kind` ("<what>: the handle
+/// does not name a <what>").
+MPROC_API void check_kind(const void* p, SharedKind kind, const char* what);
+
+}  // namespace mproc::detail

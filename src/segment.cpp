@@ -1,0 +1,223 @@
+#include "mproc/detail/segment.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "mproc/error.hpp"
+#include "platform.hpp"
+
+namespace mproc::detail {
+
+namespace {
+
+// The first cache line of every segment; the payload starts after it.
+struct SegmentHeader {
+  std::uint64_t magic;
+  std::uint64_t id;
+  std::uint64_t payload;  // payload bytes
+};
+constexpr std::uint64_t kMagic = 0x4d50524f43534547;  // "MPROCSEG"
+constexpr std::size_t kHeaderBytes = Segment::kAlignment;
+static_assert(sizeof(SegmentHeader) <= kHeaderBytes);
+
+std::size_t page_size() {
+  static const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+std::uint64_t random_id() {
+  // Seeded once per process from the kernel; mixed with the pid so that a forked child
+  // (which inherits the engine's state) does not repeat its parent's ids.
+  static std::mutex m;
+  static std::mt19937_64 engine{std::random_device{}()};
+  std::lock_guard lk(m);
+  std::uint64_t id = 0;
+  while (id == 0) id = engine() ^ (static_cast<std::uint64_t>(::getpid()) << 40);
+  return id;
+}
+
+void raise_fd_limit_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &lim);  // best effort
+    }
+  });
+}
+
+// This process's mappings, by segment id. Entries are weak: a mapping lives as long as
+// some Segment in this process refers to it. The mutex is taken around fork (atfork) so
+// that a child never inherits it locked.
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<std::uint64_t, std::weak_ptr<SegmentImpl>> by_id;
+
+  Registry() {
+    ::pthread_atfork([] { instance().mutex.lock(); }, [] { instance().mutex.unlock(); },
+                     [] { instance().mutex.unlock(); });
+  }
+  static Registry& instance() {
+    static Registry* r = new Registry();  // never destroyed: handles may outlive statics
+    return *r;
+  }
+};
+
+}  // namespace
+
+class SegmentImpl {
+ public:
+  SegmentImpl(UniqueFd fd, void* base, std::size_t mapped, std::uint64_t id)
+      : fd_(std::move(fd)), base_(base), mapped_(mapped), id_(id) {}
+  SegmentImpl(const SegmentImpl&) = delete;
+  SegmentImpl& operator=(const SegmentImpl&) = delete;
+  ~SegmentImpl() {
+    {
+      Registry& r = Registry::instance();
+      std::lock_guard lk(r.mutex);
+      auto it = r.by_id.find(id_);
+      // Another mapping of the same id may have been registered since this one's last
+      // reference went away; erase only an expired entry.
+      if (it != r.by_id.end() && it->second.expired()) r.by_id.erase(it);
+    }
+    ::munmap(base_, mapped_);
+  }
+
+  int fd() const noexcept { return fd_.get(); }
+  std::byte* payload() const noexcept { return static_cast<std::byte*>(base_) + kHeaderBytes; }
+  std::size_t payload_size() const noexcept { return mapped_ - kHeaderBytes; }
+  std::uint64_t id() const noexcept { return id_; }
+
+ private:
+  UniqueFd fd_;
+  void* base_;
+  std::size_t mapped_;
+  std::uint64_t id_;
+};
+
+Segment::Segment(std::shared_ptr<SegmentImpl> impl) noexcept
+    : impl_(std::move(impl)), data_(impl_->payload()), size_(impl_->payload_size()) {}
+
+std::uint64_t Segment::id() const noexcept { return impl_ ? impl_->id() : 0; }
+
+Segment Segment::create(std::size_t size, std::string_view purpose, bool sparse) {
+  if (size == 0) throw std::invalid_argument(fmt::format("{}: a shared segment of 0 bytes", purpose));
+  const std::size_t page = page_size();
+  if (size > (std::size_t{1} << 47))
+    throw std::invalid_argument(
+        fmt::format("{}: a shared segment of {} bytes is more than this machine can map", purpose,
+                    size));
+  const std::size_t mapped = (size + kHeaderBytes + page - 1) / page * page;
+  raise_fd_limit_once();
+
+  std::string name = "mproc:";
+  name += purpose;
+  if (name.size() > 249) name.resize(249);
+  UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC));
+  if (!fd) throw_system_error(errno, fmt::format("memfd_create for {}", purpose));
+  // A memfd is created 0777; only this user may reach it through /proc anyway, but say
+  // so in the mode too.
+  ::fchmod(fd.get(), 0600);
+  if (retry_eintr([&] { return ::ftruncate(fd.get(), static_cast<off_t>(mapped)); }) != 0)
+    throw_system_error(errno, fmt::format("ftruncate for {} ({} bytes)", purpose, mapped));
+  const int flags = MAP_SHARED | (sparse ? MAP_NORESERVE : 0);
+  void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, flags, fd.get(), 0);
+  if (base == MAP_FAILED)
+    throw_system_error(errno, fmt::format("mmap for {} ({} bytes)", purpose, mapped));
+
+  const std::uint64_t id = random_id();
+  auto* h = static_cast<SegmentHeader*>(base);
+  h->magic = kMagic;
+  h->id = id;
+  h->payload = mapped - kHeaderBytes;
+  auto impl = std::make_shared<SegmentImpl>(std::move(fd), base, mapped, id);
+  {
+    Registry& r = Registry::instance();
+    std::lock_guard lk(r.mutex);
+    r.by_id[id] = impl;
+  }
+  return Segment(std::move(impl));
+}
+
+Segment Segment::attach(const SegmentWire& wire) {
+  Registry& r = Registry::instance();
+  {
+    std::lock_guard lk(r.mutex);
+    auto it = r.by_id.find(wire.id);
+    if (it != r.by_id.end()) {
+      if (auto impl = it->second.lock()) return Segment(std::move(impl));
+    }
+  }
+  const auto fail = [&](std::string_view why) -> Segment {
+    throw SharedStateError(fmt::format(
+        "cannot reach shared object {:016x} held by pid {} (fd {}): {}", wire.id, wire.pid,
+        wire.fd, why));
+  };
+  if (wire.pid <= 0 || wire.fd < 0 || wire.id == 0 || wire.size == 0) return fail("malformed handle");
+  const std::string path = fmt::format("/proc/{}/fd/{}", wire.pid, wire.fd);
+  UniqueFd fd(retry_eintr([&] { return ::open(path.c_str(), O_RDWR | O_CLOEXEC); }));
+  if (!fd) {
+    const int err = errno;
+    return fail(err == ENOENT ? std::string("that process has exited or closed it")
+                              : std::string(std::strerror(err)));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a shared segment");
+  const auto mapped = static_cast<std::size_t>(st.st_size);
+  if (mapped < kHeaderBytes + wire.size || mapped % page_size() != 0)
+    return fail("not the segment the handle names (size differs)");
+  // Map the header first: the id decides whether this is the right file at all.
+  void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                      fd.get(), 0);
+  if (base == MAP_FAILED) return fail(std::strerror(errno));
+  const auto* h = static_cast<const SegmentHeader*>(base);
+  if (h->magic != kMagic || h->id != wire.id || h->payload != mapped - kHeaderBytes) {
+    ::munmap(base, mapped);
+    return fail("not the segment the handle names (the fd number was reused)");
+  }
+  auto impl = std::make_shared<SegmentImpl>(std::move(fd), base, mapped, wire.id);
+  std::lock_guard lk(r.mutex);
+  // Another thread may have attached the same segment meanwhile: keep one mapping.
+  auto& slot = r.by_id[wire.id];
+  if (auto existing = slot.lock()) return Segment(std::move(existing));
+  slot = impl;
+  return Segment(std::move(impl));
+}
+
+SegmentWire Segment::wire() const {
+  if (!impl_) throw std::logic_error("mproc: an empty shared handle cannot be sent");
+  return SegmentWire{static_cast<std::int32_t>(::getpid()), impl_->fd(), impl_->id(),
+                     static_cast<std::uint64_t>(size_)};
+}
+
+void SharedRef::check_wire(const SegmentWire& w, std::uint64_t offset, std::uint64_t min_bytes) {
+  if (w.size < min_bytes || offset > w.size - min_bytes || offset % 8 != 0)
+    throw SerializationError(fmt::format(
+        "shared handle: object at offset {} ({} bytes) lies outside its {}-byte segment", offset,
+        min_bytes, w.size));
+}
+
+void check_kind(const void* p, SharedKind kind, const char* what) {
+  std::uint32_t tag = 0;
+  std::memcpy(&tag, p, sizeof tag);
+  if (tag != static_cast<std::uint32_t>(kind))
+    throw SharedStateError(fmt::format("{}: the handle does not name a {}", what, what));
+}
+
+}  // namespace mproc::detail
