@@ -12,4 +12,6 @@
 #include "process.hpp"
 #include "range.hpp"
 #include "serialize.hpp"
+#include "shared.hpp"
+#include "sync.hpp"
 #include "version.hpp"

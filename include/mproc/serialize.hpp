@@ -173,10 +173,9 @@ class InputArchive {
   /// The next `size` bytes, without copying; valid as long as the input is.
   /// Throws SerializationError if fewer remain.
   //
-  // Extension point for zero copy: a span lying inside an mproc shared-memory segment is
-  // to travel as (segment, offset, length) and be decoded by mapping the segment, handing
-  // out a view like this one. That needs the segment registry (shared.hpp), so it is
-  // later work; until then std::span and std::string_view are refused by `serializable`.
+  // Zero copy between processes is the business of mproc::Array (shared.hpp): an Array
+  // or a slice of one travels as (segment, offset, length). A bare std::span or
+  // std::string_view is refused by `serializable`: it would travel as a pointer.
   std::span<const std::byte> read_span(std::size_t size) {
     const std::byte* p = take(size, "raw bytes", nullptr);
     return {p, size};
@@ -233,7 +232,9 @@ constexpr void diagnose() {
   } else if constexpr (StdTraits<T>::refusal == Refusal::view) {
     static_assert(always_false_v<T>,
                   "mproc: std::string_view and std::span cannot be serialized (they would "
-                  "travel as a pointer into this process); send a std::string or std::vector");
+                  "travel as a pointer into this process); send a std::string or std::vector, "
+                  "or put the data in an mproc::Array and send the Array (or a slice() of it): it "
+                  "travels as a reference, without copying");
   } else if constexpr (std::is_enum_v<T>) {
     static_assert(always_false_v<T>,
                   "mproc: an enum without a fixed underlying type cannot be decoded safely "
