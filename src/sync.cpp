@@ -29,13 +29,24 @@ namespace detail {
 
 namespace {
 
+// gettid() costs a system call; cache it per thread. A forked child's only thread has a
+// new id but inherits the parent thread's cache, so the cache is tagged with a fork
+// generation that an atfork handler bumps in the child.
+std::atomic<std::uint32_t> fork_generation{0};
+
 pid_t my_tid() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
   thread_local pid_t tid = 0;
-  thread_local pid_t pid_at_cache = 0;
-  const pid_t pid = ::getpid();
-  if (tid == 0 || pid_at_cache != pid) {  // a forked child's thread has a new id
+  thread_local std::uint32_t generation = 0;
+  const std::uint32_t g = fork_generation.load(std::memory_order_relaxed);
+  if (tid == 0 || generation != g) {
     tid = ::gettid();
-    pid_at_cache = pid;
+    generation = g;
   }
   return tid;
 }

@@ -88,7 +88,13 @@ std::unique_ptr<F> decode_callable(InputArchive& in) {
   } else {
     // F is trivially copyable, hence an implicit-lifetime type: copying its bytes into
     // suitably aligned storage creates the object ([intro.object]/10).
-    void* storage = ::operator new(sizeof(F), std::align_val_t{alignof(F)});
+    // Allocated as `new F` would be, so that unique_ptr's `delete` matches it: the
+    // aligned operator new only for over-aligned F.
+    void* storage = nullptr;
+    if constexpr (alignof(F) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      storage = ::operator new(sizeof(F), std::align_val_t{alignof(F)});
+    else
+      storage = ::operator new(sizeof(F));
     if constexpr (!std::is_empty_v<F>) in.read_bytes(storage, sizeof(F));
     return std::unique_ptr<F>(std::launder(static_cast<F*>(storage)));
   }
