@@ -303,10 +303,10 @@ class MPROC_API Manager {
   /// A new empty dict in this arena. Does not block beyond the arena lock. Throws
   /// std::length_error if the arena is full.
   template <class K, class V>
-  SharedDict<K, V> dict();
+  SharedDict<K, V> dict() const;
   /// A new empty list in this arena. Throws std::length_error if the arena is full.
   template <class T>
-  SharedList<T> list();
+  SharedList<T> list() const;
 
   /// Bytes of the arena handed out to dicts, lists, their tables and entries (whole
   /// allocator blocks; the arena's own header is not counted). Blocks leaked by a process
@@ -367,7 +367,7 @@ class SharedDict {
     return std::move(*v);
   }
   /// d[k] = v. Throws std::length_error if the arena is full (nothing changes then).
-  void set(const K& k, const V& v) {
+  void set(const K& k, const V& v) const {
     detail::ScratchBuffer key;
     detail::ScratchBuffer value;
     detail::ManagerCore::dict_set(ref_, detail::encode_into(key.get(), k),
@@ -378,14 +378,14 @@ class SharedDict {
     return detail::ManagerCore::dict_contains(ref_, detail::encode_into(key.get(), k));
   }
   /// Removes k; returns whether it was present.
-  bool erase(const K& k) {
+  bool erase(const K& k) const {
     detail::ScratchBuffer key;
     return detail::ManagerCore::dict_erase(ref_, detail::encode_into(key.get(), k));
   }
   std::size_t size() const { return detail::ManagerCore::dict_size(ref_); }
   bool empty() const { return size() == 0; }
   /// Removes every key and frees their memory.
-  void clear() { detail::ManagerCore::dict_clear(ref_); }
+  void clear() const { detail::ManagerCore::dict_clear(ref_); }
 
   /// Atomic read-modify-write of one key: sets k to f(old), where old is the current value
   /// or nullopt, and returns the new value. f runs in the calling process with the arena
@@ -393,7 +393,7 @@ class SharedDict {
   ///   counts.update(word, [](std::optional<long> n) { return n.value_or(0) + 1; });
   template <class F>
     requires std::is_invocable_v<F&, std::optional<V>&&>
-  V update(const K& k, F&& f) {
+  V update(const K& k, F&& f) const {
     detail::ScratchBuffer key;
     detail::ScratchBuffer out;
     std::optional<V> result;
@@ -415,7 +415,7 @@ class SharedDict {
   /// process's death is applied in part, and one cut short by op throwing keeps the pairs
   /// before it. Blocks on the lock only; encodes `local` before taking it.
   template <std::ranges::input_range Map, class Op = std::plus<>>
-  void merge(const Map& local, Op op = {}) {
+  void merge(const Map& local, Op op = {}) const {
     using Ref = std::ranges::range_reference_t<const Map>;
     using Pair = std::remove_cvref_t<Ref>;
     // Values are reached again when their key turns out to be present: by address if the
@@ -517,7 +517,7 @@ class SharedList {
   ~SharedList() = default;
 
   /// Adds v at the end. Throws std::length_error if the arena is full.
-  void append(const T& v) {
+  void append(const T& v) const {
     detail::ScratchBuffer value;
     const std::uint64_t end = detail::encode_into(value.get(), v).size();
     detail::ManagerCore::list_extend(ref_, value.get(), std::span<const std::uint64_t>(&end, 1));
@@ -526,7 +526,7 @@ class SharedList {
   /// all of them, and so does a death. Throws std::length_error if the arena is full
   /// (nothing is added then).
   template <std::ranges::input_range R>
-  void extend(const R& range) {
+  void extend(const R& range) const {
     detail::EncodedRun run;
     for (auto&& e : range) {
       const T& v = e;
@@ -544,7 +544,7 @@ class SharedList {
   }
   /// l[i] = v. Throws std::out_of_range if i >= size(), std::length_error if the arena
   /// is full.
-  void set(std::size_t i, const T& v) {
+  void set(std::size_t i, const T& v) const {
     detail::ScratchBuffer value;
     if (!detail::ManagerCore::list_set(ref_, i, detail::encode_into(value.get(), v)))
       detail::throw_index_error(i);
@@ -552,7 +552,7 @@ class SharedList {
   std::size_t size() const { return detail::ManagerCore::list_size(ref_); }
   bool empty() const { return size() == 0; }
   /// Removes every element and frees their memory.
-  void clear() { detail::ManagerCore::list_clear(ref_); }
+  void clear() const { detail::ManagerCore::list_clear(ref_); }
   /// A snapshot of the elements.
   std::vector<T> to_vector() const {
     detail::EncodedRun run;
@@ -582,12 +582,12 @@ class SharedList {
 };
 
 template <class K, class V>
-SharedDict<K, V> Manager::dict() {
+SharedDict<K, V> Manager::dict() const {
   return SharedDict<K, V>(detail::ManagerCore::new_dict(ref_, SharedDict<K, V>::kTypeId));
 }
 
 template <class T>
-SharedList<T> Manager::list() {
+SharedList<T> Manager::list() const {
   return SharedList<T>(detail::ManagerCore::new_list(ref_, SharedList<T>::kTypeId));
 }
 
