@@ -36,10 +36,13 @@ BrokenBarrierError::~BrokenBarrierError() = default;
 SharedStateError::~SharedStateError() = default;
 
 namespace detail {
-int& decode_depth() noexcept {
-  thread_local int depth = 0;
-  return depth;
-}
+namespace {
+// Initial-exec: libmproc is loaded with the program, and a decode should not pay a
+// __tls_get_addr call.
+__attribute__((tls_model("initial-exec"))) thread_local int depth = 0;
+}  // namespace
+
+int& decode_depth() noexcept { return depth; }
 }  // namespace detail
 
 RemoteError::RemoteError(std::string type_name, std::string message, std::string traceback,

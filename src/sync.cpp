@@ -106,6 +106,17 @@ timespec monotonic_timespec(SteadyTime t) {
   return ts;
 }
 
+#if defined(__SANITIZE_THREAD__)
+timespec realtime_timespec(SteadyTime t) {
+  const auto left = t - std::chrono::steady_clock::now();
+  const auto at = std::chrono::system_clock::now() +
+                  std::chrono::duration_cast<std::chrono::system_clock::duration>(left);
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count();
+  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+}
+#endif
+
 }  // namespace
 
 // ---- lock block -----------------------------------------------------------------------
@@ -134,8 +145,15 @@ bool robust_lock(LockBlock* b, SteadyTime deadline, bool try_only) {
   } else if (deadline == kForever) {
     rc = ::pthread_mutex_lock(&b->mutex);
   } else {
+#if defined(__SANITIZE_THREAD__)
+    // GCC 12's TSan does not intercept pthread_mutex_clocklock (it would report false
+    // races); its timedlock takes CLOCK_REALTIME.
+    const timespec ts = realtime_timespec(deadline);
+    rc = ::pthread_mutex_timedlock(&b->mutex, &ts);
+#else
     const timespec ts = monotonic_timespec(deadline);
     rc = ::pthread_mutex_clocklock(&b->mutex, CLOCK_MONOTONIC, &ts);
+#endif
     if (rc == ETIMEDOUT) return false;
   }
   bool died = false;

@@ -23,6 +23,7 @@
 #include "mproc/error.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
+#include "mproc/queue.hpp"
 #include "mproc/serialize.hpp"
 #include "mproc/shared.hpp"
 #include "mproc/sync.hpp"
@@ -193,6 +194,44 @@ TEST(Array, DotProductWithValueAndLock) {
     result.set(result.get() + partial);
   });
   EXPECT_EQ(result.get(), serial);
+}
+
+// The same dot product as the seed first wrote it: each process computes the partial
+// dot product of its slice of two plain vectors (inherited through fork) and puts it on a
+// Queue; the parent sums what it gets.
+TEST(Array, DotProductThroughAQueue) {
+  constexpr std::size_t n = 2'000'000;
+  constexpr int parts = 4;
+  std::vector<double> x(n), y(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    x[i] = double(i % 7);
+    y[i] = double(i % 5);
+  }
+  double serial = 0;
+  for (std::size_t i = 0; i < n; ++i) serial += x[i] * y[i];
+
+  mproc::Queue<double> partials;
+  std::vector<mproc::Process> ps;
+  for (int k = 0; k < parts; ++k)
+    ps.emplace_back([&x, &y, partials](int part) {
+      const std::size_t first = n / parts * std::size_t(part);
+      double partial = 0;
+      for (std::size_t i = first; i < first + n / parts; ++i) partial += x[i] * y[i];
+      partials.put(partial);
+    }, k);
+  for (auto& p : ps) p.start();
+  double total = 0;
+  for (int k = 0; k < parts; ++k) {
+    const auto partial = partials.get(60s);
+    ASSERT_TRUE(partial.has_value()) << "a partial never arrived";
+    total += *partial;
+  }
+  for (auto& p : ps) {
+    ASSERT_TRUE(p.join(30s));
+    EXPECT_EQ(p.exitcode(), 0);
+  }
+  EXPECT_EQ(total, serial);
+  EXPECT_FALSE(partials.try_get().has_value());
 }
 
 // ---- shipping handles -------------------------------------------------------------

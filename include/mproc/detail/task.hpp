@@ -122,7 +122,11 @@ void destroy_callable(void* p) noexcept {
     delete static_cast<F*>(p);
   } else {
     static_cast<F*>(p)->~F();
-    ::operator delete(p, std::align_val_t{alignof(F)});
+    // The operator delete matching decode_callable's operator new.
+    if constexpr (alignof(F) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      ::operator delete(p, std::align_val_t{alignof(F)});
+    else
+      ::operator delete(p);
   }
 }
 
