@@ -244,10 +244,6 @@ Semaphore::Semaphore(std::uint32_t value, std::uint32_t max) {
   b->max = max;
 }
 
-void Semaphore::check_loaded() const {
-  detail::check_kind(ref_.get(), detail::SharedKind::semaphore, "Semaphore");
-}
-
 bool Semaphore::try_acquire() const {
   auto* b = ref_.as<detail::SemBlock>();
   std::uint32_t v = b->value.load(std::memory_order_relaxed);
@@ -302,8 +298,6 @@ Event::Event() {
   if (detail::decoding()) return;
   detail::make_block<detail::EventBlock>(ref_, detail::SharedKind::event, "Event"); }
 
-void Event::check_loaded() const { detail::check_kind(ref_.get(), detail::SharedKind::event, "Event"); }
-
 void Event::set() const {
   auto* b = ref_.as<detail::EventBlock>();
   b->flag.store(1, std::memory_order_seq_cst);
@@ -340,10 +334,6 @@ Condition::Condition(const Lock& lock) : lock_(lock) {
 Condition::Condition(const RLock& lock) : lock_(lock) {
   if (detail::decoding()) return;
   detail::make_block<detail::CondBlock>(ref_, detail::SharedKind::condition, "Condition");
-}
-
-void Condition::check_loaded() const {
-  detail::check_kind(ref_.get(), detail::SharedKind::condition, "Condition");
 }
 
 void Condition::wait() const { wait_until(kForever); }
@@ -398,10 +388,6 @@ Barrier::Barrier(std::uint32_t parties) {
   auto* b = detail::make_block<detail::BarrierBlock>(ref_, detail::SharedKind::barrier, "Barrier");
   b->parties = parties;
   detail::init_lock_block(b->lock, false);
-}
-
-void Barrier::check_loaded() const {
-  detail::check_kind(ref_.get(), detail::SharedKind::barrier, "Barrier");
 }
 
 namespace {

@@ -71,21 +71,34 @@ constexpr int kRacers = 8;
 constexpr int kAddsEach = 20000;
 
 // get() then set() is two separate atomic accesses: between them another process can
-// store its own increment, which this set() then overwrites. With 8 processes on any
-// multi-core machine (or a preempting single core) some increments are lost; the test
-// asks for that only once in several rounds so that a lucky schedule cannot fail it.
+// store its own increment, which this set() then overwrites. The processes start
+// together (an Event) so that they overlap however slowly they are forked; with 8 of
+// them on any multi-core machine, or on one core that preempts them, some increments
+// are lost. The test asks for that only once in several rounds so that a lucky schedule
+// cannot fail it.
 TEST(ValueRace, UnsynchronisedAddsLoseUpdates) {
+  constexpr int adds = 10 * kAddsEach;
   bool lost = false;
-  for (int round = 0; round < 5 && !lost; ++round) {
+  for (int round = 0; round < 10 && !lost; ++round) {
     mproc::Value<double> v(0.0);
-    run_processes(kRacers, [v](int) {
-      for (int i = 0; i < kAddsEach; ++i) v.set(v.get() + 1.0);
-    });
+    mproc::Event go;
+    std::vector<mproc::Process> ps;
+    for (int k = 0; k < kRacers; ++k)
+      ps.emplace_back([v, go] {
+        if (!go.wait(30s)) ::_exit(2);
+        for (int i = 0; i < adds; ++i) v.set(v.get() + 1.0);
+      });
+    for (auto& p : ps) p.start();
+    go.set();
+    for (auto& p : ps) {
+      ASSERT_TRUE(p.join(60s));
+      ASSERT_EQ(p.exitcode(), 0);
+    }
     const double total = v.get();
-    EXPECT_LE(total, double(kRacers) * kAddsEach);
-    lost = total < double(kRacers) * kAddsEach;
+    EXPECT_LE(total, double(kRacers) * adds);
+    lost = total < double(kRacers) * adds;
   }
-  EXPECT_TRUE(lost) << "5 rounds of 8 unsynchronised processes lost no update";
+  EXPECT_TRUE(lost) << "10 rounds of 8 unsynchronised processes lost no update";
 }
 
 TEST(ValueRace, GetLockMakesTheTotalExact) {

@@ -104,6 +104,25 @@ class MPROC_API LockBase {
   SharedRef ref_;
 };
 
+/// What Semaphore, Event, Condition and Barrier share: the reference to their block in
+/// shared memory, and its serialization (the kind tag and size are checked on loading).
+template <SharedKind Kind, std::size_t Bytes>
+class SyncHandle {
+ public:
+  template <class Archive>
+  void serialize(Archive& ar) {
+    if constexpr (Archive::is_saving) {
+      ref_.save(ar);
+    } else {
+      ref_.load(ar, Bytes);
+      check_kind(ref_.get(), Kind, kind_name(Kind));
+    }
+  }
+
+ protected:
+  SharedRef ref_;
+};
+
 }  // namespace detail
 
 /// A mutual-exclusion lock shared by processes and threads; std::lock_guard and
@@ -129,7 +148,7 @@ class MPROC_API RLock : public detail::LockBase {
 };
 
 /// A counter that acquire() decrements, waiting while it is 0, and release() increments.
-class MPROC_API Semaphore {
+class MPROC_API Semaphore : public detail::SyncHandle<detail::SharedKind::semaphore, 64> {
  public:
   /// Throws std::invalid_argument if value exceeds 2^31 - 1.
   explicit Semaphore(std::uint32_t value = 1);
@@ -152,23 +171,9 @@ class MPROC_API Semaphore {
   bool try_lock() const { return try_acquire(); }
   void unlock() const { release(); }
 
-  template <class Archive>
-  void serialize(Archive& ar) {
-    if constexpr (Archive::is_saving) {
-      ref_.save(ar);
-    } else {
-      ref_.load(ar, 64);
-      check_loaded();
-    }
-  }
-
  protected:
   Semaphore(std::uint32_t value, std::uint32_t max);
   bool acquire_until(detail::SteadyTime deadline) const;
-  void check_loaded() const;
-
- private:
-  detail::SharedRef ref_;
 };
 
 /// A Semaphore that refuses to be released above its initial value: release() then
@@ -179,7 +184,7 @@ class MPROC_API BoundedSemaphore : public Semaphore {
 };
 
 /// A flag processes can wait for.
-class MPROC_API Event {
+class MPROC_API Event : public detail::SyncHandle<detail::SharedKind::event, 64> {
  public:
   Event();
   void set() const;
@@ -193,27 +198,15 @@ class MPROC_API Event {
     return wait_until(detail::deadline_after(timeout));
   }
 
-  template <class Archive>
-  void serialize(Archive& ar) {
-    if constexpr (Archive::is_saving) {
-      ref_.save(ar);
-    } else {
-      ref_.load(ar, 64);
-      check_loaded();
-    }
-  }
-
  private:
   bool wait_until(detail::SteadyTime deadline) const;
-  void check_loaded() const;
-  detail::SharedRef ref_;
 };
 
 /// A condition variable bound to a Lock or RLock (a new RLock by default), as Python's.
 /// wait() must be called with the lock held; it releases it (every level of an RLock)
 /// while waiting and takes it back before returning. Wake-ups may be spurious: wait in a
 /// loop, or use wait_for(predicate).
-class MPROC_API Condition {
+class MPROC_API Condition : public detail::SyncHandle<detail::SharedKind::condition, 64> {
  public:
   Condition();
   explicit Condition(const Lock& lock);
@@ -256,26 +249,19 @@ class MPROC_API Condition {
 
   template <class Archive>
   void serialize(Archive& ar) {
-    if constexpr (Archive::is_saving) {
-      ref_.save(ar);
-    } else {
-      ref_.load(ar, 64);
-      check_loaded();
-    }
+    SyncHandle::serialize(ar);
     ar(lock_);
   }
 
  private:
   bool wait_until(detail::SteadyTime deadline) const;
-  void check_loaded() const;
-  detail::SharedRef ref_;
   detail::LockBase lock_;
 };
 
 /// Python's Barrier: `parties` processes or threads wait until all have arrived. A wait
 /// that times out, abort() and reset() break it for the parties waiting then: they
 /// throw BrokenBarrierError, as do later waits until reset().
-class MPROC_API Barrier {
+class MPROC_API Barrier : public detail::SyncHandle<detail::SharedKind::barrier, 192> {
  public:
   /// An empty handle, to assign a Barrier to (decoding needs one); using it is an error.
   Barrier() noexcept = default;
@@ -296,20 +282,8 @@ class MPROC_API Barrier {
   std::uint32_t n_waiting() const noexcept;
   bool broken() const noexcept;
 
-  template <class Archive>
-  void serialize(Archive& ar) {
-    if constexpr (Archive::is_saving) {
-      ref_.save(ar);
-    } else {
-      ref_.load(ar, 192);
-      check_loaded();
-    }
-  }
-
  private:
   std::uint32_t wait_until(detail::SteadyTime deadline) const;
-  void check_loaded() const;
-  detail::SharedRef ref_;
 };
 
 }  // namespace mproc

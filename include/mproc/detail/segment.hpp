@@ -142,6 +142,23 @@ enum class SharedKind : std::uint32_t {
   manager = 0x4d414e41,    // "MANA"
 };
 
+/// The public type a kind tag stands for, for error messages.
+constexpr const char* kind_name(SharedKind kind) noexcept {
+  switch (kind) {
+    case SharedKind::lock: return "Lock";
+    case SharedKind::rlock: return "RLock";
+    case SharedKind::semaphore: return "Semaphore";
+    case SharedKind::event: return "Event";
+    case SharedKind::condition: return "Condition";
+    case SharedKind::barrier: return "Barrier";
+    case SharedKind::value: return "Value";
+    case SharedKind::array: return "Array";
+    case SharedKind::channel: return "Queue";
+    case SharedKind::manager: return "Manager";
+  }
+  return "shared object";
+}
+
 /// Throws SharedStateError unless the 32-bit tag at `p` is `kind` ("<what>: the handle
 /// does not name a <what>").
 MPROC_API void check_kind(const void* p, SharedKind kind, const char* what);
