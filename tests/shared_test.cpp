@@ -298,6 +298,33 @@ TEST(Shipping, PoolWorkersReachObjectsCreatedAfterThePoolStarted) {
   EXPECT_EQ(std::set<int>(pids.begin(), pids.end()).count(::getpid()), 0u);
 }
 
+int signal_back(mproc::Semaphore sem, mproc::Event ev, mproc::Condition cond, mproc::Barrier b,
+                mproc::RLock r) {
+  {
+    std::lock_guard lk(r);  // the parent holds nothing: this must not block
+  }
+  {
+    std::lock_guard lk(cond);
+    cond.notify_all();
+  }
+  sem.release();
+  ev.set();
+  return int(b.parties());
+}
+
+TEST(Shipping, EverySyncObjectIsATaskArgument) {
+  mproc::Pool pool({.workers = 1, .backend = mproc::Backend::process});
+  (void)pool.apply([](int x) { return x; }, 1);
+  mproc::Semaphore sem(0);
+  mproc::Event ev;
+  mproc::Condition cond;
+  mproc::Barrier b(3);
+  mproc::RLock r;
+  EXPECT_EQ(pool.apply(signal_back, sem, ev, cond, b, r), 3);
+  EXPECT_TRUE(sem.acquire(10s));
+  EXPECT_TRUE(ev.is_set());
+}
+
 TEST(Shipping, MalformedHandlesAreRefused) {
   mproc::Lock lock;
   auto bytes = mproc::dumps(lock);
