@@ -25,10 +25,18 @@
 #include <fmt/core.h>
 #include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
-#include <mproc/cpu_count.hpp>
-#include <mproc/pool.hpp>
+
+#include "compare_util.hpp"
 
 namespace {
+
+using bench::check;
+using bench::Clock;
+using bench::json_number;
+using bench::median_of;
+using bench::python_bin;
+using bench::run_command;
+using bench::seconds_since;
 
 using Clock = std::chrono::steady_clock;
 
@@ -36,21 +44,6 @@ long square(long x) { return x * x; }
 int die(int) {
   ::raise(SIGKILL);
   return 0;
-}
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double median_of(int repeat, const std::function<double()>& run) {
-  std::vector<double> v;
-  for (int i = 0; i < repeat; ++i) v.push_back(run());
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void check(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(std::string("wrong result: ") + what);
 }
 
 /// Round trip of a futex ping-pong between this process and a forked child, seconds.
@@ -102,30 +95,6 @@ std::string fmt_time(double s) {
   if (s < 1e-3) return fmt::format("{:.1f} us", s * 1e6);
   if (s < 1) return fmt::format("{:.2f} ms", s * 1e3);
   return fmt::format("{:.2f} s", s);
-}
-
-double json_number(const std::string& json, const std::string& key) {
-  auto p = json.find("\"" + key + "\"");
-  if (p == std::string::npos) throw std::runtime_error("python output lacks " + key);
-  p = json.find(':', p);
-  return std::strtod(json.c_str() + p + 1, nullptr);
-}
-
-/// The system's python3 (Debian's /usr/bin/python3), not whatever a version manager put
-/// first on PATH.
-std::string python_bin() {
-  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-}
-
-std::string run_command(const std::string& cmd) {
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (f == nullptr) throw std::runtime_error("cannot run " + cmd);
-  std::string out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  if (::pclose(f) != 0) throw std::runtime_error("failed: " + cmd);
-  return out;
 }
 
 }  // namespace

@@ -27,24 +27,14 @@
 #include <mproc/queue.hpp>
 #include <mproc/shared.hpp>
 
+#include "compare_util.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double median_of(int repeat, const std::function<double()>& run) {
-  std::vector<double> v;
-  for (int i = 0; i < repeat; ++i) v.push_back(run());
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void check(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(std::string("wrong result: ") + what);
-}
+using bench::Clock;
+using bench::check;
+using bench::median_of;
+using bench::seconds_since;
 
 void join_ok(mproc::Process& p) {
   p.join();
@@ -155,22 +145,6 @@ double value_adds(std::size_t n, bool locked) {
   return double(2 * n) / s;
 }
 
-std::string run_command(const std::string& cmd) {
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (f == nullptr) throw std::runtime_error("cannot run " + cmd);
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  if (::pclose(f) != 0) throw std::runtime_error("failed: " + cmd);
-  return out;
-}
-
-double json_number(const std::string& json, const std::string& key) {
-  const auto p = json.find("\"" + key + "\":");
-  if (p == std::string::npos) throw std::runtime_error("python output lacks " + key);
-  return std::stod(json.substr(p + key.size() + 3));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,11 +172,10 @@ int main(int argc, char** argv) {
 
     std::string py;
     if (python) {
-      const char* bin = ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-      py = run_command(fmt::format("{} {}/shared_bench.py --repeat {}", bin,
+      py = bench::run_command(fmt::format("{} {}/shared_bench.py --repeat {}", bench::python_bin(),
                                    MPROC_BENCH_PYTHON_DIR, std::min(repeat, 3)));
     }
-    auto pyv = [&](const char* k) { return python ? json_number(py, k) : 0.0; };
+    auto pyv = [&](const char* k) { return python ? bench::json_number(py, k) : 0.0; };
     const double py_queue = pyv("queue_small_per_s");
     const double py_dict = pyv("manager_set_per_s");
     const double py_value = pyv("value_locked_add_per_s");

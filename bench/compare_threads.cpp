@@ -34,22 +34,19 @@
 #include <tbb/version.h>
 #endif
 
+#include "compare_util.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 
 long twice_plus_one(long i) { return i * 2 + 1; }
 
 // Cheap and pure: the map figure measures scheduling and memory traffic, not the work.
 constexpr auto map_fn = [](long i) { return std::sqrt(static_cast<double>(i)) * 1.5 + 1.0; };
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-void check(bool ok, const char* what) {
-  if (!ok) throw std::runtime_error(std::string("wrong result: ") + what);
-}
+using bench::check;
+using bench::seconds_since;
 
 bool same_values(const std::vector<double>& a, const std::vector<double>& b) {
   return a.size() == b.size() &&
