@@ -13,5 +13,15 @@ enum ExitCode : int { ok = 0, task_failures = 1, usage_error = 2 };
 void add_info(CLI::App& app, int* exit_code);
 /// Adds `mproc wordcount`.
 void add_wordcount(CLI::App& app, int* exit_code);
+/// Adds `mproc countlines`.
+void add_countlines(CLI::App& app, int* exit_code);
+/// Adds `mproc pi`.
+void add_pi(CLI::App& app, int* exit_code);
+/// Adds `mproc dot`.
+void add_dot(CLI::App& app, int* exit_code);
+/// Adds `mproc rangecount`.
+void add_rangecount(CLI::App& app, int* exit_code);
+/// Adds `mproc run`, the parallel command runner.
+void add_run(CLI::App& app, int* exit_code);
 
 }  // namespace mproc::cli

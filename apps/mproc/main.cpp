@@ -18,6 +18,11 @@ int main(int argc, char** argv) {
   int exit_code = mproc::cli::ok;
   mproc::cli::add_info(app, &exit_code);
   mproc::cli::add_wordcount(app, &exit_code);
+  mproc::cli::add_countlines(app, &exit_code);
+  mproc::cli::add_pi(app, &exit_code);
+  mproc::cli::add_dot(app, &exit_code);
+  mproc::cli::add_rangecount(app, &exit_code);
+  mproc::cli::add_run(app, &exit_code);
 
   try {
     app.parse(argc, argv);
