@@ -499,9 +499,10 @@ void ProcessPoolCore::kill_job_workers(const Job* job) {
 }
 
 JobEntry* ProcessPoolCore::find_job(std::uint64_t id) {
-  for (auto& j : jobs_)
-    if (j.id == id) return &j;
-  return nullptr;
+  // Ids are consecutive and jobs leave only from the front, so the id is an index.
+  if (jobs_.empty() || id < jobs_.front().id || id - jobs_.front().id >= jobs_.size())
+    return nullptr;
+  return &jobs_[id - jobs_.front().id];
 }
 
 // ---- the dispatcher thread ------------------------------------------------------------
@@ -1010,6 +1011,10 @@ std::size_t ProcessPoolCore::tell_job_workers(const JobEntry& j, ToWorker what) 
 void ProcessPoolCore::finish_jobs() {
   for (auto& j : jobs_) {
     if (j.done) continue;
+    // give_chunk starts jobs in queue order, so every job after the first unstarted one
+    // is unstarted too and cannot have finished: stop here rather than walk thousands of
+    // queued apply_async jobs on every pass.
+    if (!j.started) break;
     const bool items_done = j.job->exhausted() && j.in_flight == 0 && j.requeued.empty() &&
                             j.accounted + j.job->failed_inputs() >= j.job->consumed();
     if (!items_done) continue;
