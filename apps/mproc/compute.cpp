@@ -1,1 +1,195 @@
-// Options shared by the compute subcommands.
+// Options shared by the compute subcommands, the Pool built from them, JSON output and
+// the exit-code policy (see compute.hpp).
+#include "compute.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+
+#include <fmt/core.h>
+
+#include <mproc/cpu_count.hpp>
+
+namespace mproc::cli {
+
+unsigned ComputeOptions::resolved_workers() const { return workers != 0 ? workers : cpu_count(); }
+
+MapOptions ComputeOptions::map_options() const {
+  return MapOptions{.chunksize = chunksize, .progress = ProgressOption(progress)};
+}
+
+CLI::Validator integer_in(std::uint64_t min, std::uint64_t max) {
+  return CLI::Validator(
+      [min, max](std::string& s) -> std::string {
+        const bool digits = !s.empty() && s.size() <= 20 &&
+                            s.find_first_not_of("0123456789") == std::string::npos;
+        std::uint64_t v = 0;
+        if (digits) {
+          try {
+            v = std::stoull(s);
+          } catch (const std::out_of_range&) {
+            return fmt::format("'{}' is out of range ({}..{})", s, min, max);
+          }
+        }
+        if (!digits) return fmt::format("'{}' is not a whole number ({}..{})", s, min, max);
+        if (v < min || v > max) return fmt::format("'{}' is out of range ({}..{})", s, min, max);
+        return {};
+      },
+      "");
+}
+
+void add_compute_options(CLI::App& cmd, ComputeOptions& o) {
+  cmd.add_option("--backend", o.backend, "Where the workers run: process, thread (or mpi)")
+      ->check(CLI::IsMember({"process", "thread", "mpi"}))
+      ->capture_default_str();
+  // 4096 is the thread pool's limit; a bigger count is a typo, not a machine.
+  cmd.add_option("-j,--workers", o.workers, "Workers, at most 4096 (0: cpu_count())")
+      ->check(integer_in(0, 4096))
+      ->capture_default_str();
+  cmd.add_option("--chunksize", o.chunksize, "Items per chunk sent to a worker (0: adaptive)")
+      ->check(integer_in(0, std::uint64_t{1} << 32))
+      ->capture_default_str();
+  cmd.add_flag("--json", o.json, "Print one JSON object (results and timings) instead of text");
+  cmd.add_flag("--progress", o.progress, "Draw a progress bar on stderr (when it is a terminal)");
+  cmd.add_flag("--quiet", o.quiet, "No summary line on stderr");
+  cmd.add_option("--trace", o.trace, "Write a Chrome trace of the run to FILE (not available yet)")
+      ->option_text("FILE");
+}
+
+void check_compute_options(const ComputeOptions& o) {
+  // Both are accepted by the parser so that scripts written for builds that have them
+  // get a reason, not "unknown option".
+  if (o.backend == "mpi")
+    throw CLI::ValidationError("the mpi backend is not built (it comes with MPI support)");
+  if (!o.trace.empty()) throw CLI::ValidationError("--trace is not available yet");
+}
+
+PoolOptions pool_options(const ComputeOptions& o) {
+  return PoolOptions{.workers = o.workers,
+                     .backend = o.backend == "thread" ? Backend::thread : Backend::process,
+                     .chunksize = o.chunksize,
+                     .progress = o.progress};
+}
+
+namespace {
+
+/// The first line of an error message: a RemoteError carries the worker's context on
+/// later lines, and the tool promises one line.
+std::string first_line(const char* what) {
+  std::string_view s(what);
+  return std::string(s.substr(0, s.find('\n')));
+}
+
+}  // namespace
+
+void run_command(std::string_view name, int* exit_code, const std::function<int()>& body) {
+  try {
+    *exit_code = body();
+  } catch (const CLI::Error&) {
+    throw;
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "mproc {}: {}\n", name, first_line(e.what()));
+    *exit_code = usage_error;
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "mproc {}: {}\n", name, first_line(e.what()));
+    *exit_code = usage_error;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "mproc {}: out of memory\n", name);
+    *exit_code = task_failures;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "mproc {}: {}\n", name, first_line(e.what()));
+    *exit_code = task_failures;
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string json_string(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f)
+          out += fmt::format("\\u{:04x}", c);
+        else
+          out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string json_number(double v) {
+  // JSON has no NaN or infinity.
+  return std::isfinite(v) ? fmt::format("{}", v) : std::string("null");
+}
+
+void JsonObject::key(std::string_view k) {
+  if (!body_.empty()) body_ += ',';
+  body_ += json_string(k);
+  body_ += ':';
+}
+
+JsonObject& JsonObject::add(std::string_view k, std::string_view value) {
+  key(k);
+  body_ += json_string(value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(std::string_view k, double value) {
+  key(k);
+  body_ += json_number(value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(std::string_view k, std::uint64_t value) {
+  key(k);
+  body_ += fmt::format("{}", value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(std::string_view k, std::int64_t value) {
+  key(k);
+  body_ += fmt::format("{}", value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(std::string_view k, bool value) {
+  key(k);
+  body_ += value ? "true" : "false";
+  return *this;
+}
+
+JsonObject& JsonObject::add_raw(std::string_view k, std::string_view json) {
+  key(k);
+  body_ += json;
+  return *this;
+}
+
+JsonObject& JsonObject::add_pool(const ComputeOptions& o, unsigned workers) {
+  add("workers", workers);
+  add("backend", o.backend);
+  add("chunksize", static_cast<std::uint64_t>(o.chunksize));
+  return *this;
+}
+
+void write_stdout(std::string_view text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace mproc::cli

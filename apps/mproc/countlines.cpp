@@ -1,5 +1,193 @@
+// `mproc countlines PATH...`: the lines of each file, one pool task per file, as `wc -l`
+// counts them (newline bytes). Directories are walked, their files in sorted order; the
+// output keeps the order of the arguments and the walk, then a total.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/core.h>
+
 #include "commands.hpp"
+#include "compute.hpp"
+#include <mproc/pool.hpp>
 
 namespace mproc::cli {
-void add_countlines(CLI::App&, int*) {}
+namespace {
+
+namespace fs = std::filesystem;
+
+/// What a worker reports for one file: its line count, or why it could not be read.
+/// An error travels as a value so that --skip-errors can go on with the other files.
+struct FileLines {
+  std::uint64_t lines = 0;
+  std::string error;
+  template <class A>
+  void serialize(A& ar) {
+    ar(lines, error);
+  }
+};
+
+FileLines count_file(const std::string& path) {
+  FileLines r;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    r.error = fmt::format("cannot open '{}': {}", path, std::strerror(errno));
+    return r;
+  }
+  std::vector<char> buf(std::size_t{1} << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      r.error = fmt::format("cannot read '{}': {}", path, std::strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    r.lines += static_cast<std::uint64_t>(std::count(buf.data(), buf.data() + n, '\n'));
+  }
+  ::close(fd);
+  return r;
+}
+
+struct Options {
+  ComputeOptions common;
+  std::vector<std::string> paths;
+  bool skip_errors = false;
+};
+
+/// Expands the arguments into files: a directory's regular files recursively, sorted.
+/// A problem is an error (UsageError), or with --skip-errors a warning.
+std::vector<std::string> collect(const Options& o) {
+  std::vector<std::string> out;
+  auto problem = [&](const std::string& what) {
+    if (!o.skip_errors) throw UsageError(what);
+    fmt::print(stderr, "mproc countlines: warning: skipping {}\n", what);
+  };
+  for (const std::string& arg : o.paths) {
+    std::error_code ec;
+    const fs::path p(arg);
+    const auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) {
+      problem(fmt::format("cannot open '{}': {}", arg,
+                          ec ? ec.message() : std::string("No such file or directory")));
+      continue;
+    }
+    if (!fs::is_directory(st)) {
+      if (::access(p.c_str(), R_OK) != 0)
+        problem(fmt::format("cannot open '{}': {}", arg, std::strerror(errno)));
+      else
+        out.push_back(arg);
+      continue;
+    }
+    std::vector<std::string> files;
+    fs::recursive_directory_iterator it(p, ec), end;
+    if (ec) {
+      problem(fmt::format("cannot read directory '{}': {}", arg, ec.message()));
+      continue;
+    }
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        problem(fmt::format("cannot read directory '{}': {}", it->path().string(), ec.message()));
+        break;
+      }
+      std::error_code fe;
+      if (it->is_directory(fe)) {
+        if (::access(it->path().c_str(), R_OK | X_OK) != 0) {
+          problem(fmt::format("cannot read directory '{}': {}", it->path().string(),
+                              std::strerror(errno)));
+          it.disable_recursion_pending();
+        }
+        continue;
+      }
+      if (!it->is_regular_file(fe)) continue;
+      if (::access(it->path().c_str(), R_OK) != 0) {
+        problem(fmt::format("cannot open '{}': {}", it->path().string(), std::strerror(errno)));
+        continue;
+      }
+      files.push_back(it->path().string());
+    }
+    std::sort(files.begin(), files.end());
+    out.insert(out.end(), files.begin(), files.end());
+  }
+  return out;
+}
+
+int run(const Options& o) {
+  check_compute_options(o.common);
+  const std::vector<std::string> files = collect(o);
+  Pool pool = make_pool(o.common);
+  const auto start = std::chrono::steady_clock::now();
+  // One task per file: a chunk of small files would wait behind one big one.
+  MapOptions opts = o.common.map_options();
+  if (opts.chunksize == 0) opts.chunksize = 1;
+  const std::vector<FileLines> results = pool.map(count_file, files, opts);
+  const double seconds = seconds_since(start);
+
+  std::uint64_t total = 0;
+  std::vector<bool> counted(files.size());
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    // A file that vanished or became unreadable between the walk and the count.
+    if (!results[i].error.empty()) {
+      if (!o.skip_errors) throw UsageError(results[i].error);
+      fmt::print(stderr, "mproc countlines: warning: skipping {}\n", results[i].error);
+      continue;
+    }
+    counted[i] = true;
+    total += results[i].lines;
+  }
+
+  if (o.common.json) {
+    std::string list = "[";
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      if (!counted[i]) continue;
+      JsonObject e;
+      e.add("path", files[i]).add("lines", results[i].lines);
+      list += (list.size() > 1 ? "," : "") + e.str();
+    }
+    list += "]";
+    JsonObject j;
+    j.add("command", "countlines").add_raw("files", list).add("total", total);
+    j.add_pool(o.common, pool.workers()).add("seconds", seconds);
+    write_stdout(j.str() + "\n");
+  } else {
+    const std::size_t width = fmt::formatted_size("{}", total);
+    std::string out;
+    for (std::size_t i = 0; i < files.size(); ++i)
+      if (counted[i]) out += fmt::format("{:>{}} {}\n", results[i].lines, width, files[i]);
+    out += fmt::format("{:>{}} total\n", total, width);
+    write_stdout(out);
+  }
+  if (!o.common.quiet)
+    fmt::print(stderr, "mproc countlines: {} files, {} lines, workers: {} ({}), {:.3f} s\n",
+               std::count(counted.begin(), counted.end(), true), total, pool.workers(),
+               o.common.backend, seconds);
+  return ok;
+}
+
+}  // namespace
+
+void add_countlines(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand(
+      "countlines",
+      "Count the lines of files as `wc -l` does (newline bytes), one pool task per file. "
+      "Directories are walked (files in sorted order). Prints \"count path\" per file in "
+      "argument order, then \"count total\".");
+  cmd->add_option("paths", o->paths, "Files or directories")->required();
+  cmd->add_flag("--skip-errors", o->skip_errors,
+                "Warn about and skip files that cannot be read instead of failing");
+  add_compute_options(*cmd, o->common);
+  cmd->footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+  cmd->callback([o, exit_code] { run_command("countlines", exit_code, [&] { return run(*o); }); });
+}
+
 }  // namespace mproc::cli

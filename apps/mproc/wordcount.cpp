@@ -1,6 +1,7 @@
 // `mproc wordcount [PATH...]`: the seed exercise. Counts every word across text files
 // with a process Pool (map_reduce: each worker merges its own counts), and prints the
-// words used more than --min-count times, alphabetically, as "word == count".
+// words used more than --min-count times, alphabetically, as "word == count" (or the
+// --top K most frequent; or, with --json, one JSON object).
 // Without PATH it counts a synthetic corpus generated in memory before the pool starts,
 // so the workers read it from their memory snapshot.
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -21,6 +23,7 @@
 #include <fmt/core.h>
 
 #include "commands.hpp"
+#include "compute.hpp"
 #include "words.hpp"
 #include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
@@ -94,9 +97,10 @@ void merge_counts(words::Counts& into, words::Counts&& from) {
 }
 
 struct Options {
+  ComputeOptions common;
   std::vector<std::string> paths;
   std::uint64_t min_count = 2000;
-  unsigned workers = 0;
+  std::uint64_t top = 0;  ///< 0: the --min-count list instead
   std::string size = "50M";
   bool skip_errors = false;
   bool serial = false;
@@ -149,7 +153,7 @@ std::optional<std::string> check_file(const fs::path& p, std::uint64_t& size) {
 std::vector<Input> collect(const Options& o) {
   std::vector<Input> out;
   auto problem = [&](const std::string& what) {
-    if (!o.skip_errors) throw std::runtime_error(what);
+    if (!o.skip_errors) throw UsageError(what);
     fmt::print(stderr, "mproc wordcount: warning: skipping {}\n", what);
   };
   auto add_file = [&](const fs::path& p) {
@@ -200,7 +204,30 @@ std::vector<Input> collect(const Options& o) {
   return out;
 }
 
+/// The words to print: the `top` most frequent (count descending, then word), or every
+/// word used more than `min_count` times, alphabetically.
+std::vector<std::pair<std::string, std::uint64_t>> select_words(const words::Counts& counts,
+                                                                const Options& o) {
+  std::vector<std::pair<std::string, std::uint64_t>> out;
+  if (o.top == 0) {
+    counts.for_each([&](std::string_view w, std::uint64_t c) {
+      if (c > o.min_count) out.emplace_back(std::string(w), c);
+    });
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  counts.for_each([&](std::string_view w, std::uint64_t c) { out.emplace_back(std::string(w), c); });
+  auto by_frequency = [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  };
+  const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(o.top, out.size()));
+  std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(), by_frequency);
+  out.resize(k);
+  return out;
+}
+
 int run(const Options& o) {
+  check_compute_options(o.common);
   std::vector<Input> inputs;
   std::string corpus;
   const bool synthetic = o.paths.empty();
@@ -210,7 +237,7 @@ int run(const Options& o) {
     inputs.push_back({"", corpus.size()});
   } else {
     inputs = collect(o);
-    if (inputs.empty()) throw std::runtime_error("no readable text files to count");
+    if (inputs.empty()) throw UsageError("no readable text files to count");
   }
   std::vector<Block> blocks;
   std::uint64_t bytes = 0;
@@ -226,26 +253,38 @@ int run(const Options& o) {
   if (o.serial) {
     for (auto& b : blocks) merge_counts(counts, count_block_item(b));
   } else {
-    Pool pool({.workers = o.workers});
+    Pool pool = make_pool(o.common);
     workers = pool.workers();
-    counts = pool.map_reduce(count_block_item, merge_counts, blocks);
+    counts = pool.map_reduce(count_block_item, merge_counts, blocks, o.common.map_options());
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds = seconds_since(start);
 
-  std::vector<std::pair<std::string, std::uint64_t>> frequent;
-  counts.for_each([&](std::string_view w, std::uint64_t c) {
-    if (c > o.min_count) frequent.emplace_back(std::string(w), c);
-  });
-  std::sort(frequent.begin(), frequent.end());
-  std::string out;
-  for (auto& [w, c] : frequent) out += fmt::format("{} == {}\n", w, c);
-  std::fwrite(out.data(), 1, out.size(), stdout);
-  std::fflush(stdout);
-  fmt::print(stderr, "mproc wordcount: {} {}, {:.1f} MB, {} distinct words, {} {}, {:.3f} s, {:.0f} MB/s\n",
-             synthetic ? 1 : inputs.size(), synthetic ? "synthetic corpus" : "files",
-             static_cast<double>(bytes) / 1e6, counts.size(), o.serial ? "serial" : "workers:",
-             o.serial ? std::string() : std::to_string(workers), seconds,
-             static_cast<double>(bytes) / 1e6 / std::max(seconds, 1e-9));
+  const auto selected = select_words(counts, o);
+  if (o.common.json) {
+    std::string list = "[";
+    for (auto& [w, c] : selected) {
+      JsonObject e;
+      e.add("word", w).add("count", c);
+      list += (list.size() > 1 ? "," : "") + e.str();
+    }
+    list += "]";
+    JsonObject j;
+    j.add("command", "wordcount").add_raw("words", list);
+    j.add("files", static_cast<std::uint64_t>(synthetic ? 0 : inputs.size()));
+    j.add("synthetic", synthetic).add("bytes", bytes).add("distinct", static_cast<std::uint64_t>(counts.size()));
+    j.add("serial", o.serial).add_pool(o.common, workers).add("seconds", seconds);
+    write_stdout(j.str() + "\n");
+  } else {
+    std::string out;
+    for (auto& [w, c] : selected) out += fmt::format("{} == {}\n", w, c);
+    write_stdout(out);
+  }
+  if (!o.common.quiet)
+    fmt::print(stderr, "mproc wordcount: {} {}, {:.1f} MB, {} distinct words, {} {}, {:.3f} s, {:.0f} MB/s\n",
+               synthetic ? 1 : inputs.size(), synthetic ? "synthetic corpus" : "files",
+               static_cast<double>(bytes) / 1e6, counts.size(), o.serial ? "serial" : "workers:",
+               o.serial ? std::string() : std::to_string(workers), seconds,
+               static_cast<double>(bytes) / 1e6 / std::max(seconds, 1e-9));
   return ok;
 }
 
@@ -256,27 +295,24 @@ void add_wordcount(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "wordcount",
       "Count every word across text files (directories are walked) and print those used more "
-      "than --min-count times, alphabetically. Without PATH, counts a synthetic corpus.");
+      "than --min-count times, alphabetically (or the --top K most frequent). Without PATH, "
+      "counts a synthetic corpus.");
   cmd->add_option("paths", o->paths, "Files or directories to count");
   cmd->add_option("--min-count", o->min_count, "Print words used more than this many times")
+      ->check(integer_in(0, UINT64_MAX))
       ->capture_default_str();
-  cmd->add_option("-j,--workers", o->workers, "Worker processes (0: cpu_count())")
-      ->capture_default_str();
+  cmd->add_option("--top", o->top,
+                  "Print the K most frequent words instead (count descending, then word)")
+      ->option_text("K")
+      ->check(integer_in(1, UINT64_MAX));
   cmd->add_option("--size", o->size, "Size of the synthetic corpus (e.g. 50M, 1G)")
       ->capture_default_str();
   cmd->add_flag("--skip-errors", o->skip_errors,
                 "Warn about and skip unreadable or binary files instead of failing");
   cmd->add_flag("--serial", o->serial, "Count in this process, without a pool (for comparison)");
-  cmd->callback([o, exit_code] {
-    try {
-      *exit_code = run(*o);
-    } catch (const CLI::Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      fmt::print(stderr, "mproc wordcount: {}\n", e.what());
-      *exit_code = usage_error;
-    }
-  });
+  add_compute_options(*cmd, o->common);
+  cmd->footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+  cmd->callback([o, exit_code] { run_command("wordcount", exit_code, [&] { return run(*o); }); });
 }
 
 }  // namespace mproc::cli

@@ -1,0 +1,109 @@
+// What the compute subcommands (wordcount, countlines, pi, dot, rangecount) share: the
+// options that choose and size the pool (--backend, -j, --chunksize), how results are
+// shown (--json, --progress, --quiet, --trace), the Pool built from them, a small JSON
+// writer, and the mapping of errors to exit codes.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.hpp"
+#include <mproc/pool.hpp>
+
+namespace mproc::cli {
+
+/// The options every compute subcommand takes.
+struct ComputeOptions {
+  std::string backend = "process";  ///< thread | process | mpi (mpi: not built)
+  unsigned workers = 0;             ///< 0: cpu_count()
+  std::size_t chunksize = 0;        ///< 0: adaptive
+  bool json = false;                ///< one JSON object on stdout instead of text
+  bool progress = false;            ///< progress bar on stderr
+  bool quiet = false;               ///< no summary line on stderr
+  std::string trace;                ///< Chrome trace file (not available yet)
+
+  /// The worker count a pool built from these options has: `workers`, or cpu_count().
+  unsigned resolved_workers() const;
+  /// MapOptions carrying --chunksize and --progress.
+  MapOptions map_options() const;
+};
+
+/// A validator for a decimal integer in [min, max] (digits only: no sign, no "0x", no
+/// octal), for counts that CLI11's own conversion would take from "-1" as 2^64 - 1.
+CLI::Validator integer_in(std::uint64_t min, std::uint64_t max);
+
+/// Adds --backend, -j/--workers, --chunksize, --json, --progress, --quiet and --trace to
+/// `cmd`, bound to `o` (which must outlive the parse).
+void add_compute_options(CLI::App& cmd, ComputeOptions& o);
+
+/// Refuses what the parser accepts but this build cannot do (--backend mpi, --trace):
+/// throws UsageError. Call first thing in a subcommand's callback.
+void check_compute_options(const ComputeOptions& o);
+
+/// PoolOptions from the options. Call check_compute_options() first.
+PoolOptions pool_options(const ComputeOptions& o);
+
+/// A Pool built from the options (not movable: `Pool pool = make_pool(o);`).
+inline Pool make_pool(const ComputeOptions& o) { return Pool(pool_options(o)); }
+
+/// Bad input found after parsing (a missing file, an empty input): exit code 2.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Runs a subcommand's body and stores its exit code in *exit_code. The body returns the
+/// exit code. A CLI::Error propagates to main (which prints "mproc: ..." and exits 2);
+/// UsageError and std::invalid_argument print "mproc <name>: ..." and give 2; a failed
+/// task (any other exception) prints one line and gives 1. Never lets a stack dump out.
+void run_command(std::string_view name, int* exit_code, const std::function<int()>& body);
+
+/// Seconds since `start`, on the steady clock.
+double seconds_since(std::chrono::steady_clock::time_point start);
+
+/// `s` as a JSON string literal, quotes included: ", \ and control characters escaped;
+/// other bytes (UTF-8) pass through.
+std::string json_string(std::string_view s);
+
+/// A JSON number: shortest round-trip text of a finite double, null otherwise.
+std::string json_number(double v);
+
+/// Builds one JSON object, keys in insertion order.
+class JsonObject {
+ public:
+  JsonObject& add(std::string_view key, std::string_view value);
+  JsonObject& add(std::string_view key, const char* value) {
+    return add(key, std::string_view(value));
+  }
+  JsonObject& add(std::string_view key, double value);
+  JsonObject& add(std::string_view key, std::uint64_t value);
+  JsonObject& add(std::string_view key, std::int64_t value);
+  JsonObject& add(std::string_view key, unsigned value) {
+    return add(key, static_cast<std::uint64_t>(value));
+  }
+  JsonObject& add(std::string_view key, int value) {
+    return add(key, static_cast<std::int64_t>(value));
+  }
+  JsonObject& add(std::string_view key, bool value);
+  /// `json` is already valid JSON text (an array or object).
+  JsonObject& add_raw(std::string_view key, std::string_view json);
+  /// The pool settings every compute command reports: workers, backend, chunksize.
+  JsonObject& add_pool(const ComputeOptions& o, unsigned workers);
+  std::string str() const { return "{" + body_ + "}"; }
+
+ private:
+  void key(std::string_view k);
+  std::string body_;
+};
+
+/// Writes `text` to stdout and flushes.
+void write_stdout(std::string_view text);
+
+}  // namespace mproc::cli
