@@ -1,5 +1,6 @@
 // The mproc command-line tool. Exit codes: 0 success, 1 some tasks failed,
-// 2 usage or input error (one line on stderr, never a stack dump).
+// 2 usage or input error (one line on stderr, never a stack dump); `mproc run` exits with
+// the number of failed jobs, capped at 101.
 #include <cstdio>
 #include <exception>
 
@@ -13,7 +14,9 @@ int main(int argc, char** argv) {
   CLI::App app{"mproc: Python's multiprocessing, done properly in C++20"};
   app.set_version_flag("--version", mproc::version_string);
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+  app.footer(
+      "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error "
+      "(`mproc run`: the number of failed jobs, at most 101).");
 
   int exit_code = mproc::cli::ok;
   mproc::cli::add_info(app, &exit_code);
