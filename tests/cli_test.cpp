@@ -18,35 +18,16 @@
 
 #include "words.hpp"
 
+#include "cli_runner.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-struct Result {
-  int code;
-  std::string out, err;
-};
-
-/// Runs the mproc binary with `args`; captures stdout and stderr.
-Result mproc(const std::vector<std::string>& args) {
-  const fs::path dir = fs::temp_directory_path() / ("mproc-cli-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string out = (dir / "out").string(), err = (dir / "err").string();
-  std::string cmd = std::string("'") + MPROC_BINARY + "'";
-  for (auto& a : args) cmd += " '" + a + "'";
-  cmd += " >'" + out + "' 2>'" + err + "'";
-  const int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    return std::string((std::istreambuf_iterator<char>(f)), {});
-  };
-  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
-  fs::remove_all(dir);
-  return r;
-}
-
-std::size_t lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+using cli_test::lines;
+using cli_test::mproc;
+using cli_test::Result;
 
 class TempDir : public ::testing::Test {
  protected:
