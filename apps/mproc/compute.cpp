@@ -2,7 +2,12 @@
 // the exit-code policy (see compute.hpp).
 #include "compute.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -190,6 +195,50 @@ JsonObject& JsonObject::add_pool(const ComputeOptions& o, unsigned workers) {
 void write_stdout(std::string_view text) {
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fflush(stdout);
+}
+
+void walk_paths(const std::vector<std::string>& paths,
+                const std::function<void(const std::string&)>& problem,
+                const std::function<void(const std::filesystem::path&)>& file) {
+  namespace fs = std::filesystem;
+  for (const std::string& arg : paths) {
+    std::error_code ec;
+    const fs::path p(arg);
+    const auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) {
+      problem(fmt::format("cannot open '{}': {}", arg,
+                          ec ? ec.message() : std::string("No such file or directory")));
+      continue;
+    }
+    if (!fs::is_directory(st)) {
+      file(p);
+      continue;
+    }
+    std::vector<fs::path> files;
+    fs::recursive_directory_iterator it(p, ec), end;
+    if (ec) {
+      problem(fmt::format("cannot read directory '{}': {}", arg, ec.message()));
+      continue;
+    }
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        problem(fmt::format("cannot read directory '{}': {}", it->path().string(), ec.message()));
+        break;
+      }
+      std::error_code fe;
+      if (it->is_directory(fe)) {
+        if (::access(it->path().c_str(), R_OK | X_OK) != 0) {
+          problem(fmt::format("cannot read directory '{}': {}", it->path().string(),
+                              std::strerror(errno)));
+          it.disable_recursion_pending();
+        }
+        continue;
+      }
+      if (it->is_regular_file(fe)) files.push_back(it->path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) file(f);
+  }
 }
 
 }  // namespace mproc::cli

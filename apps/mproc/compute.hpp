@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -58,6 +60,14 @@ class UsageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// Expands PATH arguments into files, in argument order: a path that is not a directory
+/// is passed to `file` as given; a directory's regular files are found recursively and
+/// passed in sorted order. A missing path or an unreadable directory is reported to
+/// `problem` (which throws, or warns and returns to skip it).
+void walk_paths(const std::vector<std::string>& paths,
+                const std::function<void(const std::string&)>& problem,
+                const std::function<void(const std::filesystem::path&)>& file);
 
 /// Runs a subcommand's body and stores its exit code in *exit_code. The body returns the
 /// exit code. A CLI::Error propagates to main (which prints "mproc: ..." and exits 2);

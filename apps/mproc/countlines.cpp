@@ -72,52 +72,12 @@ std::vector<std::string> collect(const Options& o) {
     if (!o.skip_errors) throw UsageError(what);
     fmt::print(stderr, "mproc countlines: warning: skipping {}\n", what);
   };
-  for (const std::string& arg : o.paths) {
-    std::error_code ec;
-    const fs::path p(arg);
-    const auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) {
-      problem(fmt::format("cannot open '{}': {}", arg,
-                          ec ? ec.message() : std::string("No such file or directory")));
-      continue;
-    }
-    if (!fs::is_directory(st)) {
-      if (::access(p.c_str(), R_OK) != 0)
-        problem(fmt::format("cannot open '{}': {}", arg, std::strerror(errno)));
-      else
-        out.push_back(arg);
-      continue;
-    }
-    std::vector<std::string> files;
-    fs::recursive_directory_iterator it(p, ec), end;
-    if (ec) {
-      problem(fmt::format("cannot read directory '{}': {}", arg, ec.message()));
-      continue;
-    }
-    for (; it != end; it.increment(ec)) {
-      if (ec) {
-        problem(fmt::format("cannot read directory '{}': {}", it->path().string(), ec.message()));
-        break;
-      }
-      std::error_code fe;
-      if (it->is_directory(fe)) {
-        if (::access(it->path().c_str(), R_OK | X_OK) != 0) {
-          problem(fmt::format("cannot read directory '{}': {}", it->path().string(),
-                              std::strerror(errno)));
-          it.disable_recursion_pending();
-        }
-        continue;
-      }
-      if (!it->is_regular_file(fe)) continue;
-      if (::access(it->path().c_str(), R_OK) != 0) {
-        problem(fmt::format("cannot open '{}': {}", it->path().string(), std::strerror(errno)));
-        continue;
-      }
-      files.push_back(it->path().string());
-    }
-    std::sort(files.begin(), files.end());
-    out.insert(out.end(), files.begin(), files.end());
-  }
+  walk_paths(o.paths, problem, [&](const fs::path& p) {
+    if (::access(p.c_str(), R_OK) != 0)
+      problem(fmt::format("cannot open '{}': {}", p.string(), std::strerror(errno)));
+    else
+      out.push_back(p.string());
+  });
   return out;
 }
 

@@ -163,44 +163,7 @@ std::vector<Input> collect(const Options& o) {
     else
       out.push_back({p.string(), size});
   };
-  for (const auto& arg : o.paths) {
-    std::error_code ec;
-    const fs::path p(arg);
-    auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) {
-      problem(fmt::format("cannot open '{}': {}", arg,
-                          ec ? ec.message() : std::string("No such file or directory")));
-      continue;
-    }
-    if (!fs::is_directory(st)) {
-      add_file(p);
-      continue;
-    }
-    std::vector<fs::path> files;
-    fs::recursive_directory_iterator it(p, ec), end;
-    if (ec) {
-      problem(fmt::format("cannot read directory '{}': {}", arg, ec.message()));
-      continue;
-    }
-    for (; it != end; it.increment(ec)) {
-      if (ec) {
-        problem(fmt::format("cannot read directory '{}': {}", it->path().string(), ec.message()));
-        break;
-      }
-      std::error_code fe;
-      if (it->is_directory(fe)) {
-        if (::access(it->path().c_str(), R_OK | X_OK) != 0) {
-          problem(fmt::format("cannot read directory '{}': {}", it->path().string(),
-                              std::strerror(errno)));
-          it.disable_recursion_pending();
-        }
-        continue;
-      }
-      if (it->is_regular_file(fe)) files.push_back(it->path());
-    }
-    std::sort(files.begin(), files.end());
-    for (auto& f : files) add_file(f);
-  }
+  walk_paths(o.paths, problem, add_file);
   return out;
 }
 
