@@ -4,7 +4,7 @@
 set -eu
 
 packages="g++ make cmake pkg-config python3 libgtest-dev libgmock-dev \
-libbenchmark-dev libfmt-dev libcli11-dev libopenmpi-dev openmpi-bin libtbb-dev"
+libbenchmark-dev libfmt-dev libcli11-dev libopenmpi-dev openmpi-bin libtbb-dev zlib1g-dev"
 
 missing=""
 for p in $packages; do

@@ -23,5 +23,7 @@ void add_dot(CLI::App& app, int* exit_code);
 void add_rangecount(CLI::App& app, int* exit_code);
 /// Adds `mproc run`, the parallel command runner.
 void add_run(CLI::App& app, int* exit_code);
+/// Adds `mproc trace-view`, which draws a trace file as an HTML timeline.
+void add_trace_view(CLI::App& app, int* exit_code);
 
 }  // namespace mproc::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   mproc::cli::add_dot(app, &exit_code);
   mproc::cli::add_rangecount(app, &exit_code);
   mproc::cli::add_run(app, &exit_code);
+  mproc::cli::add_trace_view(app, &exit_code);
 
   try {
     app.parse(argc, argv);

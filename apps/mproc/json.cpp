@@ -1,0 +1,1 @@
+// A JSON reader for trace files (placeholder).

@@ -1,0 +1,3 @@
+// Tests of `mproc trace-view` (placeholder).
+#include <gtest/gtest.h>
+TEST(TraceView, Placeholder) { SUCCEED(); }
