@@ -23,7 +23,7 @@ enum class ToWorker : std::uint8_t {
 enum class FromWorker : std::uint8_t {
   item_ok = 1,       ///< result bytes of the next item of the current chunk
   item_error = 2,    ///< string type, string what, string traceback
-  chunk_end = 3,     ///< u64 nanoseconds the chunk's items took
+  chunk_end = 3,     ///< u64 nanoseconds the chunk's items took, u64 its start (monotonic ns)
   partial = 4,       ///< u64 job, u8 ok, then the partial's bytes or an error as item_error
   init_failed = 5,   ///< string type, string what: the pool's initializer threw
   item_bad_args = 6, ///< string what: the item's arguments could not be decoded
@@ -51,6 +51,8 @@ struct alignas(64) SlotControl {
   std::atomic<std::uint64_t> running{0};
   std::atomic<std::uint64_t> started_ns{0};
   std::atomic<std::uint64_t> job{0};
+  /// When the current chunk started (monotonic ns), for traces of a chunk cut by a crash.
+  std::atomic<std::uint64_t> chunk_started_ns{0};
 };
 
 }  // namespace mproc::detail::pool

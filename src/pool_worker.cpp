@@ -125,6 +125,7 @@ class Worker {
     auto ends_bytes = rest.subspan(items.size());
     JobCode& job = jobs_.at(id);
     const std::uint64_t chunk_start = monotonic_ns();
+    env_.control->chunk_started_ns.store(chunk_start, std::memory_order_relaxed);
     std::uint64_t begin = 0;
     for (std::uint64_t i = 0; i < count; ++i) {
       std::uint64_t end;
@@ -137,6 +138,7 @@ class Worker {
     out_.clear();
     put(out_, FromWorker::chunk_end);
     put<std::uint64_t>(out_, monotonic_ns() - chunk_start);
+    put<std::uint64_t>(out_, chunk_start);
     env_.results->send(out_);
   }
 

@@ -30,6 +30,7 @@
 #include <fmt/format.h>
 
 #include "mproc/cpu_count.hpp"
+#include "mproc/detail/trace.hpp"
 #include "mproc/pool.hpp"
 #include "futex.hpp"
 #include "platform.hpp"
@@ -133,7 +134,11 @@ enum class WorkerState { empty, starting, alive, dead };
 
 struct InFlight {
   Segment seg;
+  const char* method;  // the Pool method, for traces
   std::size_t done = 0;  // items with a result already
+  // For traces: result bytes and failed items so far.
+  std::uint64_t bytes_out = 0;
+  std::uint32_t errors = 0;
 };
 
 /// Bytes read from a result ring in bulk: one read_some takes many small messages at once,
@@ -213,6 +218,7 @@ struct WorkerSlot {
   bool killed_for_cancel = false;
   bool crashed_accounted = false;
   std::optional<Segment> crashed;  // the item it was running when it died
+  const char* crashed_method = nullptr;
   std::vector<std::uint64_t> lost_partials;
 };
 
@@ -274,9 +280,23 @@ class ProcessPoolCore final : public PoolCore {
   bool anything_ready();
   JobEntry* find_job(std::uint64_t id);
   void kill_job_workers(const Job* job);
+  /// A trace event for chunk `c` of worker `w`, with what the chunk itself knows.
+  TraceEvent trace_event(const WorkerSlot& w, const InFlight& c) const {
+    TraceEvent e;
+    e.method = c.method;
+    e.job = c.seg.job;
+    e.first = c.seg.first;
+    e.bytes_in = c.seg.ends.empty() ? 0 : c.seg.ends.back();
+    e.bytes_out = c.bytes_out;
+    e.errors = c.errors;
+    e.lane = w.slot;
+    e.worker_pid = w.pid;
+    return e;
+  }
 
   const PoolOptions options_;
   const unsigned n_;
+  std::unique_ptr<Tracer> tracer_;  // null unless options_.trace names a file
   SharedMapping shm_;
   Doorbell* doorbell_ = nullptr;
   UniqueFd eventfd_;
@@ -317,8 +337,7 @@ class ProcessPoolCore final : public PoolCore {
 ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
     : options_(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
-  if (!options.trace.empty())
-    throw std::invalid_argument("Pool: traces are not available yet");
+  if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "process", n_, true);
   const std::size_t size = rings_offset() + 2 * n_ * ring_block();
   shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
   eventfd_ = Doorbell::make_eventfd();
@@ -382,7 +401,7 @@ void ProcessPoolCore::start_fork_server() {
                                          &result_rings_[slot],
                                          &options_.initializer,
                                          options_.max_tasks_per_child,
-                                         options_.task_timeout.count() > 0};
+                                         options_.task_timeout.count() > 0 || tracer_};
                       }};
     fork_server_main(env);
   }
@@ -461,6 +480,7 @@ void ProcessPoolCore::join() {
     retry_eintr([&] { return ::waitpid(server_pid_, nullptr, 0); });
     server_pid_ = -1;
   }
+  if (tracer_) tracer_->flush();
 }
 
 void ProcessPoolCore::terminate() {
@@ -689,6 +709,15 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
   JobEntry* j = find_job(c.seg.job);
   if (kind == FromWorker::chunk_end) {
     const auto ns = r.get<std::uint64_t>();
+    const auto start = r.get<std::uint64_t>();
+    if (tracer_) {
+      TraceEvent e = trace_event(w, c);
+      e.items = c.seg.count();
+      e.start_ns = start;
+      e.end_ns = start + ns;
+      e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
+      tracer_->record(e);
+    }
     if (j) {
       const double per_item = static_cast<double>(ns) / static_cast<double>(c.seg.count());
       j->cost_ns = j->cost_ns < 0 ? per_item : 0.7 * j->cost_ns + 0.3 * per_item;
@@ -699,6 +728,12 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
   const std::size_t index = c.seg.first + c.done;
   ++c.done;
   barren_deaths_ = 0;
+  if (tracer_) {
+    if (kind == FromWorker::item_ok)
+      c.bytes_out += r.rest().size();
+    else
+      ++c.errors;
+  }
   if (j == nullptr) return;
   --j->in_flight;
   ++j->accounted;
@@ -844,7 +879,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
     j.in_flight += seg.count();
     w.budget -= std::min<std::uint64_t>(w.budget, seg.count());
     w.outbox.push_back(seg.message);
-    w.chunks.push_back(InFlight{std::move(seg), 0});
+    w.chunks.push_back(InFlight{std::move(seg), j.job->method});
     return true;
   }
   return false;
@@ -879,6 +914,17 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.pidfd.get(), nullptr);
   w.pidfd.reset();
   const std::uint64_t running = control(w.slot).running.load(std::memory_order_acquire);
+  if (tracer_ && !w.chunks.empty() && w.chunks.front().done > 0) {
+    // The items of the cut chunk that finished before the death.
+    const InFlight& c = w.chunks.front();
+    TraceEvent e = trace_event(w, c);
+    e.items = c.done;
+    e.start_ns = control(w.slot).chunk_started_ns.load(std::memory_order_relaxed);
+    e.end_ns = running != 0 ? control(w.slot).started_ns.load(std::memory_order_relaxed)
+                            : monotonic_ns();
+    e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
+    tracer_->record(e);
+  }
   bool first = true;
   for (auto& c : w.chunks) {
     JobEntry* j = find_job(c.seg.job);
@@ -889,6 +935,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
       std::vector<std::size_t> one{c.seg.ends[from] - (from == 0 ? 0 : c.seg.ends[from - 1])};
       w.crashed = Segment{c.seg.job, c.seg.first + from, std::move(one), c.seg.message,
                           c.seg.items_offset + (from == 0 ? 0 : c.seg.ends[from - 1])};
+      w.crashed_method = c.method;
       if (j != nullptr) ++j->in_flight;
       ++from;
     }
@@ -925,6 +972,23 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   if (w.crashed) {
     w.crashed_accounted = true;  // a crash inside a task is the task's failure, not barren
     const std::size_t index = w.crashed->first;
+    if (tracer_) {
+      TraceEvent e;
+      e.method = w.crashed_method;
+      e.job = w.crashed->job;
+      e.first = index;
+      e.items = 1;
+      e.start_ns = control(w.slot).started_ns.load(std::memory_order_relaxed);
+      e.end_ns = monotonic_ns();
+      e.bytes_in = w.crashed->ends.back();
+      e.failed_index = index;
+      e.lane = w.slot;
+      e.worker_pid = pid;
+      e.status = w.killed_for_cancel    ? TraceStatus::cancelled
+                 : w.killed_for_timeout ? TraceStatus::timeout
+                                        : TraceStatus::crashed;
+      tracer_->record(e);
+    }
     if (JobEntry* j = find_job(w.crashed->job)) {
       --j->in_flight;
       unsigned& crashes = j->crashes[index];
@@ -1158,11 +1222,9 @@ Pool::Pool(PoolOptions options)
       if (options.task_timeout.count() > 0)
         throw std::invalid_argument(
             "Pool: task_timeout needs Backend::process (a thread cannot be stopped)");
-      if (!options.trace.empty())
-        throw std::invalid_argument("Pool: traces are not available yet");
       if (options.workers > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
       threads_ = std::make_unique<detail::ThreadCore>(
-          detail::ThreadCoreOptions{options.workers, options.initializer});
+          detail::ThreadCoreOptions{options.workers, options.initializer, options.trace});
       break;
     case Backend::mpi:
       throw std::invalid_argument("Pool: Backend::mpi is not available in this build");

@@ -21,6 +21,7 @@
 
 #include "futex.hpp"
 #include "mproc/cpu_count.hpp"
+#include "mproc/detail/trace.hpp"
 #include "mproc/error.hpp"
 #include "wait_helper.hpp"
 
@@ -147,7 +148,10 @@ struct ThreadCore::Impl final : WaitHelper {
   explicit Impl(ThreadCoreOptions opts)
       : options(std::move(opts)),
         n(options.workers != 0 ? options.workers : cpu_count()),
-        workers(n) {}
+        workers(n) {
+    if (!options.trace.empty())
+      tracer = std::make_unique<Tracer>(options.trace, "thread", n, false);
+  }
 
   bool help_until(const FutureStateBase& state,
                   const std::chrono::steady_clock::time_point* deadline) override;
@@ -176,6 +180,7 @@ struct ThreadCore::Impl final : WaitHelper {
 
   const ThreadCoreOptions options;
   const unsigned n;
+  std::unique_ptr<Tracer> tracer;
   std::vector<WorkerState> workers;
 
   alignas(64) std::atomic<std::uint32_t> epoch{0};
@@ -339,6 +344,10 @@ std::optional<unsigned> ThreadCore::worker_index() const noexcept {
   return std::nullopt;
 }
 
+Tracer* current_thread_tracer() noexcept { return tls_core ? tls_core->tracer.get() : nullptr; }
+
+std::uint32_t current_thread_lane() noexcept { return tls_core ? tls_index : kCallerLane; }
+
 void ThreadCore::submit(ThreadTask* task) {
   Impl& m = *impl_;
   const bool inside = tls_core == &m;
@@ -396,6 +405,7 @@ void ThreadCore::join() {
   for (auto& w : m.workers)
     if (w.thread.joinable()) w.thread.join();
   m.joined = true;
+  if (m.tracer) m.tracer->flush();
 }
 
 void ThreadCore::terminate() {

@@ -479,12 +479,26 @@ TEST_F(ComputeFiles, CommonOptionsAreCheckedByEverySubcommand) {
     EXPECT_EQ(m.code, 2) << cmd[0];
     EXPECT_EQ(m.err, "mproc: the mpi backend is not built (it comes with MPI support)\n");
 
-    auto trace = cmd;
-    trace.insert(trace.end(), {"--trace", (dir_ / "t.json").string()});
-    Result t = mproc(trace);
-    EXPECT_EQ(t.code, 2) << cmd[0];
-    EXPECT_EQ(t.err, "mproc: --trace is not available yet\n");
-    EXPECT_FALSE(fs::exists(dir_ / "t.json"));
+    // --trace writes a timeline with at least one chunk; a file that cannot be written
+    // is one line and exit 2.
+    for (const char* backend : {"process", "thread"}) {
+      auto trace = cmd;
+      trace.insert(trace.end(), {"--quiet", "--backend", backend, "--trace",
+                                 (dir_ / "t.json").string()});
+      Result t = mproc(trace);
+      EXPECT_EQ(t.code, 0) << cmd[0] << ": " << t.err;
+      std::ifstream in(dir_ / "t.json");
+      const std::string json((std::istreambuf_iterator<char>(in)), {});
+      EXPECT_THAT(json, HasSubstr(std::string("backend, ")));
+      EXPECT_THAT(json, HasSubstr("{\"ph\":\"X\"")) << cmd[0] << " " << backend;
+      fs::remove(dir_ / "t.json");
+    }
+    auto bad_trace = cmd;
+    bad_trace.insert(bad_trace.end(), {"--trace", (dir_ / "none" / "t.json").string()});
+    Result bt = mproc(bad_trace);
+    EXPECT_EQ(bt.code, 2) << cmd[0];
+    EXPECT_EQ(lines(bt.err), 1u) << bt.err;
+    EXPECT_THAT(bt.err, HasSubstr("cannot write the trace file")) << cmd[0];
 
     auto quiet = cmd;
     quiet.insert(quiet.end(), {"--quiet", "-j", "2"});

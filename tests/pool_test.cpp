@@ -365,7 +365,6 @@ TEST(Pool, RetriesRunACrashedItemAgainElsewhere) {
 }
 
 TEST(Pool, OptionsNotAvailableAreRefused) {
-  EXPECT_THROW(mproc::Pool({.workers = 1, .trace = "t.json"}), std::invalid_argument);
   EXPECT_THROW(mproc::Pool({.workers = 1, .backend = mproc::Backend::mpi}),
                std::invalid_argument);
   // A thread cannot be stopped, so a per-task timeout cannot be kept.

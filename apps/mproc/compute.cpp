@@ -59,23 +59,25 @@ void add_compute_options(CLI::App& cmd, ComputeOptions& o) {
   cmd.add_flag("--json", o.json, "Print one JSON object (results and timings) instead of text");
   cmd.add_flag("--progress", o.progress, "Draw a progress bar on stderr (when it is a terminal)");
   cmd.add_flag("--quiet", o.quiet, "No summary line on stderr");
-  cmd.add_option("--trace", o.trace, "Write a Chrome trace of the run to FILE (not available yet)")
+  cmd.add_option("--trace", o.trace,
+                 "Write a Chrome trace-event timeline of every chunk to FILE (open it in "
+                 "Perfetto, or draw it with `mproc trace-view`)")
       ->option_text("FILE");
 }
 
 void check_compute_options(const ComputeOptions& o) {
-  // Both are accepted by the parser so that scripts written for builds that have them
-  // get a reason, not "unknown option".
+  // Accepted by the parser so that scripts written for builds that have it get a reason,
+  // not "unknown option".
   if (o.backend == "mpi")
     throw CLI::ValidationError("the mpi backend is not built (it comes with MPI support)");
-  if (!o.trace.empty()) throw CLI::ValidationError("--trace is not available yet");
 }
 
 PoolOptions pool_options(const ComputeOptions& o) {
   return PoolOptions{.workers = o.workers,
                      .backend = o.backend == "thread" ? Backend::thread : Backend::process,
                      .chunksize = o.chunksize,
-                     .progress = o.progress};
+                     .progress = o.progress,
+                     .trace = o.trace};
 }
 
 namespace {

@@ -29,7 +29,7 @@ struct ComputeOptions {
   bool json = false;                ///< one JSON object on stdout instead of text
   bool progress = false;            ///< progress bar on stderr
   bool quiet = false;               ///< no summary line on stderr
-  std::string trace;                ///< Chrome trace file (not available yet)
+  std::string trace;                ///< Chrome trace-event file ("" = none)
 
   /// The worker count a pool built from these options has: `workers`, or cpu_count().
   unsigned resolved_workers() const;
@@ -45,8 +45,8 @@ CLI::Validator integer_in(std::uint64_t min, std::uint64_t max);
 /// `cmd`, bound to `o` (which must outlive the parse).
 void add_compute_options(CLI::App& cmd, ComputeOptions& o);
 
-/// Refuses what the parser accepts but this build cannot do (--backend mpi, --trace):
-/// throws UsageError. Call first thing in a subcommand's callback.
+/// Refuses what the parser accepts but this build cannot do (--backend mpi): throws
+/// CLI::ValidationError. Call first thing in a subcommand's callback.
 void check_compute_options(const ComputeOptions& o);
 
 /// PoolOptions from the options. Call check_compute_options() first.

@@ -80,8 +80,10 @@ struct PoolOptions {
   /// Draw a progress bar on stderr (when it is a terminal) for every map call that does
   /// not set MapOptions::progress itself.
   bool progress = false;
-  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off). Not
-  /// available yet: a Pool constructed with it throws std::invalid_argument.
+  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off): worker,
+  /// start, end, items, bytes in and out, and failures, for Perfetto or `mproc trace-view`.
+  /// Written when the pool is joined or destroyed; pools naming one file share one
+  /// timeline. A file that cannot be written is std::invalid_argument here.
   std::string trace{};
   /// Re-run an item whose worker crashed this many times before failing it.
   unsigned retries = 0;
@@ -642,7 +644,7 @@ class MPROC_API Pool {
     if (threads_) {
       thread_vector<detail::CallKind::single, R, Rd>(std::move(view), std::move(f),
                                                      std::move(reduce), opts, promise,
-                                                     std::move(progress));
+                                                     std::move(progress), "map_reduce");
     } else if constexpr (detail::process_ready<detail::CallKind::single, F, Arg, R> &&
                          detail::shippable<Rd>) {
       auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
@@ -650,6 +652,7 @@ class MPROC_API Pool {
       job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
       detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
       job->chunksize = opts.chunksize;
+      job->method = "map_reduce";
       job->progress = std::move(progress);
       core().submit(std::move(job));
     } else {
@@ -692,13 +695,14 @@ class MPROC_API Pool {
   /// map, starmap, map_reduce on the thread backend.
   template <detail::CallKind kind, class R, class Rd, class View, class F, class Promise>
   void thread_vector(View view, F f, Rd reduce, const MapOptions& opts, Promise promise,
-                     std::shared_ptr<detail::ProgressReporter> progress) {
+                     std::shared_ptr<detail::ProgressReporter> progress, const char* method) {
     if constexpr (std::ranges::random_access_range<View> && std::ranges::sized_range<View>) {
       using Reducer = std::conditional_t<std::is_same_v<Rd, std::monostate>, void, Rd>;
       using Job = detail::ThreadVectorJob<kind, View, F, R, Reducer>;
       auto job = std::make_shared<Job>(std::move(view), std::move(f), std::move(reduce),
                                        thread_chunksize(opts), threads_->workers(),
                                        std::move(promise), std::move(progress));
+      job->method = method;
       Job::start(*threads_, job);
     } else {
       // Runners index the input: copy a single-pass or linked input into a vector first.
@@ -706,7 +710,7 @@ class MPROC_API Pool {
       for (auto&& x : view) items.push_back(std::forward<decltype(x)>(x));
       if (progress) progress->set_total(items.size());
       thread_vector<kind, R>(std::views::all(std::move(items)), std::move(f), std::move(reduce),
-                             opts, std::move(promise), std::move(progress));
+                             opts, std::move(promise), std::move(progress), method);
     }
   }
 
@@ -726,6 +730,7 @@ class MPROC_API Pool {
       job->vtable = &detail::Trampoline<detail::CallKind::unpack, F, Arg>::vtable;
       detail::encode_callable(f, job->state);
       job->chunksize = 1;
+      job->method = method;
       promise->set_kill_hook([weak = std::weak_ptr<detail::Job>(job)] {
         auto j = weak.lock();
         if (!j) return false;
@@ -750,13 +755,14 @@ class MPROC_API Pool {
     auto progress = make_progress(opts, view);
     if (threads_) {
       thread_vector<kind, R>(std::move(view), std::move(f), std::monostate{}, opts, promise,
-                             std::move(progress));
+                             std::move(progress), method);
     } else if constexpr (detail::process_ready<kind, F, Arg, R>) {
       using Job = detail::VectorJob<View, Arg, R>;
       auto job = std::make_shared<Job>(std::move(view), promise);
       job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
       detail::encode_callable(f, job->state);
       job->chunksize = opts.chunksize;
+      job->method = method;
       job->progress = std::move(progress);
       core().submit(std::move(job));
     } else {
@@ -780,6 +786,7 @@ class MPROC_API Pool {
       auto job = std::make_shared<Job>(*threads_, std::move(view), std::move(f), ordered,
                                        thread_chunksize(opts), stream_window(),
                                        std::move(progress));
+      job->method = method;
       job->start();
       return ResultStream<R>(
           [job](std::optional<detail::stored_t<R>>& out,
@@ -794,6 +801,7 @@ class MPROC_API Pool {
       job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
       detail::encode_callable(f, job->state);
       job->chunksize = opts.chunksize;
+      job->method = method;
       job->progress = std::move(progress);
       core().submit(job);
       detail::PoolCore* core_ptr = core_.get();

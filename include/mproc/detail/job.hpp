@@ -87,6 +87,7 @@ class MPROC_API Job {
   const TaskVTable* vtable = nullptr;
   std::vector<std::byte> state;  ///< the callable's shipped state
   std::size_t chunksize = 0;     ///< 0: adaptive
+  const char* method = "map";    ///< the Pool method (a string literal), for traces
   std::shared_ptr<ProgressReporter> progress;  ///< null: no progress reports
   std::uint64_t generation = 0;  ///< the pool's cancel_pending() count at submit
   // For Future::cancel(CancelMode::kill_running): the pool while the job is in it.

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "../export.hpp"
 
@@ -36,6 +37,7 @@ class ThreadTask {
 struct ThreadCoreOptions {
   unsigned workers = 0;  ///< 0: cpu_count()
   std::function<void()> initializer{};
+  std::string trace{};  ///< timeline file ("" = off): see detail/trace.hpp
 };
 
 class MPROC_API ThreadCore {
@@ -80,5 +82,11 @@ class MPROC_API ThreadCore {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+class Tracer;
+
+/// The timeline recorder of the thread pool whose worker is calling (null when the caller
+/// is no pool worker or its pool does not trace). Tasks record their chunks through it.
+MPROC_API Tracer* current_thread_tracer() noexcept;
 
 }  // namespace mproc::detail

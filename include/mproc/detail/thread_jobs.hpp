@@ -26,6 +26,7 @@
 #include "../progress.hpp"
 #include "task.hpp"
 #include "thread_core.hpp"
+#include "trace.hpp"
 
 namespace mproc::detail {
 
@@ -40,6 +41,22 @@ inline void fail_promise(FutureStateBase& promise, std::exception_ptr error, boo
     promise.set_exception(std::move(error));
 }
 
+/// Records a chunk that started at `start_ns` and ends now on `tracer`'s timeline, in the
+/// calling worker's lane.
+inline void trace_chunk(Tracer& tracer, const char* method, std::size_t first, std::size_t items,
+                        std::uint64_t start_ns, std::size_t errors) {
+  TraceEvent e;
+  e.method = method;
+  e.first = first;
+  e.items = items;
+  e.start_ns = start_ns;
+  e.end_ns = trace_clock_ns();
+  e.errors = static_cast<std::uint32_t>(errors);
+  e.lane = current_thread_lane();
+  e.status = errors == 0 ? TraceStatus::ok : TraceStatus::error;
+  tracer.record(e);
+}
+
 /// One call (submit, apply_async): the task and its future's state in one allocation.
 template <class R, class Fn>
 class CallTask final : public FutureState<R>, public ThreadTask {
@@ -51,6 +68,9 @@ class CallTask final : public FutureState<R>, public ThreadTask {
   void run() noexcept override {
     std::shared_ptr<FutureState<R>> keep = std::move(self_);
     if (this->set_running()) {
+      Tracer* tracer = current_thread_tracer();
+      const std::uint64_t t0 = tracer ? trace_clock_ns() : 0;
+      bool failed = false;
       try {
         if constexpr (std::is_void_v<R>) {
           fn_();
@@ -59,8 +79,10 @@ class CallTask final : public FutureState<R>, public ThreadTask {
           this->emplace_value(fn_());
         }
       } catch (...) {
+        failed = true;
         this->set_exception(std::current_exception());
       }
+      if (tracer) trace_chunk(*tracer, "call", 0, 1, t0, failed ? 1 : 0);
     }
     drop();  // release what the call captured now, not when the last Future goes
   }
@@ -241,6 +263,8 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
     if constexpr (!std::is_void_v<R> && !reducing) slots_.resize(n_);
   }
 
+  const char* method = "map";  ///< the Pool method, for traces
+
   /// Starts the runners (or finishes at once for an empty input).
   static void start(ThreadCore& core, const std::shared_ptr<ThreadVectorJob>& job) {
     const unsigned runners =
@@ -260,8 +284,11 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
       std::optional<stored_t<R>> acc;
       auto begin = std::ranges::begin(view_);
       std::size_t b = 0, e = 0;
+      Tracer* tracer = current_thread_tracer();
       while (!promise_->done() && chunks_.grab(b, e)) {
         info.slot().emplace(TaskInfo{b, b, e - b});
+        const std::uint64_t t0 = tracer ? trace_clock_ns() : 0;
+        std::size_t failed = 0;
         for (std::size_t i = b; i < e; ++i) {
           info.slot()->index = i;
           try {
@@ -277,9 +304,11 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
               slots_[i] = invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]);
             }
           } catch (...) {
+            ++failed;
             errors_.record(i, std::current_exception());
           }
         }
+        if (tracer) trace_chunk(*tracer, method, b, e - b, t0, failed);
         if (progress_) progress_->add(e - b);
       }
       if constexpr (reducing) {
@@ -364,6 +393,8 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         window_(window),
         progress_(std::move(progress)) {}
 
+  const char* method = "imap";  ///< the Pool method, for traces
+
   void start() {
     std::unique_lock lock(mutex_);
     spawn(lock);
@@ -397,6 +428,9 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         }
       }
       const auto t0 = std::chrono::steady_clock::now();
+      Tracer* tracer = current_thread_tracer();
+      const std::uint64_t trace_t0 = tracer ? trace_clock_ns() : 0;
+      std::size_t failed = 0;
       for (auto& [index, arg] : batch) {
         info.slot() = TaskInfo{index, batch.front().first, batch.size()};
         Slot slot;
@@ -408,10 +442,13 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
             slot.value.emplace(invoke_item<kind>(f_, arg));
           }
         } catch (...) {
+          ++failed;
           slot.error = std::current_exception();
         }
         done.emplace_back(index, std::move(slot));
       }
+      if (tracer && !batch.empty())
+        trace_chunk(*tracer, method, batch.front().first, batch.size(), trace_t0, failed);
       const auto spent = std::chrono::steady_clock::now() - t0;
       {
         std::lock_guard lock(mutex_);

@@ -1,0 +1,380 @@
+// PoolOptions::trace: the Chrome trace-event timeline of every chunk, on both backends.
+// The checks read the file back: every item appears in exactly one chunk, byte counts are
+// the encoded sizes, chunks of one worker never overlap, times fall inside the run, and
+// failures (an exception, a SIGKILL, a timeout) appear as what they were. Python's json
+// module checks that the file is valid JSON.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <mproc/executor.hpp>
+#include <mproc/pool.hpp>
+#include <mproc/range.hpp>
+#include <mproc/serialize.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// One "X" event of a trace file, as the library writes it (one event per line).
+struct Event {
+  std::string name, status;
+  std::int64_t pid = 0, tid = 0, job = 0, first = 0, items = 0, errors = 0;
+  std::int64_t bytes_in = -1, bytes_out = -1, failed_index = -1, worker_pid = -1;
+  double ts = 0, dur = 0;
+};
+
+struct Trace {
+  std::vector<Event> events;
+  std::vector<std::string> pool_names;
+  std::uint64_t origin_ns = 0;
+  std::string text;
+};
+
+std::string field(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  const auto at = line.find(k);
+  if (at == std::string::npos) return {};
+  std::size_t b = at + k.size();
+  if (line[b] == '"') return line.substr(b + 1, line.find('"', b + 1) - b - 1);
+  std::size_t e = line.find_first_of(",}", b);
+  return line.substr(b, e - b);
+}
+
+std::int64_t number(const std::string& line, const std::string& key, std::int64_t none = 0) {
+  const std::string v = field(line, key);
+  return v.empty() ? none : std::stoll(v);
+}
+
+Trace read_trace(const fs::path& path) {
+  std::ifstream in(path);
+  Trace t;
+  std::stringstream all;
+  all << in.rdbuf();
+  t.text = all.str();
+  std::istringstream lines(t.text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("{\"ph\":\"M\",\"name\":\"process_name\""))
+      t.pool_names.push_back(field(line.substr(line.find("\"args\"")), "name"));
+    if (line.starts_with("\"otherData\""))
+      t.origin_ns = std::stoull(field(line, "origin_ns"));
+    if (!line.starts_with("{\"ph\":\"X\"")) continue;
+    Event e;
+    e.name = field(line, "name");
+    e.status = field(line, "status");
+    e.pid = number(line, "pid");
+    e.tid = number(line, "tid");
+    e.job = number(line, "job");
+    e.first = number(line, "first");
+    e.items = number(line, "items");
+    e.errors = number(line, "errors");
+    e.bytes_in = number(line, "bytes_in", -1);
+    e.bytes_out = number(line, "bytes_out", -1);
+    e.failed_index = number(line, "failed_index", -1);
+    e.worker_pid = number(line, "worker_pid", -1);
+    e.ts = std::stod(field(line, "ts"));
+    e.dur = std::stod(field(line, "dur"));
+    t.events.push_back(e);
+  }
+  return t;
+}
+
+bool valid_json(const fs::path& path) {
+  const std::string cmd =
+      "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' '" + path.string() + "'";
+  return std::system(cmd.c_str()) == 0;
+}
+
+class TraceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mproc-trace-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+/// Every index in [0, n) lies in exactly one event of `events`.
+void expect_each_item_once(const std::vector<Event>& events, std::int64_t n) {
+  std::vector<int> seen(static_cast<std::size_t>(n), 0);
+  for (const Event& e : events) {
+    ASSERT_GE(e.first, 0);
+    ASSERT_LE(e.first + e.items, n);
+    for (std::int64_t i = e.first; i < e.first + e.items; ++i) ++seen[static_cast<std::size_t>(i)];
+  }
+  for (std::int64_t i = 0; i < n; ++i) EXPECT_EQ(seen[static_cast<std::size_t>(i)], 1) << i;
+}
+
+/// The chunks of one worker follow one another; all lie inside [t0, t1].
+void expect_sane_times(const Trace& t, std::uint64_t t0, std::uint64_t t1) {
+  std::map<std::pair<std::int64_t, std::int64_t>, std::vector<std::pair<double, double>>> lanes;
+  for (const Event& e : t.events) {
+    EXPECT_GE(e.dur, 0.0);
+    const double start_ns = static_cast<double>(t.origin_ns) + e.ts * 1e3;
+    EXPECT_GE(start_ns, static_cast<double>(t0) - 1e3);
+    EXPECT_LE(start_ns + e.dur * 1e3, static_cast<double>(t1) + 1e3);
+    lanes[{e.pid, e.tid}].emplace_back(e.ts, e.ts + e.dur);
+  }
+  for (auto& [lane, spans] : lanes) {
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t k = 1; k < spans.size(); ++k)
+      EXPECT_GE(spans[k].first, spans[k - 1].second - 0.002) << "lane " << lane.second;
+  }
+}
+
+std::string shout(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s + "!";
+}
+
+int pid_of(int) { return static_cast<int>(::getpid()); }
+
+TEST_F(TraceTest, ProcessMapRecordsEveryChunkWithItsBytesAndWorker) {
+  std::vector<std::string> words;
+  for (int i = 0; i < 1000; ++i) words.push_back(std::string(static_cast<std::size_t>(i % 37), 'a' + i % 26));
+  const fs::path file = dir_ / "map.json";
+  const std::uint64_t t0 = now_ns();
+  std::set<std::int64_t> worker_pids;
+  {
+    mproc::Pool pool({.workers = 3, .chunksize = 10, .trace = file.string()});
+    auto out = pool.map(shout, words);
+    ASSERT_EQ(out.size(), words.size());
+    EXPECT_EQ(out[5], shout(words[5]));
+    for (int p : pool.map(pid_of, mproc::range(300))) worker_pids.insert(p);
+  }
+  const std::uint64_t t1 = now_ns();
+  ASSERT_TRUE(fs::exists(file));
+  EXPECT_TRUE(valid_json(file));
+  const Trace t = read_trace(file);
+  ASSERT_EQ(t.pool_names.size(), 1u);
+  EXPECT_EQ(t.pool_names[0], "Pool 1: process backend, 3 workers");
+
+  std::vector<Event> first_job, second_job;
+  for (const Event& e : t.events) (e.job == 1 ? first_job : second_job).push_back(e);
+  ASSERT_EQ(first_job.size(), 100u);  // chunksize 10
+  expect_each_item_once(first_job, 1000);
+  expect_each_item_once(second_job, 300);
+  std::int64_t bytes_in = 0, bytes_out = 0, expect_in = 0, expect_out = 0;
+  for (const auto& w : words) {
+    expect_in += static_cast<std::int64_t>(mproc::dumps(w).size());
+    expect_out += static_cast<std::int64_t>(mproc::dumps(shout(w)).size());
+  }
+  for (const Event& e : first_job) {
+    EXPECT_EQ(e.name, "map");
+    EXPECT_EQ(e.status, "ok");
+    EXPECT_EQ(e.items, 10);
+    EXPECT_GE(e.tid, 0);
+    EXPECT_LT(e.tid, 3);
+    bytes_in += e.bytes_in;
+    bytes_out += e.bytes_out;
+  }
+  EXPECT_EQ(bytes_in, expect_in);
+  EXPECT_EQ(bytes_out, expect_out);
+  // The pids in the trace are the workers that ran the second map.
+  std::set<std::int64_t> traced_pids;
+  for (const Event& e : second_job) traced_pids.insert(e.worker_pid);
+  EXPECT_EQ(traced_pids, worker_pids);
+  expect_sane_times(t, t0, t1);
+}
+
+int fail_some(int i) {
+  if (i == 3) throw std::runtime_error("three");
+  if (i == 5) ::raise(SIGKILL);
+  if (i == 7) std::this_thread::sleep_for(30s);
+  return i;
+}
+
+TEST_F(TraceTest, FailuresAppearAsWhatTheyWere) {
+  const fs::path file = dir_ / "fail.json";
+  {
+    mproc::Pool pool(
+        {.workers = 2, .task_timeout = 1s, .chunksize = 1, .trace = file.string()});
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 0; i < 10; ++i) futures.push_back(pool.apply_async(fail_some, i));
+    for (int i = 0; i < 10; ++i) {
+      if (i == 3)
+        EXPECT_THROW(futures[3].get(), mproc::RemoteError);
+      else if (i == 5)
+        EXPECT_THROW(futures[5].get(), mproc::WorkerCrashed);
+      else if (i == 7)
+        EXPECT_THROW(futures[7].get(), mproc::TaskTimeout);
+      else
+        EXPECT_EQ(futures[static_cast<std::size_t>(i)].get(), i);
+    }
+  }
+  const Trace t = read_trace(file);
+  EXPECT_TRUE(valid_json(file));
+  // apply_async calls are jobs 1..10 in submission order, one item each.
+  std::map<std::int64_t, Event> by_job;
+  for (const Event& e : t.events) {
+    EXPECT_EQ(e.name, "apply_async");
+    EXPECT_TRUE(by_job.emplace(e.job, e).second) << "job " << e.job << " twice";
+  }
+  ASSERT_EQ(by_job.size(), 10u);
+  EXPECT_EQ(by_job[4].status, "error");
+  EXPECT_EQ(by_job[4].errors, 1);
+  EXPECT_EQ(by_job[6].status, "crashed");
+  EXPECT_EQ(by_job[6].failed_index, 0);
+  EXPECT_EQ(by_job[8].status, "timeout");
+  EXPECT_GE(by_job[8].dur, 0.9e6);  // it ran for the timeout, 1 s
+  for (std::int64_t job : {1, 2, 3, 5, 7, 9, 10}) EXPECT_EQ(by_job[job].status, "ok") << job;
+}
+
+int crash_at_7(int i) {
+  if (i == 7) ::raise(SIGKILL);
+  return i;
+}
+
+TEST_F(TraceTest, AChunkCutByACrashKeepsItsFinishedItems) {
+  const fs::path file = dir_ / "cut.json";
+  {
+    mproc::Pool pool({.workers = 1, .chunksize = 10, .trace = file.string()});
+    EXPECT_THROW(pool.map(crash_at_7, mproc::range(20)), mproc::WorkerCrashed);
+  }
+  const Trace t = read_trace(file);
+  // Items 0..6 finished, 7 crashed, 8..9 ran again on the replacement, then 10..19.
+  std::vector<Event> ok;
+  int crashed = 0;
+  for (const Event& e : t.events) {
+    if (e.status == "crashed") {
+      ++crashed;
+      EXPECT_EQ(e.failed_index, 7);
+      EXPECT_EQ(e.first, 7);
+    } else {
+      EXPECT_EQ(e.status, "ok");
+      ok.push_back(e);
+    }
+  }
+  EXPECT_EQ(crashed, 1);
+  std::set<std::int64_t> items;
+  for (const Event& e : ok)
+    for (std::int64_t i = e.first; i < e.first + e.items; ++i) EXPECT_TRUE(items.insert(i).second);
+  EXPECT_EQ(items.size(), 19u);
+  EXPECT_EQ(items.count(7), 0u);
+}
+
+TEST_F(TraceTest, ThreadBackendRecordsChunksWithoutBytes) {
+  const fs::path file = dir_ / "threads.json";
+  const std::uint64_t t0 = now_ns();
+  {
+    mproc::Pool pool({.workers = 2, .backend = mproc::Backend::thread, .chunksize = 25,
+                      .trace = file.string()});
+    auto r = pool.map([](int x) { return x * 2; }, mproc::range(1000));
+    EXPECT_EQ(r[999], 1998);
+    EXPECT_THROW(pool.map([](int x) { return x == 13 ? throw std::runtime_error("13") : x; },
+                          mproc::range(50)),
+                 std::runtime_error);
+    EXPECT_EQ(pool.apply([](int a, int b) { return a + b; }, 2, 3), 5);
+    int n = 0;
+    for (int v : pool.imap([](int x) { return x + 1; }, mproc::range(100))) n += v > 0;
+    EXPECT_EQ(n, 100);
+  }
+  const std::uint64_t t1 = now_ns();
+  EXPECT_TRUE(valid_json(file));
+  const Trace t = read_trace(file);
+  ASSERT_EQ(t.pool_names.size(), 1u);
+  EXPECT_EQ(t.pool_names[0], "Pool 1: thread backend, 2 workers");
+  std::map<std::string, std::vector<Event>> by_name;
+  for (const Event& e : t.events) {
+    EXPECT_EQ(e.bytes_in, -1);
+    EXPECT_EQ(e.worker_pid, -1);
+    EXPECT_GE(e.tid, 0);
+    EXPECT_LE(e.tid, 2);  // 2: the calling thread's lane
+    by_name[e.name].push_back(e);
+  }
+  ASSERT_EQ(by_name["map"].size(), 40u + 2u);  // 1000/25 chunks, then 50/25
+  std::vector<Event> first_map(by_name["map"].begin(), by_name["map"].begin() + 40);
+  std::sort(first_map.begin(), first_map.end(),
+            [](const Event& a, const Event& b) { return a.first < b.first; });
+  expect_each_item_once(std::vector<Event>(first_map), 1000);
+  int errors = 0;
+  for (const Event& e : by_name["map"]) errors += static_cast<int>(e.errors);
+  EXPECT_EQ(errors, 1);
+  ASSERT_EQ(by_name["call"].size(), 1u);
+  std::int64_t imap_items = 0;
+  for (const Event& e : by_name["imap"]) imap_items += e.items;
+  EXPECT_EQ(imap_items, 100);
+  expect_sane_times(t, t0, t1);
+}
+
+TEST_F(TraceTest, PoolsNamingOneFileShareItsTimeline) {
+  const fs::path file = dir_ / "two.json";
+  {
+    mproc::Pool a({.workers = 2, .trace = file.string()});
+    EXPECT_EQ(a.map([](int x) { return x; }, mproc::range(100)).size(), 100u);
+  }
+  {
+    mproc::ProcessPoolExecutor ex(mproc::PoolOptions{.workers = 1, .trace = file.string()});
+    EXPECT_EQ(ex.submit([](int x) { return x + 1; }, 41).get(), 42);
+  }
+  const Trace t = read_trace(file);
+  EXPECT_TRUE(valid_json(file));
+  ASSERT_EQ(t.pool_names.size(), 2u);
+  EXPECT_EQ(t.pool_names[1], "Pool 2: process backend, 1 worker");
+  std::int64_t items1 = 0, events2 = 0;
+  for (const Event& e : t.events) {
+    if (e.pid == 1) items1 += e.items;
+    if (e.pid == 2) ++events2;
+  }
+  EXPECT_EQ(items1, 100);
+  EXPECT_EQ(events2, 1);
+}
+
+TEST_F(TraceTest, ADeletedFileStartsANewTimeline) {
+  const fs::path file = dir_ / "again.json";
+  for (int round = 0; round < 2; ++round) {
+    {
+      mproc::Pool pool({.workers = 1, .trace = file.string()});
+      EXPECT_EQ(pool.map([](int x) { return x; }, mproc::range(round == 0 ? 7 : 5)).size(),
+                round == 0 ? 7u : 5u);
+    }
+    const Trace t = read_trace(file);
+    ASSERT_EQ(t.pool_names.size(), 1u) << round;
+    std::int64_t items = 0;
+    for (const Event& e : t.events) items += e.items;
+    EXPECT_EQ(items, round == 0 ? 7 : 5);
+    fs::remove(file);
+  }
+}
+
+TEST_F(TraceTest, AnUnwritableFileIsRefusedAtConstruction) {
+  const std::string bad = (dir_ / "no" / "such" / "t.json").string();
+  for (auto backend : {mproc::Backend::process, mproc::Backend::thread}) {
+    try {
+      mproc::Pool pool({.workers = 1, .backend = backend, .trace = bad});
+      ADD_FAILURE() << "no error";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), HasSubstr("cannot write the trace file " + bad));
+      EXPECT_THAT(e.what(), HasSubstr("No such file or directory"));
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "no"));
+}
+
+}  // namespace
