@@ -1,0 +1,1 @@
+// Code and data addresses as (module, offset) (placeholder).

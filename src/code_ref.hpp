@@ -1,0 +1,2 @@
+// Code and data addresses as (module, offset) (placeholder).
+#pragma once
