@@ -1,9 +1,1056 @@
-// `mproc trace-view FILE -o timeline.html` (placeholder).
+// `mproc trace-view FILE [-o OUT.html]`: draws a Chrome trace-event file, as `--trace`
+// writes it, as one self-contained HTML page: the totals, per pool a Gantt chart of its
+// worker lanes and their utilisation over time, the slowest tasks and the failures. The
+// page is inline SVG and CSS and fetches nothing, so it opens offline and can be attached
+// to a bug report.
+//
+// The input is read liberally: the Object Format ({"traceEvents": [...]}) or a bare array
+// of events; complete ("X") events, and begin/end ("B"/"E") pairs on one (pid, tid),
+// become spans; process_name and thread_name metadata ("M") label pools and lanes; other
+// phases and unknown fields are ignored. A span whose times are unusable is skipped and
+// counted. Everything taken from the file is HTML-escaped.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <fmt/core.h>
+
 #include "commands.hpp"
+#include "compute.hpp"
+#include "json.hpp"
 
 namespace mproc::cli {
-void add_trace_view(CLI::App& app, int* exit_code) {
-  auto* cmd = app.add_subcommand("trace-view", "Draw a trace file as an HTML timeline");
-  cmd->callback([exit_code] { *exit_code = usage_error; });
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A trace nests three deep (file, events, args); the rest is room for producers that
+/// put structures in args, and the limit keeps a hostile file off the stack.
+constexpr std::size_t max_nesting = 64;
+/// A pool with more events than this is drawn as busy spans merged at pixel resolution,
+/// so that the page stays a few megabytes.
+constexpr std::size_t coalesce_above = 20000;
+/// A time beyond 1e15 us (about 31 years) is garbage; below it, differences of times stay
+/// exact enough to draw.
+constexpr double max_time_us = 1e15;
+constexpr std::size_t slowest_rows = 20;
+constexpr std::size_t failure_rows = 100;
+constexpr std::size_t legend_entries = 40;
+constexpr int utilisation_bins = 300;
+
+// Page geometry, in CSS pixels: the charts share one time axis.
+constexpr double page_width = 1200;
+constexpr double plot_left = 170;
+constexpr double plot_width = page_width - plot_left - 20;
+
+constexpr const char* failed_fill = "#d62728";
+constexpr const char* failed_stroke = "#67000d";
+
+/// Method colours: the Pool methods first, each with a fixed one so that a method looks the
+/// same in every page; other names take the rest in order of first appearance. No red: red
+/// means failed.
+constexpr const char* palette[] = {"#4e79a7", "#f28e2b", "#edc948", "#59a14f", "#76b7b2",
+                                   "#b07aa1", "#9c755f", "#86bcb6", "#8cd17d", "#bab0ac",
+                                   "#ff9da7", "#17becf", "#bcbd22", "#8c564b", "#aec7e8",
+                                   "#c5b0d5", "#f1ce63", "#499894"};
+constexpr std::string_view pool_methods[] = {
+    "map",        "imap",    "imap_unordered", "apply",       "submit",
+    "map_reduce", "starmap", "map_async",      "apply_async", "task"};
+constexpr std::size_t palette_size = std::size(palette);
+
+constexpr std::int64_t absent = std::numeric_limits<std::int64_t>::min();
+
+struct Options {
+  std::string input;
+  std::string output;
+  bool quiet = false;
+};
+
+/// Strings stored once and referred to by number (method names, statuses).
+class Names {
+ public:
+  std::uint32_t id(const std::string& s) {
+    const auto [it, added] = index_.try_emplace(s, static_cast<std::uint32_t>(names_.size()));
+    if (added) names_.push_back(s);
+    return it->second;
+  }
+  const std::string& operator[](std::uint32_t i) const { return names_[i]; }
+  std::size_t size() const { return names_.size(); }
+
+ private:
+  std::vector<std::string> names_;
+  std::unordered_map<std::string, std::uint32_t> index_;
+};
+
+/// One task or chunk: an "X" event or a "B"/"E" pair. Integer fields are `absent` when
+/// the event does not have them.
+struct Span {
+  double ts = 0;  // microseconds, as in the file
+  double dur = 0;
+  std::uint32_t name = 0;    // in Trace::names
+  std::uint32_t status = 0;  // in Trace::statuses; 0 is "ok"
+  std::uint32_t lane = 0;    // in Trace::lanes
+  std::int64_t first = absent, items = absent, bytes_in = absent, bytes_out = absent;
+  std::int64_t errors = absent, failed_index = absent;
+
+  double end() const { return ts + dur; }
+  bool failed() const { return status != 0; }
+};
+
+/// A Chrome (pid, tid): one worker of one pool.
+struct Lane {
+  std::string tid;
+  std::string label;
+  std::size_t pool = 0;
+  std::vector<std::uint32_t> spans;  // by start time
+};
+
+/// A Chrome pid: one Pool.
+struct Pool {
+  std::string pid;
+  std::string label;
+  std::vector<std::uint32_t> lanes;  // by tid
+  std::size_t spans = 0;
+  double t0 = 0, t1 = 0;  // first start, last end
+};
+
+struct Trace {
+  Names names, statuses;
+  std::vector<Span> spans;
+  std::vector<Lane> lanes;
+  std::vector<Pool> pools;
+  std::string producer;
+  std::int64_t dropped = 0;  // events the producer says it could not record
+  std::size_t events = 0;    // every event in the file, metadata included
+  std::size_t skipped = 0;   // spans with unusable times, unmatched "B" and "E" events
+  double t0 = 0, t1 = 0;
+};
+
+/// A pid or tid as text: Chrome writes numbers, some producers strings.
+std::string id_text(const json::Value* v) {
+  if (v == nullptr) return "0";
+  if (const std::string* s = v->string()) return *s;
+  if (const double* d = v->number()) {
+    if (std::isfinite(*d) && std::abs(*d) < 9e15 && *d == std::floor(*d))
+      return fmt::format("{}", static_cast<std::int64_t>(*d));
+    return fmt::format("{}", *d);
+  }
+  return "0";
 }
+
+/// Numeric ids in numeric order, then the others in byte order.
+bool id_less(const std::string& a, const std::string& b) {
+  auto number = [](const std::string& s) -> std::optional<std::int64_t> {
+    std::int64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+    return v;
+  };
+  const auto na = number(a), nb = number(b);
+  if (na && nb) return *na < *nb;
+  if (na.has_value() != nb.has_value()) return na.has_value();
+  return a < b;
+}
+
+/// An integer field; `absent` unless it is a number of at most 2^53 in magnitude (beyond
+/// that a double does not hold integers exactly), so sums of two never overflow.
+std::int64_t to_int(const json::Value* v) {
+  const double* d = v != nullptr ? v->number() : nullptr;
+  if (d == nullptr || !std::isfinite(*d) || std::abs(*d) > 0x1p53) return absent;
+  return static_cast<std::int64_t>(*d);
+}
+
+/// A usable time field of an event, in microseconds.
+std::optional<double> time_field(const json::Value& event, std::string_view key) {
+  const json::Value* v = event.find(key);
+  const double* d = v != nullptr ? v->number() : nullptr;
+  if (d == nullptr || !std::isfinite(*d) || std::abs(*d) > max_time_us) return std::nullopt;
+  return *d;
+}
+
+/// Collects spans and labels event by event, then orders them into a Trace.
+class TraceBuilder {
+ public:
+  explicit TraceBuilder(std::string path) : path_(std::move(path)) { trace_.statuses.id("ok"); }
+
+  /// Takes one event, which must be an object.
+  void add(const json::Value& event);
+  void other_data(const json::Value& v);
+  Trace finish();
+
+ private:
+  /// A "B" event waiting for its "E".
+  struct Open {
+    double ts;
+    std::string name;
+    json::Value args;
+  };
+
+  std::uint32_t lane(const json::Value& event);
+  void add_span(const std::string& name, double ts, double dur, std::uint32_t lane,
+                const json::Value* args, const json::Value* end_args);
+
+  std::string path_;
+  Trace trace_;
+  std::vector<std::pair<std::string, std::string>> lane_keys_;  // (pid, tid) per lane id
+  std::map<std::pair<std::string, std::string>, std::uint32_t> lane_ids_;
+  std::map<std::string, std::string> process_names_;
+  std::map<std::pair<std::string, std::string>, std::string> thread_names_;
+  std::vector<std::vector<Open>> open_;  // per lane id
+};
+
+std::uint32_t TraceBuilder::lane(const json::Value& event) {
+  auto key = std::make_pair(id_text(event.find("pid")), id_text(event.find("tid")));
+  const auto [it, added] =
+      lane_ids_.try_emplace(key, static_cast<std::uint32_t>(lane_keys_.size()));
+  if (added) {
+    lane_keys_.push_back(std::move(key));
+    open_.emplace_back();
+  }
+  return it->second;
+}
+
+void TraceBuilder::add(const json::Value& event) {
+  ++trace_.events;
+  const json::Value* ph_value = event.find("ph");
+  const std::string* ph = ph_value != nullptr ? ph_value->string() : nullptr;
+  if (ph == nullptr) return;
+  const json::Value* name_value = event.find("name");
+  const std::string* name = name_value != nullptr ? name_value->string() : nullptr;
+  const json::Value* args = event.find("args");
+
+  if (*ph == "M") {
+    const json::Value* label = args != nullptr ? args->find("name") : nullptr;
+    if (name == nullptr || label == nullptr || label->string() == nullptr) return;
+    const std::string pid = id_text(event.find("pid"));
+    if (*name == "process_name")
+      process_names_[pid] = *label->string();
+    else if (*name == "thread_name")
+      thread_names_[{pid, id_text(event.find("tid"))}] = *label->string();
+    return;
+  }
+  if (*ph != "X" && *ph != "B" && *ph != "E") return;
+
+  const std::uint32_t l = lane(event);
+  const std::optional<double> ts = time_field(event, "ts");
+  const std::string unnamed = "(unnamed)";
+  if (*ph == "X") {
+    const std::optional<double> dur = time_field(event, "dur");
+    if (!ts || !dur || *dur < 0) {
+      ++trace_.skipped;
+      return;
+    }
+    add_span(name != nullptr ? *name : unnamed, *ts, *dur, l, args, nullptr);
+  } else if (*ph == "B") {
+    if (!ts) {
+      ++trace_.skipped;
+      return;
+    }
+    open_[l].push_back(
+        {*ts, name != nullptr ? *name : unnamed, args != nullptr ? *args : json::Value{}});
+  } else {
+    // An "E" closes the innermost open "B" of its lane, whatever its own name says.
+    if (open_[l].empty()) {
+      ++trace_.skipped;
+      return;
+    }
+    const Open begin = std::move(open_[l].back());
+    open_[l].pop_back();
+    if (!ts || *ts < begin.ts) {
+      ++trace_.skipped;
+      return;
+    }
+    add_span(begin.name, begin.ts, *ts - begin.ts, l, &begin.args, args);
+  }
+}
+
+void TraceBuilder::add_span(const std::string& name, double ts, double dur, std::uint32_t lane,
+                            const json::Value* args, const json::Value* end_args) {
+  // An "E" event's args add to (and override) its "B" event's, as in Chrome.
+  auto field = [&](std::string_view key) -> const json::Value* {
+    if (end_args != nullptr)
+      if (const json::Value* v = end_args->find(key)) return v;
+    return args != nullptr ? args->find(key) : nullptr;
+  };
+  Span s;
+  s.ts = ts;
+  s.dur = dur;
+  s.lane = lane;
+  s.name = trace_.names.id(name);
+  s.first = to_int(field("first"));
+  s.items = to_int(field("items"));
+  s.bytes_in = to_int(field("bytes_in"));
+  s.bytes_out = to_int(field("bytes_out"));
+  s.errors = to_int(field("errors"));
+  s.failed_index = to_int(field("failed_index"));
+  const json::Value* status = field("status");
+  if (status != nullptr && status->string() != nullptr)
+    s.status = trace_.statuses.id(*status->string());
+  else if (s.errors > 0)
+    s.status = trace_.statuses.id("error");
+  trace_.spans.push_back(s);
+}
+
+void TraceBuilder::other_data(const json::Value& v) {
+  if (const json::Value* p = v.find("producer"); p != nullptr && p->string() != nullptr)
+    trace_.producer = *p->string();
+  const std::int64_t dropped = to_int(v.find("dropped_events"));
+  if (dropped != absent) trace_.dropped = dropped;
+}
+
+Trace TraceBuilder::finish() {
+  for (const auto& stack : open_) trace_.skipped += stack.size();
+  Trace& t = trace_;
+  if (t.spans.empty())
+    throw UsageError(fmt::format(
+        "'{}' has no spans to draw: {} event{}, none a complete (\"X\") event or a begin/end "
+        "(\"B\"/\"E\") pair with usable times",
+        path_, t.events, t.events == 1 ? "" : "s"));
+
+  // Pools by pid and lanes by tid; lanes without spans are left out.
+  std::vector<std::vector<std::uint32_t>> by_lane(lane_keys_.size());
+  for (std::uint32_t i = 0; i < t.spans.size(); ++i) by_lane[t.spans[i].lane].push_back(i);
+  std::map<std::string, std::vector<std::uint32_t>> pool_lanes;  // pid -> old lane ids
+  for (std::uint32_t l = 0; l < lane_keys_.size(); ++l)
+    if (!by_lane[l].empty()) pool_lanes[lane_keys_[l].first].push_back(l);
+  std::vector<std::string> pids;
+  for (const auto& entry : pool_lanes) pids.push_back(entry.first);
+  std::sort(pids.begin(), pids.end(), id_less);
+
+  t.t0 = std::numeric_limits<double>::infinity();
+  t.t1 = -std::numeric_limits<double>::infinity();
+  for (const std::string& pid : pids) {
+    Pool pool;
+    pool.pid = pid;
+    const auto name = process_names_.find(pid);
+    pool.label = name != process_names_.end() ? name->second : fmt::format("pid {}", pid);
+    pool.t0 = std::numeric_limits<double>::infinity();
+    pool.t1 = -std::numeric_limits<double>::infinity();
+    std::vector<std::uint32_t>& old_ids = pool_lanes[pid];
+    std::sort(old_ids.begin(), old_ids.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return id_less(lane_keys_[a].second, lane_keys_[b].second);
+    });
+    for (const std::uint32_t old : old_ids) {
+      const auto new_id = static_cast<std::uint32_t>(t.lanes.size());
+      Lane lane;
+      lane.tid = lane_keys_[old].second;
+      const auto thread = thread_names_.find(lane_keys_[old]);
+      lane.label = thread != thread_names_.end() ? thread->second : fmt::format("tid {}", lane.tid);
+      lane.pool = t.pools.size();
+      lane.spans = std::move(by_lane[old]);
+      std::sort(lane.spans.begin(), lane.spans.end(),
+                [&](std::uint32_t a, std::uint32_t b) { return t.spans[a].ts < t.spans[b].ts; });
+      for (const std::uint32_t s : lane.spans) {
+        t.spans[s].lane = new_id;
+        pool.t0 = std::min(pool.t0, t.spans[s].ts);
+        pool.t1 = std::max(pool.t1, t.spans[s].end());
+      }
+      pool.spans += lane.spans.size();
+      pool.lanes.push_back(new_id);
+      t.lanes.push_back(std::move(lane));
+    }
+    t.t0 = std::min(t.t0, pool.t0);
+    t.t1 = std::max(t.t1, pool.t1);
+    t.pools.push_back(std::move(pool));
+  }
+  return std::move(trace_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Input and output
+
+/// Closes a file descriptor on every path out.
+struct FdCloser {
+  int fd;
+  ~FdCloser() { ::close(fd); }
+};
+
+std::string read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UsageError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+  const FdCloser closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+    throw UsageError(fmt::format("'{}' is a directory, not a trace file", path));
+  std::string text;
+  if (st.st_size > 0) text.reserve(static_cast<std::size_t>(st.st_size));
+  std::vector<char> buf(std::size_t{1} << 16);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n > 0) {
+      text.append(buf.data(), static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      return text;
+    } else if (errno != EINTR) {
+      throw UsageError(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+    }
+  }
+}
+
+Trace read_trace(const std::string& path, const std::string& text) {
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
+    throw UsageError(fmt::format("'{}' is empty", path));
+  TraceBuilder builder(path);
+  // A JSON error anywhere outranks a structure that is not a trace, so that a truncated
+  // file is called truncated: the first structural problem waits until the end.
+  std::string problem;
+  try {
+    json::Reader r(text, max_nesting);
+    auto events = [&] {
+      r.begin_array();
+      for (std::size_t i = 0; r.next_element(); ++i) {
+        const json::Value event = r.value();
+        if (!problem.empty()) continue;
+        if (event.kind() == json::Kind::object)
+          builder.add(event);
+        else
+          problem = fmt::format("'{}' is not a trace: event {} is {}, not an object", path, i,
+                                json::kind_name(event.kind()));
+      }
+    };
+    const json::Kind top = r.peek();
+    if (top == json::Kind::array) {
+      events();
+    } else if (top == json::Kind::object) {
+      bool found = false;
+      r.begin_object();
+      while (const auto key = r.next_key()) {
+        const json::Kind k = r.peek();
+        if (*key == "traceEvents" && k == json::Kind::array) {
+          events();
+          found = true;
+        } else if (*key == "traceEvents") {
+          r.value();
+          problem = fmt::format("'{}' is not a trace: \"traceEvents\" is {}, not an array", path,
+                                json::kind_name(k));
+        } else if (*key == "otherData") {
+          builder.other_data(r.value());
+        } else {
+          r.value();
+        }
+      }
+      if (!found && problem.empty())
+        problem = fmt::format("'{}' is not a trace: it has no \"traceEvents\" array", path);
+    } else {
+      r.value();
+      problem = fmt::format(
+          "'{}' is not a trace: it holds {}, not an object with \"traceEvents\" or an array", path,
+          json::kind_name(top));
+    }
+    r.finish();
+  } catch (const json::ParseError& e) {
+    throw UsageError(fmt::format("'{}' is not valid JSON: {}{}", path, e.what(),
+                                 e.offset() >= text.size() ? " (truncated file?)" : ""));
+  }
+  if (!problem.empty()) throw UsageError(problem);
+  return builder.finish();
+}
+
+void write_file(const std::string& path, std::string_view text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr)
+    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+  int error = std::fwrite(text.data(), 1, text.size(), f) == text.size() ? 0 : errno;
+  if (std::fclose(f) != 0 && error == 0) error = errno;
+  if (error != 0) {
+    std::remove(path.c_str());
+    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(error)));
+  }
+}
+
+/// FILE with its extension replaced by .html (FILE.html when it already is one).
+std::string default_output(const std::string& input) {
+  fs::path p(input);
+  p.replace_extension(".html");
+  if (p == fs::path(input)) p += ".html";
+  return p.string();
+}
+
+// ---------------------------------------------------------------------------------------
+// Text
+
+std::string escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+/// At most `max` code points of the UTF-8 text `s`, with "…" when shortened.
+std::string shorten(const std::string& s, std::size_t max) {
+  std::size_t points = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
+    if (points++ == max) return s.substr(0, i) + "\u2026";
+  }
+  return s;
+}
+
+/// A duration given in microseconds, in the unit that suits it.
+std::string duration_text(double us) {
+  if (us < 1e3) return fmt::format("{:.1f} \u00b5s", us);
+  if (us < 1e6) return fmt::format("{:.2f} ms", us / 1e3);
+  return fmt::format("{:.3f} s", us / 1e6);
+}
+
+std::string bytes_text(std::int64_t n) {
+  if (n == absent) return "";
+  const double v = static_cast<double>(n);
+  if (std::abs(v) < 1024) return fmt::format("{} B", n);
+  if (std::abs(v) < 1024.0 * 1024) return fmt::format("{:.1f} KiB", v / 1024);
+  if (std::abs(v) < 1024.0 * 1024 * 1024) return fmt::format("{:.1f} MiB", v / 1024 / 1024);
+  return fmt::format("{:.1f} GiB", v / 1024 / 1024 / 1024);
+}
+
+/// "first..last (count)", or what the span has of it.
+std::string items_text(const Span& s) {
+  if (s.items == absent) return s.first != absent ? fmt::format("from {}", s.first) : "";
+  if (s.first == absent) return fmt::format("{}", s.items);
+  if (s.items <= 1) return fmt::format("{} ({})", s.first, s.items);
+  return fmt::format("{}..{} ({})", s.first, s.first + (s.items - 1), s.items);
+}
+
+/// "1 event", "2 events".
+std::string counted(std::size_t n, std::string_view noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
+std::string percent(double fraction) { return fmt::format("{:.1f}%", 100 * fraction); }
+
+// ---------------------------------------------------------------------------------------
+// Page
+
+/// Per bin, the busy fraction of a pool's lanes; and the pool's busy lane-time (overlaps
+/// within a lane counted once).
+struct Utilisation {
+  std::vector<double> bins;
+  double busy = 0;
+};
+
+Utilisation utilisation(const Trace& t, const Pool& pool, double span) {
+  Utilisation u;
+  u.bins.assign(utilisation_bins, 0.0);
+  const double width = span / utilisation_bins;
+  auto add = [&](double a, double b) {
+    u.busy += b - a;
+    const auto first =
+        static_cast<int>(std::clamp((a - t.t0) / width, 0.0, utilisation_bins - 1.0));
+    const auto last = static_cast<int>(std::clamp((b - t.t0) / width, 0.0, utilisation_bins - 1.0));
+    for (int k = first; k <= last; ++k) {
+      const double lo = t.t0 + k * width, hi = lo + width;
+      u.bins[static_cast<std::size_t>(k)] += std::max(0.0, std::min(b, hi) - std::max(a, lo));
+    }
+  };
+  for (const std::uint32_t l : pool.lanes) {
+    // Spans are sorted by start: merge overlapping ones into busy intervals.
+    bool open = false;
+    double a = 0, b = 0;
+    for (const std::uint32_t i : t.lanes[l].spans) {
+      const Span& s = t.spans[i];
+      if (open && s.ts <= b) {
+        b = std::max(b, s.end());
+        continue;
+      }
+      if (open) add(a, b);
+      a = s.ts;
+      b = s.end();
+      open = true;
+    }
+    if (open) add(a, b);
+  }
+  const double capacity = static_cast<double>(pool.lanes.size()) * width;
+  for (double& bin : u.bins) bin = std::min(1.0, bin / capacity);
+  return u;
+}
+
+class Page {
+ public:
+  Page(const Trace& t, std::string file_name);
+  std::string render();
+
+ private:
+  template <class... A>
+  void put(fmt::format_string<A...> f, A&&... a) {
+    fmt::format_to(std::back_inserter(out_), f, std::forward<A>(a)...);
+  }
+  double x_of(double ts) const { return plot_left + (ts - t_.t0) / span_ * plot_width; }
+  const char* colour(const Span& s) const {
+    return s.failed() ? failed_fill : palette[colours_[s.name]];
+  }
+  std::string tooltip(const Span& s) const;
+  void axis(double top, double bottom, bool labels);
+  void header();
+  void legend();
+  void pool_section(const Pool& pool);
+  void gantt(const Pool& pool);
+  void coalesced_lane(const Lane& lane, double y, double h);
+  void utilisation_chart(const std::vector<double>& bins);
+  void span_row(const Span& s, std::size_t rank);
+  void slowest();
+  void failures();
+
+  const Trace& t_;
+  std::string file_name_;
+  double span_;                           // microseconds the axis covers, > 0
+  std::vector<std::uint8_t> colours_;     // per name: its index in the palette
+  std::vector<Utilisation> utilisation_;  // per pool
+  std::vector<double> capacity_;          // per pool: lanes x its active span, microseconds
+  std::string out_;
+};
+
+Page::Page(const Trace& t, std::string file_name) : t_(t), file_name_(std::move(file_name)) {
+  span_ = std::max(t.t1 - t.t0, 1e-3);
+  std::size_t spare = std::size(pool_methods);
+  for (std::uint32_t i = 0; i < t.names.size(); ++i) {
+    const auto known = std::find(std::begin(pool_methods), std::end(pool_methods), t.names[i]);
+    std::size_t c = static_cast<std::size_t>(known - std::begin(pool_methods));
+    if (known == std::end(pool_methods)) {
+      c = spare++;
+      if (spare == palette_size) spare = std::size(pool_methods);
+    }
+    colours_.push_back(static_cast<std::uint8_t>(c));
+  }
+}
+
+std::string Page::tooltip(const Span& s) const {
+  const Lane& lane = t_.lanes[s.lane];
+  std::string text =
+      fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
+  if (const std::string items = items_text(s); !items.empty())
+    text += fmt::format("\nitems {}", items);
+  text += fmt::format("\nstart {}, duration {}", duration_text(s.ts - t_.t0), duration_text(s.dur));
+  if (s.bytes_in != absent || s.bytes_out != absent)
+    text +=
+        fmt::format("\nbytes in {}, out {}", s.bytes_in != absent ? bytes_text(s.bytes_in) : "-",
+                    s.bytes_out != absent ? bytes_text(s.bytes_out) : "-");
+  text += fmt::format("\nstatus {}", t_.statuses[s.status]);
+  if (s.errors > 0) text += fmt::format(", {} raised", s.errors);
+  if (s.failed_index != absent) text += fmt::format(", failed at item {}", s.failed_index);
+  return escape(text);
+}
+
+void Page::axis(double top, double bottom, bool labels) {
+  double unit = 1;
+  const char* unit_name = "\u00b5s";
+  if (span_ >= 2e6) {
+    unit = 1e6;
+    unit_name = "s";
+  } else if (span_ >= 2e3) {
+    unit = 1e3;
+    unit_name = "ms";
+  }
+  // About 8 ticks, 1, 2 or 5 times a power of ten apart.
+  const double raw = span_ / unit / 8;
+  const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = 10 * magnitude;
+  for (const double m : {1.0, 2.0, 5.0})
+    if (m * magnitude >= raw) {
+      step = m * magnitude;
+      break;
+    }
+  const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+  for (int k = 0; k * step * unit <= span_ * (1 + 1e-9); ++k) {
+    const double x = plot_left + k * step * unit / span_ * plot_width;
+    put("<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\"/>", x,
+        top, bottom);
+    if (labels)
+      put("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:.{}f} {}</text>", x,
+          bottom + 14, k * step, decimals, unit_name);
+  }
+}
+
+void Page::header() {
+  std::size_t failed = 0;
+  std::int64_t items = 0, raised = 0;
+  bool have_items = false;
+  // Saturating sums: a file may claim 2^53 items per chunk.
+  auto add = [](std::int64_t& sum, std::int64_t v) {
+    if (__builtin_add_overflow(sum, v, &sum)) sum = std::numeric_limits<std::int64_t>::max();
+  };
+  for (const Span& s : t_.spans) {
+    failed += s.failed() ? 1 : 0;
+    if (s.items != absent) {
+      add(items, s.items);
+      have_items = true;
+    }
+    if (s.errors > 0) add(raised, s.errors);
+  }
+  double busy = 0, capacity = 0;
+  for (std::size_t p = 0; p < t_.pools.size(); ++p) {
+    busy += utilisation_[p].busy;
+    capacity += capacity_[p];
+  }
+  put("<h1>Trace timeline: {}</h1>\n<table class=\"summary\">\n", escape(file_name_));
+  auto row = [&](std::string_view key, const std::string& value, std::string_view id) {
+    put("<tr><th>{}</th><td id=\"{}\">{}</td></tr>\n", key, id, value);
+  };
+  row("File", escape(file_name_), "sum-file");
+  if (!t_.producer.empty()) row("Producer", escape(t_.producer), "sum-producer");
+  row("Tasks (chunks)", fmt::format("{}", t_.spans.size()), "sum-tasks");
+  row("Time span", duration_text(t_.t1 - t_.t0), "sum-span");
+  row("Pools", fmt::format("{}", t_.pools.size()), "sum-pools");
+  row("Worker lanes", fmt::format("{}", t_.lanes.size()), "sum-lanes");
+  row("Items", have_items ? fmt::format("{}", items) : std::string("-"), "sum-items");
+  row("Failures",
+      fmt::format(
+          "{} failed task{}{}", failed, failed == 1 ? "" : "s",
+          raised > 0 ? fmt::format(" ({} item{} raised)", raised, raised == 1 ? "" : "s") : ""),
+      "sum-failures");
+  row("Utilisation",
+      fmt::format("{} <span class=\"dim\">(busy lane time / lanes &times; each pool&#39;s "
+                  "active span)</span>",
+                  percent(capacity > 0 ? busy / capacity : 0)),
+      "sum-utilisation");
+  if (t_.skipped > 0)
+    row("Skipped",
+        fmt::format("{} with unusable times or an unmatched begin/end",
+                    counted(t_.skipped, "event")),
+        "sum-skipped");
+  if (t_.dropped > 0)
+    row("Dropped",
+        fmt::format("{} the producer could not record",
+                    counted(static_cast<std::size_t>(t_.dropped), "event")),
+        "sum-dropped");
+  put("</table>\n");
+}
+
+void Page::legend() {
+  std::vector<std::size_t> count(t_.names.size());
+  std::vector<double> time(t_.names.size());
+  std::size_t failed = 0;
+  for (const Span& s : t_.spans) {
+    ++count[s.name];
+    time[s.name] += s.dur;
+    failed += s.failed() ? 1 : 0;
+  }
+  put("<div class=\"legend\">");
+  const auto shown = static_cast<std::uint32_t>(std::min(legend_entries, t_.names.size()));
+  for (std::uint32_t i = 0; i < shown; ++i)
+    put("<span class=\"item\"><span class=\"sw\" style=\"background:{}\"></span>{} "
+        "<span class=\"dim\">({} &times;, {})</span></span>",
+        palette[colours_[i]], escape(t_.names[i]), count[i], duration_text(time[i]));
+  if (failed > 0)
+    put("<span class=\"item\"><span class=\"sw\" style=\"background:{};outline:1px solid "
+        "{}\"></span>failed <span class=\"dim\">({})</span></span>",
+        failed_fill, failed_stroke, failed);
+  if (shown < t_.names.size())
+    put("<span class=\"item dim\">and {} more names</span>", t_.names.size() - shown);
+  put("</div>\n");
+}
+
+void Page::pool_section(const Pool& pool) {
+  const std::size_t p = static_cast<std::size_t>(&pool - t_.pools.data());
+  put("<h2>{}</h2>\n", escape(pool.label));
+  put("<p>{} task{} on {} lane{}, from {} to {}. Utilisation: <b class=\"util\" "
+      "id=\"util-{}\">{}</b></p>\n",
+      pool.spans, pool.spans == 1 ? "" : "s", pool.lanes.size(), pool.lanes.size() == 1 ? "" : "s",
+      duration_text(pool.t0 - t_.t0), duration_text(pool.t1 - t_.t0), p + 1,
+      percent(capacity_[p] > 0 ? utilisation_[p].busy / capacity_[p] : 0));
+  if (pool.spans > coalesce_above)
+    put("<p class=\"note\">This pool has {} tasks, more than {}: each lane is drawn at pixel "
+        "resolution, its busy pixel columns merged into spans coloured by the method with "
+        "most time in them, paler where less of a pixel is busy, red where a failed task ran; "
+        "a span&#39;s tooltip gives its task count. The tables below list single tasks.</p>\n",
+        pool.spans, coalesce_above);
+  gantt(pool);
+  utilisation_chart(utilisation_[p].bins);
+}
+
+void Page::gantt(const Pool& pool) {
+  const std::size_t lanes = pool.lanes.size();
+  const double row = lanes <= 32 ? 20 : lanes <= 128 ? 10 : 5;
+  const double bar = row >= 10 ? row - 4 : row - 1;
+  const double top = 6, plot_h = row * static_cast<double>(lanes), height = top + plot_h + 22;
+  // Labels 11 px high need a row each of at least 12 px.
+  const std::size_t label_every = static_cast<std::size_t>(std::ceil(12 / row));
+  put("<svg class=\"gantt\" width=\"{0:.0f}\" height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} "
+      "{1:.0f}\">\n",
+      page_width, height);
+  put("<rect class=\"plot\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/>\n",
+      plot_left, top, plot_width, plot_h);
+  axis(top, top + plot_h, true);
+  put("\n");
+  for (std::size_t i = 0; i < lanes; ++i) {
+    const Lane& lane = t_.lanes[pool.lanes[i]];
+    const double y = top + row * static_cast<double>(i);
+    if (i % label_every == 0)
+      put("<text class=\"lane\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}<title>{}</title>"
+          "</text>\n",
+          plot_left - 6, y + row / 2 + 4, escape(shorten(lane.label, 24)), escape(lane.label));
+    if (pool.spans > coalesce_above) {
+      coalesced_lane(lane, y + (row - bar) / 2, bar);
+      continue;
+    }
+    // Failures last, so that they are drawn on top.
+    for (const bool failed : {false, true})
+      for (const std::uint32_t si : lane.spans) {
+        const Span& s = t_.spans[si];
+        if (s.failed() != failed) continue;
+        put("<rect class=\"{}\" x=\"{:.2f}\" y=\"{:.1f}\" width=\"{:.2f}\" height=\"{:.1f}\" "
+            "fill=\"{}\"{}><title>{}</title></rect>\n",
+            failed ? "task failed" : "task", x_of(s.ts), y + (row - bar) / 2,
+            std::max(0.5, s.dur / span_ * plot_width), bar, colour(s),
+            failed ? fmt::format(" stroke=\"{}\"", failed_stroke) : "", tooltip(s));
+      }
+  }
+  put("</svg>\n");
+}
+
+void Page::coalesced_lane(const Lane& lane, double y, double h) {
+  // One plot pixel column at a time: a column is busy if a task overlaps it, takes the
+  // colour with most busy time in it, and an opacity of the quarter of it that is busy
+  // (rounded up), so that a pixel holding one short task does not look like solid work.
+  // Runs of busy columns of one colour and opacity become one rect. Columns that a failed
+  // task overlaps are then drawn red on top.
+  const auto columns = static_cast<std::size_t>(plot_width);
+  const double column_us = span_ / static_cast<double>(columns);
+  std::vector<std::array<double, palette_size>> time(columns);
+  std::vector<std::uint32_t> started(columns), failed_started(columns);
+  std::vector<bool> busy(columns), failed(columns);
+  auto column = [&](double ts) {
+    return static_cast<std::size_t>(
+        std::clamp((ts - t_.t0) / column_us, 0.0, static_cast<double>(columns - 1)));
+  };
+  for (const std::uint32_t si : lane.spans) {
+    const Span& s = t_.spans[si];
+    const std::size_t c0 = column(s.ts), c1 = column(s.end());
+    ++started[c0];
+    if (s.failed()) ++failed_started[c0];
+    for (std::size_t c = c0; c <= c1; ++c) {
+      const double lo = t_.t0 + static_cast<double>(c) * column_us, hi = lo + column_us;
+      time[c][colours_[s.name]] += std::max(0.0, std::min(s.end(), hi) - std::max(s.ts, lo));
+      busy[c] = true;
+      if (s.failed()) failed[c] = true;
+    }
+  }
+  std::vector<std::size_t> dominant(columns);
+  std::vector<int> quarters(columns);
+  for (std::size_t c = 0; c < columns; ++c) {
+    dominant[c] = static_cast<std::size_t>(std::max_element(time[c].begin(), time[c].end()) -
+                                           time[c].begin());
+    double sum = 0;
+    for (const double v : time[c]) sum += v;
+    quarters[c] = std::clamp(static_cast<int>(std::ceil(4 * sum / column_us)), 1, 4);
+  }
+  auto rect = [&](std::size_t from, std::size_t to, const char* cls, const char* fill,
+                  double opacity, std::string_view what, std::uint32_t tasks) {
+    double busy_us = 0;
+    for (std::size_t c = from; c < to; ++c)
+      for (const double v : time[c]) busy_us += v;
+    put("<rect class=\"{}\" x=\"{:.0f}\" y=\"{:.1f}\" width=\"{}\" height=\"{:.1f}\" "
+        "fill=\"{}\" fill-opacity=\"{}\"><title>{} {}{} started from {} to {}, busy {}</title>"
+        "</rect>\n",
+        cls, plot_left + static_cast<double>(from), y, to - from, h, fill, opacity, tasks, what,
+        tasks == 1 ? "" : "s", duration_text(static_cast<double>(from) * column_us),
+        duration_text(static_cast<double>(to) * column_us), duration_text(busy_us));
+  };
+  for (std::size_t c = 0; c < columns;) {
+    if (!busy[c]) {
+      ++c;
+      continue;
+    }
+    const std::size_t from = c;
+    std::uint32_t tasks = 0;
+    for (; c < columns && busy[c] && dominant[c] == dominant[from] && quarters[c] == quarters[from];
+         ++c)
+      tasks += started[c];
+    rect(from, c, "busy", palette[dominant[from]], quarters[from] / 4.0, "task", tasks);
+  }
+  for (std::size_t c = 0; c < columns;) {
+    if (!failed[c]) {
+      ++c;
+      continue;
+    }
+    const std::size_t from = c;
+    std::uint32_t tasks = 0;
+    for (; c < columns && failed[c]; ++c) tasks += failed_started[c];
+    rect(from, c, "busy failed", failed_fill, 1.0, "failed task", tasks);
+  }
+}
+
+void Page::utilisation_chart(const std::vector<double>& bins) {
+  const double top = 8, plot_h = 80, height = top + plot_h + 22, base = top + plot_h;
+  put("<svg class=\"utilisation\" width=\"{0:.0f}\" height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} "
+      "{1:.0f}\">\n",
+      page_width, height);
+  put("<rect class=\"plot\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/>\n",
+      plot_left, top, plot_width, plot_h);
+  axis(top, base, true);
+  for (const int pct : {0, 50, 100}) {
+    const double y = base - plot_h * pct / 100;
+    put("<line class=\"grid\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\"/>"
+        "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}%</text>\n",
+        plot_left, plot_left + plot_width, y, y, plot_left - 6, y + 4, pct);
+  }
+  put("<text x=\"8\" y=\"{:.1f}\">busy lanes</text>\n", top + plot_h / 2 + 4);
+  const double w = plot_width / static_cast<double>(bins.size());
+  put("<path class=\"area\" d=\"M{:.1f},{:.1f}", plot_left, base);
+  for (std::size_t k = 0; k < bins.size(); ++k) {
+    const double y = base - bins[k] * plot_h;
+    put("L{:.1f},{:.1f}L{:.1f},{:.1f}", plot_left + w * static_cast<double>(k), y,
+        plot_left + w * static_cast<double>(k + 1), y);
+  }
+  put("L{:.1f},{:.1f}Z\"/>\n</svg>\n", plot_left + plot_width, base);
+}
+
+void Page::span_row(const Span& s, std::size_t rank) {
+  const Lane& lane = t_.lanes[s.lane];
+  put("<tr><td class=\"num\">{}</td><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
+      "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>"
+      "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}</td></tr>\n",
+      rank, palette[colours_[s.name]], escape(t_.names[s.name]), escape(t_.pools[lane.pool].label),
+      escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
+      bytes_text(s.bytes_in), bytes_text(s.bytes_out), s.failed() ? " class=\"bad\"" : "",
+      escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
+      s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "");
+}
+
+constexpr std::string_view table_head =
+    "<thead><tr><th>#</th><th>method</th><th>pool</th><th>lane</th><th>start</th>"
+    "<th>duration</th><th>items</th><th>bytes in</th><th>bytes out</th><th>status</th></tr>"
+    "</thead>\n";
+
+void Page::slowest() {
+  std::vector<std::uint32_t> order(t_.spans.size());
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  const std::size_t n = std::min(slowest_rows, order.size());
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                    [&](std::uint32_t a, std::uint32_t b) {
+                      const Span &x = t_.spans[a], &y = t_.spans[b];
+                      return x.dur != y.dur ? x.dur > y.dur : x.ts < y.ts;
+                    });
+  put("<h2>Slowest tasks</h2>\n<table id=\"slowest\" class=\"list\">\n{}<tbody>\n", table_head);
+  for (std::size_t i = 0; i < n; ++i) span_row(t_.spans[order[i]], i + 1);
+  put("</tbody></table>\n");
+}
+
+void Page::failures() {
+  std::vector<std::uint32_t> failed;
+  for (std::uint32_t i = 0; i < t_.spans.size(); ++i)
+    if (t_.spans[i].failed()) failed.push_back(i);
+  put("<h2>Failures</h2>\n");
+  if (failed.empty()) {
+    put("<p id=\"no-failures\">none</p>\n");
+    return;
+  }
+  std::sort(failed.begin(), failed.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return t_.spans[a].ts < t_.spans[b].ts; });
+  put("<table id=\"failures\" class=\"list\">\n{}<tbody>\n", table_head);
+  for (std::size_t i = 0; i < std::min(failure_rows, failed.size()); ++i)
+    span_row(t_.spans[failed[i]], i + 1);
+  put("</tbody></table>\n");
+  if (failed.size() > failure_rows)
+    put("<p id=\"more-failures\">and {} more failed tasks, not listed</p>\n",
+        failed.size() - failure_rows);
+}
+
+constexpr std::string_view style = R"(
+body { margin: 16px; width: 1200px; background: #fff; color: #222;
+       font: 13px/1.4 system-ui, sans-serif; }
+h1 { font-size: 20px; margin: 0 0 8px; }
+h2 { font-size: 16px; margin: 22px 0 4px; }
+p { margin: 4px 0; }
+table { border-collapse: collapse; }
+th, td { padding: 2px 8px; border-bottom: 1px solid #e3e3e3; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.summary th { font-weight: 600; color: #555; }
+.dim { color: #777; }
+.note { color: #7a4d00; }
+td.bad { color: #b00; font-weight: 600; }
+.legend { margin: 10px 0; }
+.legend .item { margin-right: 16px; white-space: nowrap; }
+.sw { display: inline-block; width: 11px; height: 11px; margin-right: 5px; vertical-align: -1px; }
+svg { display: block; }
+svg text { font-size: 11px; fill: #444; }
+svg .plot { fill: #fafafa; stroke: #ccc; }
+svg .grid { stroke: #e4e4e4; }
+svg .area { fill: #9ecae1; stroke: #3182bd; }
+)";
+
+std::string Page::render() {
+  out_.clear();
+  for (const Pool& pool : t_.pools) {
+    utilisation_.push_back(utilisation(t_, pool, span_));
+    capacity_.push_back(static_cast<double>(pool.lanes.size()) * (pool.t1 - pool.t0));
+  }
+  put("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<title>{} - mproc trace-view</title>\n<style>{}</style>\n</head>\n<body>\n",
+      escape(file_name_), style);
+  header();
+  legend();
+  for (const Pool& pool : t_.pools) pool_section(pool);
+  slowest();
+  failures();
+  put("</body>\n</html>\n");
+  return std::move(out_);
+}
+
+int run(const Options& o) {
+  const std::string output = o.output.empty() ? default_output(o.input) : o.output;
+  std::error_code ec;
+  if (fs::equivalent(o.input, output, ec))
+    throw UsageError(fmt::format("the output '{}' is the input file", output));
+  const std::string text = read_file(o.input);
+  const Trace trace = read_trace(o.input, text);
+  Page page(trace, fs::path(o.input).filename().string());
+  write_file(output, page.render());
+  if (!o.quiet)
+    fmt::print(stderr, "mproc trace-view: wrote {} ({}, {}{})\n", output,
+               counted(trace.spans.size(), "event"), counted(trace.lanes.size(), "lane"),
+               trace.skipped > 0 ? fmt::format(", {} skipped", trace.skipped) : "");
+  return ok;
+}
+
+}  // namespace
+
+void add_trace_view(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand(
+      "trace-view",
+      "Draw a Chrome trace-event file (as --trace writes it) as one self-contained HTML page: "
+      "a Gantt chart of each pool's workers, utilisation over time, the slowest tasks and "
+      "the failures. The page loads nothing from the network.");
+  cmd->add_option("file", o->input, "The trace: {\"traceEvents\": [...]} or a bare array")
+      ->type_name("FILE")
+      ->required();
+  cmd->add_option("-o,--output", o->output,
+                  "Where to write the page (default: FILE with its extension replaced by .html)")
+      ->type_name("OUT.html");
+  cmd->add_flag("--quiet", o->quiet, "No summary line on stderr");
+  cmd->footer(
+      "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, "
+      "is not JSON or is not a trace, or an output that cannot be written).");
+  cmd->callback([o, exit_code] { run_command("trace-view", exit_code, [&] { return run(*o); }); });
+}
+
 }  // namespace mproc::cli
