@@ -68,34 +68,34 @@ struct JobCode {
 
 class Worker {
  public:
-  explicit Worker(const WorkerEnv& env) : env_(env) {}
+  Worker(WorkerLink& link, const WorkerLoopOptions& options) : link_(link), opt_(options) {}
 
-  [[noreturn]] void run() {
-    set_current_process(fmt::format("PoolWorker-{}", env_.number), true);
+  void run() {
+    set_current_process(opt_.name, true);
     // RemoteError carries the stack where the task threw, not where the worker caught.
     set_capture_throw_traces(true);
-    if (env_.initializer && *env_.initializer) {
+    if (opt_.initializer && *opt_.initializer) {
       try {
-        (*env_.initializer)();
+        (*opt_.initializer)();
       } catch (...) {
         std::vector<std::byte> msg;
         put_current_error(msg, FromWorker::init_failed);
-        env_.results->send(msg);
-        leave(0);
+        link_.send(msg);
+        return;
       }
     }
     std::vector<std::byte> msg;
     for (;;) {
-      if (!env_.tasks->recv(msg)) continue;
+      link_.recv(msg);
       WireReader r(msg);
       switch (r.get<ToWorker>()) {
         case ToWorker::setup: setup(r); break;
         case ToWorker::chunk: chunk(r); break;
         case ToWorker::flush: flush(r.get<std::uint64_t>()); break;
         case ToWorker::drop: drop(r.get<std::uint64_t>()); break;
-        case ToWorker::exit: leave(0);
+        case ToWorker::exit: return;
       }
-      if (env_.max_tasks != 0 && items_run_ >= env_.max_tasks) leave(0);
+      if (opt_.max_tasks != 0 && items_run_ >= opt_.max_tasks) return;
     }
   }
 
@@ -125,7 +125,7 @@ class Worker {
     auto ends_bytes = rest.subspan(items.size());
     JobCode& job = jobs_.at(id);
     const std::uint64_t chunk_start = monotonic_ns();
-    env_.control->chunk_started_ns.store(chunk_start, std::memory_order_relaxed);
+    opt_.control->chunk_started_ns.store(chunk_start, std::memory_order_relaxed);
     std::uint64_t begin = 0;
     for (std::uint64_t i = 0; i < count; ++i) {
       std::uint64_t end;
@@ -139,13 +139,13 @@ class Worker {
     put(out_, FromWorker::chunk_end);
     put<std::uint64_t>(out_, monotonic_ns() - chunk_start);
     put<std::uint64_t>(out_, chunk_start);
-    env_.results->send(out_);
+    link_.send(out_);
   }
 
   void run_item(JobCode& job, std::uint64_t id, std::uint64_t index,
                 std::span<const std::byte> args, const TaskInfo& info) {
-    SlotControl& ctl = *env_.control;
-    if (env_.timed) ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    SlotControl& ctl = *opt_.control;
+    if (opt_.timed) ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
     ctl.job.store(id, std::memory_order_relaxed);
     ctl.running.store(index + 1, std::memory_order_release);
     tls_current_task = info;
@@ -164,10 +164,8 @@ class Worker {
     tls_current_task.reset();
     ++items_run_;
     // The result is sent before `running` is cleared: a parent that finds the worker dead
-    // with `running` still set checks whether that item's result arrived. The relaxed send
-    // skips a fence per item; the chunk_end message after the last item is a full send().
-    const std::span<const std::byte> part(out_);
-    if (!env_.results->try_send_relaxed(std::span(&part, 1))) env_.results->send(out_);
+    // with `running` still set checks whether that item's result arrived.
+    link_.send_item(out_);
     ctl.running.store(0, std::memory_order_release);
   }
 
@@ -194,20 +192,50 @@ class Worker {
         out_.insert(out_.end(), err.begin() + 1, err.end());
       }
     }
-    env_.results->send(out_);
+    link_.send(out_);
   }
 
-  const WorkerEnv& env_;
+  WorkerLink& link_;
+  const WorkerLoopOptions& opt_;
   std::unordered_map<std::uint64_t, JobCode> jobs_;
   std::vector<std::byte> out_;
   std::uint64_t items_run_ = 0;
 };
 
+/// The process backend's link: a pair of rings in memory shared with the parent.
+class RingLink final : public WorkerLink {
+ public:
+  explicit RingLink(const WorkerEnv& env) : env_(env) {}
+  void recv(std::vector<std::byte>& msg) override {
+    while (!env_.tasks->recv(msg)) {
+    }
+  }
+  void send(std::span<const std::byte> msg) override { env_.results->send(msg); }
+  void send_item(std::span<const std::byte> msg) override {
+    // The relaxed send skips a fence per item; the chunk_end message after the last item
+    // is a full send().
+    if (!env_.results->try_send_relaxed(std::span(&msg, 1))) env_.results->send(msg);
+  }
+
+ private:
+  const WorkerEnv& env_;
+};
+
 }  // namespace
+
+WorkerLink::~WorkerLink() = default;
+
+void run_worker_loop(WorkerLink& link, const WorkerLoopOptions& options) {
+  Worker(link, options).run();
+}
 
 void worker_main(const WorkerEnv& env) {
   try {
-    Worker(env).run();
+    RingLink link(env);
+    const WorkerLoopOptions options{fmt::format("PoolWorker-{}", env.number), env.control,
+                                    env.initializer, env.max_tasks, env.timed};
+    run_worker_loop(link, options);
+    leave(0);
   } catch (...) {
     // Only a broken protocol gets here (the task's own errors are caught per item).
     std::string line = fmt::format("mproc: pool worker {}: {}: {}\n", ::getpid(),

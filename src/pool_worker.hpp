@@ -1,9 +1,15 @@
 // Entry points of the processes a process pool forks. Internal to libmproc.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <span>
+#include <string>
+#include <vector>
 
 #include <sys/types.h>
+
+#include "mproc/export.hpp"
 
 #include "pool_protocol.hpp"
 #include "ring.hpp"
@@ -24,6 +30,32 @@ struct WorkerEnv {
 
 /// Runs the worker loop; never returns.
 [[noreturn]] void worker_main(const WorkerEnv& env);
+
+/// How a worker loop talks to its pool: the process backend's rings, or MPI messages.
+class MPROC_API WorkerLink {
+ public:
+  virtual ~WorkerLink();
+  /// Blocks for the next message from the pool.
+  virtual void recv(std::vector<std::byte>& msg) = 0;
+  /// Sends a message to the pool.
+  virtual void send(std::span<const std::byte> msg) = 0;
+  /// Sends one item's result; a link may batch these until the next send().
+  virtual void send_item(std::span<const std::byte> msg) { send(msg); }
+};
+
+/// A worker loop's settings.
+struct WorkerLoopOptions {
+  std::string name;    ///< the worker's current_process() name
+  SlotControl* control;  ///< where it publishes what it runs (may be private memory)
+  const std::function<void()>* initializer = nullptr;
+  unsigned max_tasks = 0;  ///< return after this many items (0: never)
+  bool timed = false;      ///< publish each item's start time
+};
+
+/// Runs chunks from `link` until the pool sends `exit` or max_tasks items have run, and
+/// returns. If the initializer throws, reports init_failed and returns. Errors of the
+/// protocol itself propagate.
+MPROC_API void run_worker_loop(WorkerLink& link, const WorkerLoopOptions& options);
 
 struct ForkServerEnv {
   pid_t parent_pid;

@@ -32,6 +32,7 @@
 #include "mproc/cpu_count.hpp"
 #include "mproc/detail/trace.hpp"
 #include "mproc/pool.hpp"
+#include "mproc/runtime.hpp"
 #include "futex.hpp"
 #include "platform.hpp"
 #include "pool_protocol.hpp"
@@ -1226,8 +1227,23 @@ Pool::Pool(PoolOptions options)
       threads_ = std::make_unique<detail::ThreadCore>(
           detail::ThreadCoreOptions{options.workers, options.initializer, options.trace});
       break;
-    case Backend::mpi:
-      throw std::invalid_argument("Pool: Backend::mpi is not available in this build");
+    case Backend::mpi: {
+      const detail::MpiHooks* mpi = detail::active_mpi_hooks();
+      if (mpi == nullptr)
+        throw std::invalid_argument(
+            "Pool: Backend::mpi needs MPI: link mproc::mpi and construct an mproc::Runtime "
+            "at the start of main");
+      if (mpi->size() > 1) {
+        core_ = mpi->make_pool(options);
+        break;
+      }
+      // One rank, no other rank to run tasks: they run in this process, on one thread.
+      if (options.task_timeout.count() > 0)
+        throw std::invalid_argument("Pool: task_timeout needs Backend::process");
+      threads_ = std::make_unique<detail::ThreadCore>(
+          detail::ThreadCoreOptions{1, options.initializer, options.trace});
+      break;
+    }
   }
 }
 

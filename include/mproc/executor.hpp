@@ -115,8 +115,8 @@ class ZipView : public std::ranges::view_interface<ZipView<Vs...>> {
 
 }  // namespace detail
 
-/// The executor of one backend. Use the aliases ThreadPoolExecutor and
-/// ProcessPoolExecutor.
+/// The executor of one backend. Use the aliases ThreadPoolExecutor, ProcessPoolExecutor
+/// and MpiPoolExecutor.
 template <Backend B>
 class PoolExecutor {
  public:
@@ -136,7 +136,7 @@ class PoolExecutor {
   /// from rvalues). Throws PoolClosed after shutdown(). Thread-safe.
   template <class F, class... Args>
   auto submit(F f, Args&&... args) {
-    if constexpr (B == Backend::process) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    if constexpr (B != Backend::thread) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
     return pool_.apply_async(std::move(f), std::forward<Args>(args)...);
   }
 
@@ -145,7 +145,7 @@ class PoolExecutor {
   /// so an endless input works); a failed item rethrows its error when reached.
   template <class F, std::ranges::input_range In>
   auto map(F f, In&& inputs, ExecutorMapOptions opts = {}) {
-    if constexpr (B == Backend::process) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    if constexpr (B != Backend::thread) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
     auto stream = pool_.template submit_stream<detail::CallKind::single>(
         std::move(f), std::forward<In>(inputs), MapOptions{opts.chunksize, opts.progress}, true,
         "map");
@@ -188,7 +188,7 @@ class PoolExecutor {
 
   template <class F, class... Ins>
   auto map_zipped(F f, const ExecutorMapOptions& opts, Ins&&... ins) {
-    if constexpr (B == Backend::process) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    if constexpr (B != Backend::thread) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
     detail::ZipView zipped(std::views::all(std::forward<Ins>(ins))...);
     auto stream = pool_.template submit_stream<detail::CallKind::unpack>(
         std::move(f), std::move(zipped), MapOptions{opts.chunksize, opts.progress}, true, "map");
@@ -203,5 +203,8 @@ class PoolExecutor {
 using ThreadPoolExecutor = PoolExecutor<Backend::thread>;
 /// Python's concurrent.futures.ProcessPoolExecutor: crash-isolated worker processes.
 using ProcessPoolExecutor = PoolExecutor<Backend::process>;
+/// mpi4py.futures' MPIPoolExecutor: the tasks run on the other ranks of an MPI job
+/// (mproc/runtime.hpp); callables and values must be shippable, as for processes.
+using MpiPoolExecutor = PoolExecutor<Backend::mpi>;
 
 }  // namespace mproc

@@ -13,6 +13,7 @@
 #include "process.hpp"
 #include "queue.hpp"
 #include "range.hpp"
+#include "runtime.hpp"
 #include "serialize.hpp"
 #include "shared.hpp"
 #include "sync.hpp"

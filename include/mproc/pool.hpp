@@ -650,7 +650,8 @@ class MPROC_API Pool {
       auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
                                                                         promise);
       job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
-      detail::encode_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state);
+      detail::encode_job_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state,
+                                  portable());
       job->chunksize = opts.chunksize;
       job->method = "map_reduce";
       job->progress = std::move(progress);
@@ -676,6 +677,9 @@ class MPROC_API Pool {
 
  private:
   detail::PoolCore& core() const { return *core_; }
+  /// Whether shipped code must be portable: the mpi backend's ranks load the program at
+  /// other addresses.
+  bool portable() const noexcept { return backend_ == Backend::mpi; }
 
   template <class View>
   std::shared_ptr<detail::ProgressReporter> make_progress(const MapOptions& opts,
@@ -728,7 +732,7 @@ class MPROC_API Pool {
       auto job = std::make_shared<detail::SingleJob<Arg, R>>(Arg(std::forward<Args>(args)...),
                                                              promise);
       job->vtable = &detail::Trampoline<detail::CallKind::unpack, F, Arg>::vtable;
-      detail::encode_callable(f, job->state);
+      detail::encode_job_callable(f, job->state, portable());
       job->chunksize = 1;
       job->method = method;
       promise->set_kill_hook([weak = std::weak_ptr<detail::Job>(job)] {
@@ -760,7 +764,7 @@ class MPROC_API Pool {
       using Job = detail::VectorJob<View, Arg, R>;
       auto job = std::make_shared<Job>(std::move(view), promise);
       job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
-      detail::encode_callable(f, job->state);
+      detail::encode_job_callable(f, job->state, portable());
       job->chunksize = opts.chunksize;
       job->method = method;
       job->progress = std::move(progress);
@@ -799,7 +803,7 @@ class MPROC_API Pool {
       using Job = detail::StreamJob<View, Arg, R>;
       auto job = std::make_shared<Job>(std::move(view), ordered, stream_window());
       job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
-      detail::encode_callable(f, job->state);
+      detail::encode_job_callable(f, job->state, portable());
       job->chunksize = opts.chunksize;
       job->method = method;
       job->progress = std::move(progress);

@@ -59,9 +59,42 @@ concept shippable = std::is_trivially_copyable_v<F> || is_bound_call_v<F>;
                 "pass the data with mproc::bind(f, value, ...) (sent once per worker), "    \
                 "or keep it in an mproc::Array.")
 
+template <class F>
+inline constexpr bool is_function_pointer_v =
+    std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+
+/// Whether the callable state being encoded or decoded on this thread is portable: a
+/// function pointer in it travels as (module, offset) rather than as an address, for MPI
+/// ranks whose program is loaded elsewhere. Set by PortableCode for the span of one job.
+MPROC_API bool& portable_code() noexcept;
+
+class PortableCode {
+ public:
+  explicit PortableCode(bool on) noexcept : saved_(portable_code()) { portable_code() = on; }
+  ~PortableCode() { portable_code() = saved_; }
+  PortableCode(const PortableCode&) = delete;
+  PortableCode& operator=(const PortableCode&) = delete;
+
+ private:
+  bool saved_;
+};
+
+/// A code address as (module, offset) (16 bytes). Throws std::invalid_argument if no
+/// loaded module contains it.
+MPROC_API void encode_code_address(const void* address, std::vector<std::byte>& out);
+/// The address in this process of what encode_code_address wrote. Throws
+/// SerializationError if this process has no such module.
+MPROC_API const void* decode_code_address(InputArchive& in);
+
 /// Appends the state of `f` to `out`.
 template <class F>
 void encode_callable(const F& f, std::vector<std::byte>& out) {
+  if constexpr (is_function_pointer_v<F>) {
+    if (portable_code()) {
+      encode_code_address(reinterpret_cast<const void*>(f), out);
+      return;
+    }
+  }
   if constexpr (is_bound_call_v<F>) {
     encode_callable(f.function(), out);
     dump_into(out, f.values());
@@ -85,6 +118,13 @@ std::unique_ptr<F> decode_callable(InputArchive& in) {
     typename F::bound_type values{};
     in(values);
     return std::make_unique<F>(*fn, std::move(values));
+  } else if constexpr (is_function_pointer_v<F>) {
+    const void* address = nullptr;
+    if (portable_code())
+      address = decode_code_address(in);
+    else
+      in.read_bytes(&address, sizeof address);
+    return std::make_unique<F>(reinterpret_cast<F>(const_cast<void*>(address)));
   } else {
     // F is trivially copyable, hence an implicit-lifetime type: copying its bytes into
     // suitably aligned storage creates the object ([intro.object]/10).
@@ -99,6 +139,29 @@ std::unique_ptr<F> decode_callable(InputArchive& in) {
     return std::unique_ptr<F>(std::launder(static_cast<F*>(storage)));
   }
 }
+
+/// A job's shipped state: one byte saying whether it is portable (for MPI ranks), then
+/// the callable's state.
+template <class F>
+void encode_job_callable(const F& f, std::vector<std::byte>& out, bool portable) {
+  out.push_back(std::byte{portable});
+  PortableCode scope(portable);
+  encode_callable(f, out);
+}
+
+/// Reads the marker encode_job_callable wrote and makes the rest of `in` decode as it says.
+class JobStateScope {
+ public:
+  explicit JobStateScope(InputArchive& in) : scope_(read_marker(in)) {}
+
+ private:
+  static bool read_marker(InputArchive& in) {
+    std::byte marker{};
+    in.read_bytes(&marker, 1);
+    return marker != std::byte{0};
+  }
+  PortableCode scope_;
+};
 
 /// The functions a worker runs for one job. One static instance exists per instantiation;
 /// its address travels to the workers.
@@ -152,6 +215,7 @@ struct Trampoline {
 
   static void* create(std::span<const std::byte> state) {
     InputArchive in(state);
+    JobStateScope scope(in);
     return decode_callable<F>(in).release();
   }
   static void call(void* fn, InputArchive& args, OutputArchive& result) {
@@ -193,6 +257,7 @@ struct ReduceTrampoline {
 
   static void* create(std::span<const std::byte> state) {
     InputArchive in(state);
+    JobStateScope scope(in);
     std::unique_ptr<M> m = decode_callable<M>(in);
     std::unique_ptr<Rd> rd = decode_callable<Rd>(in);
     return new Fn{*m, *rd};

@@ -1,0 +1,677 @@
+// The mpi pool on rank 0: a dispatcher thread hands chunks to ranks 1..N-1 and collects
+// their results, with the process pool's wire protocol carried in MPI messages.
+//
+// Each message is a sequence of frames. Rank 0 sends a chunk (preceded, the first time a
+// rank gets a call, by the call's setup, whose code travels as (module, offset)); the rank
+// answers with one message holding every item's result and the chunk's end. Two chunks
+// are in flight per rank, so a rank never waits for rank 0 between chunks. Rank 0 never
+// blocks in MPI (Isend, Iprobe, Test), so neither side can wait for the other in a send.
+//
+// MPI cannot lose a rank and go on: a rank that dies ends the job (see the pidfd watch
+// below and docs/distributed.md). So there is no re-queueing here, no kill and no timeout.
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "../code_ref.hpp"
+#include "../pool_protocol.hpp"
+#include "../wire.hpp"
+#include "mpi_world.hpp"
+#include "mproc/detail/trace.hpp"
+#include "mproc/error.hpp"
+#include "mproc/pool.hpp"
+
+namespace mproc::detail::mpi {
+namespace {
+
+using pool::FromWorker;
+using pool::ToWorker;
+using Clock = std::chrono::steady_clock;
+
+/// Adaptive chunks aim at this much work per chunk (DESIGN §2: 0.1-1 ms); a message
+/// between ranks costs microseconds, more over a network, so aim at the top of the range.
+constexpr double target_chunk_ns = 1'000'000;
+constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
+constexpr std::size_t chunks_in_flight = 2;
+/// After its last event the dispatcher polls this long before it sleeps.
+constexpr auto spin_before_sleep = std::chrono::microseconds(100);
+
+struct JobEntry {
+  std::uint64_t id;
+  std::shared_ptr<Job> job;
+  bool reduce;
+  std::size_t accounted = 0;  // items with a result or an error
+  std::size_t in_flight = 0;  // items sent and not yet accounted
+  double cost_ns = -1;        // per item, EWMA of chunk_end reports; < 0 unknown
+  std::set<int> setup_ranks{};
+  std::size_t awaiting_partials = 0;
+  bool flushing = false;
+  bool done = false;
+  bool started = false;
+};
+
+struct Chunk {
+  std::uint64_t job;
+  std::size_t first;
+  std::size_t count;
+  std::uint64_t bytes_in;
+  const char* method;
+  std::size_t done = 0;  // items with a result already
+  std::uint64_t bytes_out = 0;
+  std::uint32_t errors = 0;
+};
+
+struct RankSlot {
+  int rank;
+  std::deque<Chunk> chunks;
+  std::size_t flushes = 0;          // flush frames sent and not yet answered
+  std::vector<std::byte> pending;   // frames to send in the next message
+  int pidfd = -1;                   // a rank on this host: its death is seen at once
+};
+
+struct Send {
+  MPI_Request request = MPI_REQUEST_NULL;
+  std::vector<std::byte> bytes;
+};
+
+void append_ends(std::vector<std::byte>& msg, const std::vector<std::size_t>& ends) {
+  static_assert(sizeof(std::size_t) == sizeof(std::uint64_t));
+  const std::size_t at = msg.size();
+  msg.resize(at + ends.size() * sizeof(std::uint64_t));
+  if (!ends.empty()) std::memcpy(msg.data() + at, ends.data(), ends.size() * sizeof(std::uint64_t));
+}
+
+class MpiPoolCore final : public PoolCore {
+ public:
+  explicit MpiPoolCore(const PoolOptions& options);
+  ~MpiPoolCore() override;
+
+  unsigned workers() const noexcept override { return static_cast<unsigned>(slots_.size()); }
+  void submit(std::shared_ptr<Job> job) override;
+  void wake() noexcept override { cv_.notify_one(); }
+  bool kill_running(const Job*) override { return false; }
+  void cancel_pending() override;
+  void close() override;
+  void join() override;
+  void terminate() override;
+
+ private:
+  void loop();
+  bool take_incoming();
+  bool poll_results();
+  void handle_frame(RankSlot& s, std::span<const std::byte> frame);
+  bool dispatch();
+  bool give_chunk(RankSlot& s);
+  std::size_t chunk_size(const JobEntry& j) const;
+  void flush_pending();
+  bool test_sends();
+  void finish_jobs();
+  void complete(JobEntry& j, const std::exception_ptr& error = nullptr, bool report = true);
+  std::size_t tell_job_ranks(JobEntry& j, ToWorker what);
+  void fail_everything(const std::exception_ptr& error);
+  void check_rank_deaths();
+  bool anything_in_flight() const;
+  JobEntry* find_job(std::uint64_t id);
+  RankSlot* slot_of(int rank);
+  std::string rank_name(int rank) const;
+
+  const PoolOptions options_;
+  std::vector<RankSlot> slots_;
+  std::unique_ptr<Tracer> tracer_;
+
+  // Dispatcher thread only.
+  std::deque<JobEntry> jobs_;
+  std::list<Send> sends_;
+  std::uint64_t next_job_id_ = 1;
+  std::exception_ptr broken_;
+  std::size_t newly_done_ = 0;
+  std::uint64_t cancel_generation_seen_ = 0;
+  bool terminated_ = false;
+
+  // Shared with user threads.
+  std::mutex mutex_;
+  std::condition_variable cv_;       // wakes the dispatcher
+  std::condition_variable idle_cv_;  // jobs finished, cancels applied
+  std::deque<std::shared_ptr<Job>> incoming_;
+  std::uint64_t cancel_generation_ = 0;
+  std::uint64_t cancel_acked_ = 0;
+  std::size_t active_jobs_ = 0;
+  bool closed_ = false;
+  bool stop_ = false;
+  bool terminate_ = false;
+  bool finished_ = false;  // the dispatcher has released the ranks
+  std::exception_ptr broken_error_;
+
+  std::mutex join_mutex_;
+  std::thread thread_;
+};
+
+MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
+  World& w = world();
+  if (w.rank != 0) throw std::invalid_argument("Pool: an mpi Pool can only be made on rank 0");
+  if (options.task_timeout.count() > 0)
+    throw std::invalid_argument(
+        "Pool: task_timeout needs Backend::process (MPI cannot stop a rank and go on)");
+  if (options.initializer)
+    throw std::invalid_argument(
+        "Pool: Backend::mpi has no initializer (a std::function cannot be sent to other "
+        "ranks); initialise in main before the Runtime, which every rank runs");
+  if (options.max_tasks_per_child != 0)
+    throw std::invalid_argument("Pool: max_tasks_per_child needs Backend::process");
+  if (w.pool_open)
+    throw std::invalid_argument(
+        "Pool: only one mpi Pool (or MpiPoolExecutor) may exist at a time");
+  const unsigned available = static_cast<unsigned>(w.size - 1);
+  const unsigned n = options.workers == 0 ? available : std::min(options.workers, available);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  for (unsigned k = 0; k < n; ++k) {
+    RankSlot s;
+    s.rank = static_cast<int>(k + 1);
+    const RankInfo& info = w.ranks[k + 1];
+    if (info.host == host)
+      s.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0));
+    slots_.push_back(std::move(s));
+  }
+  if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "mpi", n, true);
+  w.pool_open = true;
+  thread_ = std::thread([this] { loop(); });
+}
+
+MpiPoolCore::~MpiPoolCore() {
+  try {
+    join();
+  } catch (...) {
+  }
+  for (auto& s : slots_)
+    if (s.pidfd >= 0) ::close(s.pidfd);
+}
+
+void MpiPoolCore::submit(std::shared_ptr<Job> job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (broken_error_) std::rethrow_exception(broken_error_);
+    if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
+    job->generation = cancel_generation_;
+    {
+      std::lock_guard link(job->link_mutex);
+      job->link = this;
+    }
+    incoming_.push_back(std::move(job));
+    ++active_jobs_;
+  }
+  cv_.notify_one();
+}
+
+void MpiPoolCore::cancel_pending() {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t mine = ++cancel_generation_;
+  cv_.notify_one();
+  idle_cv_.wait(lock, [&] { return cancel_acked_ >= mine || finished_; });
+}
+
+void MpiPoolCore::close() {
+  std::lock_guard lock(mutex_);
+  closed_ = true;
+}
+
+void MpiPoolCore::join() {
+  std::lock_guard join_lock(join_mutex_);
+  {
+    std::unique_lock lock(mutex_);
+    closed_ = true;
+    idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_ || finished_; });
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+  if (tracer_) tracer_->flush();
+  world().pool_open = false;
+}
+
+void MpiPoolCore::terminate() {
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    terminate_ = true;
+  }
+  cv_.notify_one();
+  idle_cv_.notify_all();
+  join();
+}
+
+JobEntry* MpiPoolCore::find_job(std::uint64_t id) {
+  if (jobs_.empty() || id < jobs_.front().id || id - jobs_.front().id >= jobs_.size())
+    return nullptr;
+  return &jobs_[id - jobs_.front().id];
+}
+
+RankSlot* MpiPoolCore::slot_of(int rank) {
+  if (rank < 1 || static_cast<std::size_t>(rank) > slots_.size()) return nullptr;
+  return &slots_[static_cast<std::size_t>(rank - 1)];
+}
+
+std::string MpiPoolCore::rank_name(int rank) const {
+  const RankInfo& info = world().ranks[static_cast<std::size_t>(rank)];
+  return fmt::format("rank {} (pid {} on {})", rank, info.pid, info.host);
+}
+
+// ---- the dispatcher thread ------------------------------------------------------------
+
+void MpiPoolCore::loop() {
+  auto last_progress = Clock::now();
+  for (;;) {
+    bool progress = take_incoming();
+    bool terminate_now, stop_now;
+    {
+      std::lock_guard lock(mutex_);
+      terminate_now = terminate_ && !terminated_;
+      stop_now = stop_;
+    }
+    if (terminate_now) {
+      // Ranks cannot be killed; their running chunks finish and are thrown away.
+      terminated_ = true;
+      fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
+    }
+    progress |= poll_results();
+    if (!terminated_) progress |= dispatch();
+    flush_pending();
+    progress |= test_sends();
+    finish_jobs();
+    if (stop_now && jobs_.empty() && !anything_in_flight()) {
+      // Every reply is in: end each rank's loop for this pool.
+      std::vector<std::byte> exit_frame;
+      put(exit_frame, ToWorker::exit);
+      for (auto& s : slots_) append_frame(s.pending, exit_frame);
+      flush_pending();
+      for (auto& send : sends_) MPI_Wait(&send.request, MPI_STATUS_IGNORE);
+      sends_.clear();
+      break;
+    }
+    if (progress) {
+      last_progress = Clock::now();
+      continue;
+    }
+    if (Clock::now() - last_progress < spin_before_sleep) continue;
+    check_rank_deaths();
+    // Idle: sleep until a submission, or briefly while replies are due.
+    std::unique_lock lock(mutex_);
+    if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated_ ||
+        cancel_generation_ != cancel_generation_seen_)
+      continue;
+    const auto nap = anything_in_flight() ? std::chrono::microseconds(200)
+                                          : std::chrono::microseconds(20'000);
+    cv_.wait_for(lock, nap);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    finished_ = true;
+  }
+  idle_cv_.notify_all();
+}
+
+bool MpiPoolCore::anything_in_flight() const {
+  for (const auto& s : slots_)
+    if (!s.chunks.empty() || s.flushes != 0 || !s.pending.empty()) return true;
+  return !sends_.empty();
+}
+
+bool MpiPoolCore::take_incoming() {
+  std::deque<std::shared_ptr<Job>> jobs;
+  std::uint64_t generation;
+  {
+    std::lock_guard lock(mutex_);
+    generation = cancel_generation_;
+    if (incoming_.empty() && generation == cancel_generation_seen_) return false;
+    jobs.swap(incoming_);
+  }
+  const bool cancel_now = generation != cancel_generation_seen_;
+  cancel_generation_seen_ = generation;
+  for (auto& job : jobs) {
+    const bool reduce = job->vtable->fold != nullptr;
+    jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
+    if (broken_ || terminated_)
+      complete(jobs_.back(), broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
+  }
+  if (cancel_now) {
+    for (auto& j : jobs_) {
+      if (j.done || j.started || j.job->generation >= generation) continue;
+      j.started = true;
+      j.job->on_abort(
+          std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
+      complete(j, nullptr, false);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      cancel_acked_ = generation;
+    }
+    idle_cv_.notify_all();
+  }
+  return true;
+}
+
+bool MpiPoolCore::poll_results() {
+  bool any = false;
+  std::vector<std::byte> msg;
+  for (int k = 0; k < 64; ++k) {
+    MPI_Status st;
+    if (!try_recv(MPI_ANY_SOURCE, tag_results, msg, st)) break;
+    any = true;
+    RankSlot* s = slot_of(st.MPI_SOURCE);
+    if (s == nullptr) continue;
+    Frames frames(msg);
+    std::span<const std::byte> frame;
+    while (frames.next(frame)) handle_frame(*s, frame);
+  }
+  return any;
+}
+
+void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
+  WireReader r(bytes);
+  const auto kind = r.get<FromWorker>();
+  const RankInfo& info = world().ranks[static_cast<std::size_t>(s.rank)];
+  if (kind == FromWorker::init_failed) {
+    std::string type = r.get_string(), what = r.get_string();
+    if (!broken_) {
+      broken_ = std::make_exception_ptr(
+          BrokenPool(fmt::format("Pool: {} failed: {}: {}", rank_name(s.rank), type, what)));
+      fail_everything(broken_);
+    }
+    return;
+  }
+  if (kind == FromWorker::partial) {
+    const auto id = r.get<std::uint64_t>();
+    const auto status = r.get<std::uint8_t>();
+    if (s.flushes > 0) --s.flushes;
+    JobEntry* j = find_job(id);
+    if (j == nullptr) return;
+    if (status == 1) {
+      j->job->on_partial(r.rest());
+    } else if (status == 0) {
+      std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
+      j->job->on_error(std::nullopt,
+                       std::make_exception_ptr(RemoteError(
+                           std::move(type), std::move(what),
+                           fmt::format("on {}\n{}", rank_name(s.rank), tb), std::nullopt,
+                           info.pid)));
+    }
+    if (j->awaiting_partials > 0) --j->awaiting_partials;
+    return;
+  }
+  if (s.chunks.empty()) throw SerializationError("MPI pool: a result for no chunk");
+  Chunk& c = s.chunks.front();
+  JobEntry* j = find_job(c.job);
+  if (kind == FromWorker::chunk_end) {
+    const auto ns = r.get<std::uint64_t>();
+    const auto start = r.get<std::uint64_t>();
+    if (tracer_) {
+      TraceEvent e;
+      e.method = c.method;
+      e.job = c.job;
+      e.first = c.first;
+      e.items = c.count;
+      // The rank's clock; ranks on other machines are not aligned with rank 0.
+      e.start_ns = start;
+      e.end_ns = start + ns;
+      e.bytes_in = c.bytes_in;
+      e.bytes_out = c.bytes_out;
+      e.errors = c.errors;
+      e.lane = static_cast<std::uint32_t>(s.rank - 1);
+      e.worker_pid = info.pid;
+      e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
+      tracer_->record(e);
+    }
+    if (j != nullptr) {
+      const double per_item = static_cast<double>(ns) / static_cast<double>(c.count);
+      j->cost_ns = j->cost_ns < 0 ? per_item : 0.7 * j->cost_ns + 0.3 * per_item;
+    }
+    s.chunks.pop_front();
+    return;
+  }
+  const std::size_t index = c.first + c.done;
+  ++c.done;
+  if (kind == FromWorker::item_ok)
+    c.bytes_out += r.rest().size();
+  else
+    ++c.errors;
+  if (j == nullptr) return;
+  --j->in_flight;
+  ++j->accounted;
+  if (kind == FromWorker::item_ok) {
+    j->job->on_result(index, j->reduce ? std::span<const std::byte>() : r.rest());
+  } else {
+    std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
+    j->job->on_error(index, std::make_exception_ptr(RemoteError(
+                                std::move(type), std::move(what),
+                                fmt::format("on {}\n{}", rank_name(s.rank), tb), index,
+                                info.pid)));
+  }
+}
+
+std::size_t MpiPoolCore::chunk_size(const JobEntry& j) const {
+  if (j.job->chunksize != 0) return j.job->chunksize;
+  if (options_.chunksize != 0) return options_.chunksize;
+  if (j.cost_ns < 0) return 1;
+  std::size_t n = static_cast<std::size_t>(std::clamp(
+      target_chunk_ns / std::max(j.cost_ns, 1.0), 1.0, static_cast<double>(max_chunk_items)));
+  if (auto total = j.job->total()) {
+    // Shrink towards the end so that all ranks finish together.
+    const std::size_t remaining = *total - std::min(*total, j.job->consumed());
+    n = std::min(n, std::max<std::size_t>(1, remaining / (2 * slots_.size())));
+  }
+  return n;
+}
+
+bool MpiPoolCore::dispatch() {
+  bool any = false;
+  for (std::size_t depth = 1; depth <= chunks_in_flight; ++depth)
+    for (auto& s : slots_)
+      while (s.chunks.size() < depth && give_chunk(s)) any = true;
+  return any;
+}
+
+bool MpiPoolCore::give_chunk(RankSlot& s) {
+  for (auto& j : jobs_) {
+    if (j.done || j.flushing || j.job->exhausted()) continue;
+    if (!j.started) {
+      j.started = true;
+      if (j.job->generation < cancel_generation_seen_) {
+        j.job->on_abort(std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
+        complete(j, nullptr, false);
+        continue;
+      }
+      if (!j.job->start()) {
+        complete(j, nullptr, false);
+        continue;
+      }
+    }
+    std::vector<std::byte> msg;
+    put(msg, ToWorker::chunk);
+    put<std::uint64_t>(msg, j.id);
+    const std::size_t first_at = msg.size();
+    put<std::uint64_t>(msg, 0);
+    put<std::uint64_t>(msg, 0);
+    const std::size_t off = msg.size();
+    std::vector<std::size_t> ends;
+    std::size_t first = 0, got = 0;
+    try {
+      got = j.job->pull(chunk_size(j), msg, ends, first);
+    } catch (...) {
+      j.job->on_error(std::nullopt, std::current_exception());
+      complete(j);
+      continue;
+    }
+    if (got == 0) continue;
+    for (auto& e : ends) e -= off;
+    std::memcpy(msg.data() + first_at, &first, sizeof(std::uint64_t));
+    const std::uint64_t count = got;
+    std::memcpy(msg.data() + first_at + 8, &count, sizeof count);
+    append_ends(msg, ends);
+    if (j.setup_ranks.insert(s.rank).second) {
+      std::vector<std::byte> setup;
+      put(setup, ToWorker::setup);
+      put<std::uint64_t>(setup, j.id);
+      const CodeRef ref = code_ref(j.job->vtable);
+      put<std::uint64_t>(setup, ref.module);
+      put<std::uint64_t>(setup, ref.offset);
+      setup.insert(setup.end(), j.job->state.begin(), j.job->state.end());
+      append_frame(s.pending, setup);
+    }
+    append_frame(s.pending, msg);
+    j.in_flight += got;
+    s.chunks.push_back(Chunk{j.id, first, got, ends.empty() ? 0 : ends.back(), j.job->method});
+    return true;
+  }
+  return false;
+}
+
+void MpiPoolCore::flush_pending() {
+  for (auto& s : slots_) {
+    if (s.pending.empty()) continue;
+    if (s.pending.size() > static_cast<std::size_t>(INT_MAX))
+      throw SerializationError("MPI pool: a chunk exceeds 2 GiB, the limit of one MPI message");
+    Send& send = sends_.emplace_back();
+    send.bytes.swap(s.pending);
+    check(MPI_Isend(send.bytes.data(), static_cast<int>(send.bytes.size()), MPI_BYTE, s.rank,
+                    tag_tasks, world().comm, &send.request),
+          "MPI_Isend");
+  }
+}
+
+bool MpiPoolCore::test_sends() {
+  bool any = false;
+  for (auto it = sends_.begin(); it != sends_.end();) {
+    int done = 0;
+    MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+    if (!done) {
+      ++it;
+      continue;
+    }
+    it = sends_.erase(it);
+    any = true;
+  }
+  return any;
+}
+
+void MpiPoolCore::complete(JobEntry& j, const std::exception_ptr& error, bool report) {
+  if (j.done) return;
+  j.done = true;
+  ++newly_done_;
+  {
+    std::lock_guard link(j.job->link_mutex);
+    j.job->link = nullptr;
+  }
+  if (!report) {
+  } else if (error) {
+    j.job->on_abort(error);
+  } else {
+    j.job->on_done();
+  }
+  tell_job_ranks(j, ToWorker::drop);
+  j.setup_ranks.clear();
+}
+
+std::size_t MpiPoolCore::tell_job_ranks(JobEntry& j, ToWorker what) {
+  for (int rank : j.setup_ranks) {
+    RankSlot* s = slot_of(rank);
+    std::vector<std::byte> msg;
+    put(msg, what);
+    put<std::uint64_t>(msg, j.id);
+    append_frame(s->pending, msg);
+    if (what == ToWorker::flush) ++s->flushes;
+  }
+  return j.setup_ranks.size();
+}
+
+void MpiPoolCore::finish_jobs() {
+  for (auto& j : jobs_) {
+    if (j.done) continue;
+    if (!j.started) break;  // jobs start in queue order
+    const bool items_done = j.job->exhausted() && j.in_flight == 0 &&
+                            j.accounted + j.job->failed_inputs() >= j.job->consumed();
+    if (!items_done) continue;
+    if (j.reduce && !j.flushing) {
+      j.flushing = true;
+      j.awaiting_partials += tell_job_ranks(j, ToWorker::flush);
+    }
+    if (j.reduce && j.awaiting_partials > 0) continue;
+    complete(j);
+  }
+  while (!jobs_.empty() && jobs_.front().done) jobs_.pop_front();
+  if (newly_done_ > 0) {
+    {
+      std::lock_guard lock(mutex_);
+      active_jobs_ -= std::min(active_jobs_, newly_done_);
+    }
+    newly_done_ = 0;
+    idle_cv_.notify_all();
+  }
+}
+
+void MpiPoolCore::fail_everything(const std::exception_ptr& error) {
+  for (auto& j : jobs_) complete(j, error);
+  std::deque<std::shared_ptr<Job>> incoming;
+  {
+    std::lock_guard lock(mutex_);
+    if (!broken_error_ && broken_) broken_error_ = broken_;
+    incoming.swap(incoming_);
+  }
+  for (auto& job : incoming) {
+    {
+      std::lock_guard link(job->link_mutex);
+      job->link = nullptr;
+    }
+    job->on_abort(error);
+    ++newly_done_;
+  }
+}
+
+void MpiPoolCore::check_rank_deaths() {
+  // MPI has no way to go on without a rank, and Open MPI's launcher ends the job when one
+  // dies. A rank on this host is watched through a pidfd, so the message can say which
+  // rank died and what it was running before the launcher tears everything down.
+  for (auto& s : slots_) {
+    if (s.pidfd < 0) continue;
+    pollfd p{s.pidfd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) continue;
+    std::string running = "nothing";
+    if (!s.chunks.empty()) {
+      const Chunk& c = s.chunks.front();
+      running = c.count == 1
+                    ? fmt::format("item {} of {} (call {})", c.first + c.done, c.method, c.job)
+                    : fmt::format("item {} of {} (call {}, chunk of items {}..{})",
+                                  c.first + c.done, c.method, c.job, c.first,
+                                  c.first + c.count - 1);
+    }
+    std::string line = fmt::format(
+        "mproc: {} died while running {}; MPI cannot go on without a rank, so the job ends\n",
+        rank_name(s.rank), running);
+    std::fputs(line.c_str(), stderr);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<PoolCore> make_mpi_pool(const PoolOptions& options) {
+  return std::make_unique<MpiPoolCore>(options);
+}
+
+}  // namespace mproc::detail::mpi

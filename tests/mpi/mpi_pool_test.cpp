@@ -1,0 +1,243 @@
+// The mpi backend under `mpiexec -n N` (ctest runs it with 3 ranks, over shared memory and
+// over TCP, and with 1 rank). Rank 0 runs the tests; the other ranks serve the tasks
+// inside mproc::Runtime and exit when it ends. Every Pool method and the executor are
+// checked for exact results, and for which ranks computed them.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <mproc/mproc.hpp>
+
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+/// The ranks that run tasks: 1..N-1, or rank 0 itself when it is alone.
+std::set<int> worker_ranks() {
+  std::set<int> r;
+  for (int k = 1; k < mproc::Runtime::size(); ++k) r.insert(k);
+  if (r.empty()) r.insert(0);
+  return r;
+}
+
+std::pair<int, long> rank_and_square(int x) {
+  return {mproc::Runtime::rank(), static_cast<long>(x) * x};
+}
+
+mproc::Pool mpi_pool(mproc::PoolOptions o = {}) {
+  o.backend = mproc::Backend::mpi;
+  return mproc::Pool(o);
+}
+
+TEST(MpiRuntime, RankZeroRunsMain) {
+  EXPECT_TRUE(mproc::Runtime::mpi());
+  EXPECT_EQ(mproc::Runtime::rank(), 0);
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  ASSERT_NE(size, nullptr) << "run under mpiexec";
+  EXPECT_EQ(mproc::Runtime::size(), std::stoi(size));
+}
+
+TEST(MpiPool, MapRunsOnEveryOtherRank) {
+  auto pool = mpi_pool({.chunksize = 7});
+  EXPECT_EQ(pool.workers(), static_cast<unsigned>(worker_ranks().size()));
+  auto out = pool.map(rank_and_square, mproc::range(1000));
+  ASSERT_EQ(out.size(), 1000u);
+  std::set<int> ranks;
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(out[static_cast<std::size_t>(i)].second, static_cast<long>(i) * i);
+    ranks.insert(out[static_cast<std::size_t>(i)].first);
+  }
+  // Every rank gets a first chunk before any gets a second.
+  EXPECT_EQ(ranks, worker_ranks());
+}
+
+int add(int a, int b) { return a + b; }
+std::string shout(const std::string& s) { return s + "!"; }
+
+TEST(MpiPool, EveryPoolMethodGivesExactResults) {
+  auto pool = mpi_pool();
+  std::vector<std::string> words{"alpha", "beta", "", std::string(100000, 'x')};
+  auto shouted = pool.map(shout, words);
+  ASSERT_EQ(shouted.size(), words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) EXPECT_EQ(shouted[i], words[i] + "!");
+
+  std::vector<std::tuple<int, int>> pairs;
+  for (int i = 0; i < 500; ++i) pairs.emplace_back(i, 2 * i);
+  auto sums = pool.starmap(add, pairs);
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(sums[static_cast<std::size_t>(i)], 3 * i);
+
+  long in_order = 0;
+  int expected = 0;
+  for (auto [rank, sq] : pool.imap(rank_and_square, mproc::range(300))) {
+    EXPECT_EQ(sq, static_cast<long>(expected) * expected);
+    ++expected;
+    in_order += sq;
+  }
+  EXPECT_EQ(expected, 300);
+  long unordered = 0;
+  for (auto [rank, sq] : pool.imap_unordered(rank_and_square, mproc::range(300), {.chunksize = 1}))
+    unordered += sq;
+  EXPECT_EQ(unordered, in_order);
+
+  EXPECT_EQ(pool.apply(add, 20, 22), 42);
+  auto f = pool.apply_async(shout, std::string("hey"));
+  EXPECT_EQ(f.get(), "hey!");
+  auto m = pool.map_async(rank_and_square, mproc::range(50));
+  EXPECT_EQ(m.get()[49].second, 49L * 49);
+  auto s = pool.starmap_async(add, pairs);
+  EXPECT_EQ(s.get()[499], 1497);
+
+  // map_reduce folds on the ranks; one partial per rank comes back.
+  auto total = pool.map_reduce([](int x) { return static_cast<long>(x); },
+                               [](long a, long b) { return a + b; }, mproc::range(1, 100001));
+  EXPECT_EQ(total, 100000L * 100001 / 2);
+}
+
+std::map<std::string, int> count_letters(const std::string& word) {
+  std::map<std::string, int> m;
+  for (char c : word) ++m[std::string(1, c)];
+  return m;
+}
+
+TEST(MpiPool, MapReduceMergesMapsOnTheRanks) {
+  std::vector<std::string> words;
+  std::map<std::string, int> expected;
+  for (int i = 0; i < 2000; ++i) {
+    std::string w(static_cast<std::size_t>(1 + i % 7), static_cast<char>('a' + i % 26));
+    for (char c : w) ++expected[std::string(1, c)];
+    words.push_back(std::move(w));
+  }
+  auto pool = mpi_pool();
+  auto merged = pool.map_reduce(
+      count_letters,
+      [](std::map<std::string, int>& acc, std::map<std::string, int>&& m) {
+        for (auto& [k, v] : m) acc[k] += v;
+      },
+      words);
+  EXPECT_EQ(merged, expected);
+}
+
+int fail_on_rank_2(int x) {
+  if (mproc::Runtime::rank() == 2) throw std::out_of_range("rank 2 says no to " + std::to_string(x));
+  return x;
+}
+
+TEST(MpiPool, AnExceptionOnRankTwoArrivesWithItsTypeAndMessage) {
+  if (mproc::Runtime::size() < 3) GTEST_SKIP() << "needs 3 ranks";
+  auto pool = mpi_pool({.chunksize = 1});
+  // Item 1 goes to rank 2: each rank gets one item before any gets a second.
+  try {
+    pool.map(fail_on_rank_2, mproc::range(10));
+    FAIL() << "no error";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::out_of_range");
+    EXPECT_THAT(e.message(), HasSubstr("rank 2 says no to "));
+    EXPECT_THAT(e.traceback(), HasSubstr("on rank 2 (pid "));
+    ASSERT_TRUE(e.task_index().has_value());
+    EXPECT_NE(e.worker_pid(), ::getpid());
+  }
+  // The pool goes on.
+  EXPECT_EQ(pool.apply(add, 1, 2), 3);
+}
+
+TEST(MpiPool, BoundValuesTravelWithTheTask) {
+  auto pool = mpi_pool();
+  auto greet = mproc::bind([](const std::string& greeting, int n) {
+    return greeting + " " + std::to_string(n);
+  }, std::string("hello"));
+  auto out = pool.map(greet, mproc::range(3));
+  EXPECT_EQ(out, (std::vector<std::string>{"hello 0", "hello 1", "hello 2"}));
+}
+
+TEST(MpiPool, PoolsOneAfterAnotherAndOnlyOneAtATime) {
+  for (int round = 0; round < 3; ++round) {
+    auto pool = mpi_pool();
+    EXPECT_EQ(pool.apply(add, round, 1), round + 1);
+    if (mproc::Runtime::size() > 1) {
+      EXPECT_THROW(mpi_pool(), std::invalid_argument);
+    }
+  }
+}
+
+TEST(MpiPool, OptionsMpiCannotKeepAreRefused) {
+  if (mproc::Runtime::size() < 2) GTEST_SKIP() << "one rank runs tasks in-process";
+  EXPECT_THROW(mpi_pool({.task_timeout = 1s}), std::invalid_argument);
+  EXPECT_THROW(mpi_pool({.initializer = [] {}}), std::invalid_argument);
+  EXPECT_THROW(mpi_pool({.max_tasks_per_child = 3}), std::invalid_argument);
+}
+
+int nap(int x) {
+  std::this_thread::sleep_for(20ms);
+  return x;
+}
+
+TEST(MpiPool, TerminateCancelsWhatHasNotRunAndTheRanksServeTheNextPool) {
+  // One rank runs tasks on a thread, where terminate() lets a running map finish.
+  if (mproc::Runtime::size() < 2) GTEST_SKIP() << "one rank runs tasks in-process";
+  {
+    auto pool = mpi_pool({.chunksize = 1});
+    auto big = pool.map_async(nap, mproc::range(1000));
+    std::this_thread::sleep_for(100ms);
+    pool.terminate();
+    EXPECT_THROW(big.get(), mproc::Cancelled);
+  }
+  auto pool = mpi_pool();
+  auto out = pool.map(rank_and_square, mproc::range(100));
+  EXPECT_EQ(out[99].second, 99L * 99);
+}
+
+TEST(MpiExecutor, SubmitMapShutdown) {
+  mproc::MpiPoolExecutor ex;
+  std::vector<mproc::Future<int>> futures;
+  for (int i = 0; i < 20; ++i) futures.push_back(ex.submit(add, i, i));
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(futures[static_cast<std::size_t>(i)].get(), 2 * i);
+  std::vector<int> xs(100), ys(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::iota(ys.begin(), ys.end(), 100);
+  int k = 0;
+  for (int r : ex.map(add, xs, ys)) EXPECT_EQ(r, 2 * k++ + 100);
+  EXPECT_EQ(k, 100);
+  ex.shutdown({.wait = true});
+  EXPECT_THROW(ex.submit(add, 1, 1), mproc::PoolClosed);
+}
+
+TEST(MpiPool, TraceHasOneLanePerRank) {
+  const auto file = std::filesystem::temp_directory_path() /
+                    ("mproc-mpi-trace-" + std::to_string(::getpid()) + ".json");
+  {
+    auto pool = mpi_pool({.chunksize = 10, .trace = file.string()});
+    EXPECT_EQ(pool.map(rank_and_square, mproc::range(200)).size(), 200u);
+  }
+  std::ifstream in(file);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::filesystem::remove(file);
+  const bool alone = mproc::Runtime::size() == 1;
+  EXPECT_THAT(text, HasSubstr(alone ? "thread backend, 1 worker" : "mpi backend"));
+  std::size_t events = 0;
+  for (std::size_t at = 0; (at = text.find("\"ph\":\"X\"", at)) != std::string::npos; ++at) ++events;
+  EXPECT_EQ(events, 20u);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  mproc::Runtime runtime(argc, argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
