@@ -60,6 +60,9 @@ int Runtime::size() noexcept {
   return h ? h->size() : 1;
 }
 
-bool Runtime::mpi() noexcept { return g_hooks.load() != nullptr; }
+bool Runtime::mpi() noexcept {
+  const auto* h = g_hooks.load();
+  return h != nullptr && h->initialized();
+}
 
 }  // namespace mproc

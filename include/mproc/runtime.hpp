@@ -6,12 +6,13 @@
 //     ...
 //   }
 //
-// Linked with mproc::mpi and started with `mpirun -n N ./app`, the constructor initialises
-// MPI on every rank and checks that all ranks run the same executable (same build-id).
+// Linked with mproc::mpi and started with `mpirun -n N ./app` (or srun, or mpiexec), the
+// constructor initialises MPI on every rank and checks that all ranks run the same executable (same build-id).
 // Rank 0 returns and runs main; ranks 1..N-1 never return: they serve the tasks of rank
 // 0's mpi pools and exit (status 0) when rank 0's Runtime ends, whether main returns,
-// throws, or calls exit(). Without mproc::mpi, or with one rank, it does nothing more
-// than record that it exists; an mpi Pool then runs its tasks in this process.
+// throws, or calls exit(). Without mproc::mpi, or started without a launcher (one rank,
+// and MPI is not initialised at all), it does nothing more than record that it exists;
+// an mpi Pool then runs its tasks in this process.
 #pragma once
 
 #include <memory>
@@ -34,6 +35,8 @@ struct MpiHooks {
   void (*stop)() noexcept;
   int (*rank)() noexcept;
   int (*size)() noexcept;
+  /// Whether MPI was initialised (a launcher started the program, or MPROC_MPI=1).
+  bool (*initialized)() noexcept;
   /// A pool whose workers are ranks 1..N-1 (N > 1).
   std::unique_ptr<PoolCore> (*make_pool)(const PoolOptions& options);
 };
@@ -66,7 +69,8 @@ class MPROC_API Runtime {
   static int rank() noexcept;
   /// The number of ranks in the MPI job (1 without MPI).
   static int size() noexcept;
-  /// Whether MPI was initialised by a Runtime.
+  /// Whether a Runtime initialised MPI: the program is linked with mproc::mpi and was
+  /// started by an MPI launcher (mpirun, mpiexec, srun) or with MPROC_MPI=1.
   static bool mpi() noexcept;
 
  private:

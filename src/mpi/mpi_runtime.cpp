@@ -213,10 +213,27 @@ void copy_text(char* dst, std::size_t n, const std::string& s) {
 
 std::atomic<bool> g_stopped{false};
 
+/// Whether an MPI launcher (mpirun/mpiexec of Open MPI or MPICH, srun with PMI or PMIx)
+/// started this process, or MPROC_MPI=1 asks for MPI anyway. A program started on its
+/// own skips MPI_Init, which costs tens of milliseconds and may print warnings: it is a
+/// job of one rank either way.
+bool launched_by_mpi() {
+  if (const char* force = std::getenv("MPROC_MPI")) return std::strcmp(force, "0") != 0;
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
+                          "MPI_LOCALNRANKS"})
+    if (std::getenv(var) != nullptr) return true;
+  return false;
+}
+
 void hook_start(int& argc, char**& argv) {
   World& w = world();
   int initialized = 0, provided = 0;
   MPI_Initialized(&initialized);
+  if (!initialized && !launched_by_mpi()) {
+    w.ranks.push_back(RankInfo{static_cast<int>(::getpid()), ""});
+    return;  // rank 0 of 1, no MPI
+  }
+  w.initialized = true;
   if (!initialized)
     check(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
   else
@@ -270,6 +287,7 @@ void hook_start(int& argc, char**& argv) {
 void hook_stop() noexcept {
   if (g_stopped.exchange(true)) return;
   World& w = world();
+  if (!w.initialized) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
@@ -280,6 +298,7 @@ void hook_stop() noexcept {
 }
 
 int hook_rank() noexcept { return world().rank; }
+bool hook_initialized() noexcept { return world().initialized; }
 int hook_size() noexcept { return world().size; }
 
 }  // namespace
@@ -291,6 +310,6 @@ std::unique_ptr<PoolCore> make_mpi_pool(const PoolOptions& options);
 extern "C" const mproc::detail::MpiHooks* mproc_mpi_hooks() noexcept {
   using namespace mproc::detail::mpi;
   static const mproc::detail::MpiHooks hooks{hook_start, hook_stop, hook_rank, hook_size,
-                                             make_mpi_pool};
+                                             hook_initialized, make_mpi_pool};
   return &hooks;
 }

@@ -25,6 +25,7 @@ struct World {
   int size = 1;
   std::vector<RankInfo> ranks;  ///< every rank's pid and host
   bool pool_open = false;       ///< rank 0: an mpi Pool exists (one at a time)
+  bool initialized = false;     ///< MPI was initialised (false: started without a launcher)
 };
 
 World& world();
