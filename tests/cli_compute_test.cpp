@@ -474,10 +474,20 @@ TEST_F(ComputeFiles, CommonOptionsAreCheckedByEverySubcommand) {
       EXPECT_EQ(lines(r.err), 1u) << r.err;
     }
     auto mpi = cmd;
-    mpi.insert(mpi.end(), {"--backend", "mpi"});
+    mpi.insert(mpi.end(), {"--backend", "mpi", "--quiet"});
     Result m = mproc(mpi);
+#if defined(MPROC_TEST_MPIEXEC)
+    // Started without mpirun: a job of one rank, whose tasks run in-process.
+    auto process = cmd;
+    process.insert(process.end(), {"--backend", "process", "--quiet"});
+    EXPECT_EQ(m.code, 0) << cmd[0] << ": " << m.err;
+    if (cmd[0] != "dot" && cmd[0] != "rangecount") {  // these print timings
+      EXPECT_EQ(m.out, mproc(process).out) << cmd[0];
+    }
+#else
     EXPECT_EQ(m.code, 2) << cmd[0];
     EXPECT_EQ(m.err, "mproc: the mpi backend is not built (it comes with MPI support)\n");
+#endif
 
     // --trace writes a timeline with at least one chunk; a file that cannot be written
     // is one line and exit 2.
@@ -524,3 +534,48 @@ TEST_F(ComputeFiles, CommonOptionsAreCheckedByEverySubcommand) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------------- under mpirun
+
+#if defined(MPROC_TEST_MPIEXEC)
+/// `mpiexec -n 3 mproc args...`: rank 0 runs the subcommand, ranks 1 and 2 its tasks.
+Result mproc_under_mpiexec(const std::vector<std::string>& args) {
+  std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 '" +
+                    std::string(MPROC_TEST_MPIEXEC) + "' --oversubscribe -n 3 '" +
+                    MPROC_BINARY + "'";
+  for (auto& a : args) cmd += " '" + a + "'";
+  const fs::path out = fs::temp_directory_path() / ("mproc-mpiexec-" + std::to_string(::getpid()));
+  cmd += " >'" + out.string() + "' 2>&1";
+  const int status = std::system(cmd.c_str());
+  std::ifstream in(out);
+  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+           std::string((std::istreambuf_iterator<char>(in)), {}), ""};
+  fs::remove(out);
+  return r;
+}
+
+TEST_F(ComputeFiles, UnderMpiexecTheMpiBackendGivesTheProcessBackendsOutput) {
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "word" + std::to_string(i % 37) + " and more words\n";
+  std::vector<std::string> files;
+  for (int k = 0; k < 6; ++k) files.push_back(write("d/f" + std::to_string(k) + ".txt", text).string());
+
+  std::vector<std::string> wc{"wordcount", "--quiet", "--min-count", "0"};
+  wc.insert(wc.end(), files.begin(), files.end());
+  auto with = [](std::vector<std::string> args, const char* backend) {
+    args.insert(args.begin() + 1, {"--backend", backend});
+    return args;
+  };
+  Result process = mproc(with(wc, "process"));
+  ASSERT_EQ(process.code, 0) << process.err;
+  Result mpi = mproc_under_mpiexec(with(wc, "mpi"));
+  EXPECT_EQ(mpi.code, 0) << mpi.out;
+  EXPECT_EQ(mpi.out, process.out);
+
+  const std::vector<std::string> pi{"pi", "--quiet", "--samples", "3000000", "--seed", "7"};
+  Result pi_process = mproc(with(pi, "process"));
+  Result pi_mpi = mproc_under_mpiexec(with(pi, "mpi"));
+  EXPECT_EQ(pi_mpi.code, 0) << pi_mpi.out;
+  EXPECT_EQ(pi_mpi.out, pi_process.out);
+}
+#endif

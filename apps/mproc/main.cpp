@@ -8,9 +8,13 @@
 #include <fmt/core.h>
 
 #include "commands.hpp"
+#include <mproc/runtime.hpp>
 #include <mproc/version.hpp>
 
 int main(int argc, char** argv) {
+  // Under mpirun, ranks other than 0 serve the pool's tasks inside the Runtime and never
+  // get here; rank 0 parses the command line and runs the subcommand.
+  mproc::Runtime runtime(argc, argv);
   CLI::App app{"mproc: Python's multiprocessing, done properly in C++20"};
   app.set_version_flag("--version", mproc::version_string);
   app.require_subcommand(1);
