@@ -113,6 +113,7 @@ class MpiPoolCore final : public PoolCore {
 
  private:
   void loop();
+  void run_loop();
   bool take_incoming();
   bool poll_results();
   void handle_frame(RankSlot& s, std::span<const std::byte> frame);
@@ -275,6 +276,24 @@ std::string MpiPoolCore::rank_name(int rank) const {
 // ---- the dispatcher thread ------------------------------------------------------------
 
 void MpiPoolCore::loop() {
+  try {
+    run_loop();
+  } catch (const std::exception& e) {
+    // A broken message or an MPI error: nothing more can be trusted. Fail what is pending
+    // so no caller waits; the Runtime's end still releases the ranks.
+    std::fprintf(stderr, "mproc: the mpi pool's dispatcher failed: %s\n", e.what());
+    fail_everything(std::make_exception_ptr(
+        BrokenPool(fmt::format("Pool: the mpi dispatcher failed: {}", e.what()))));
+    finish_jobs();
+  }
+  {
+    std::lock_guard lock(mutex_);
+    finished_ = true;
+  }
+  idle_cv_.notify_all();
+}
+
+void MpiPoolCore::run_loop() {
   auto last_progress = Clock::now();
   for (;;) {
     bool progress = take_incoming();
@@ -319,11 +338,6 @@ void MpiPoolCore::loop() {
                                           : std::chrono::microseconds(20'000);
     cv_.wait_for(lock, nap);
   }
-  {
-    std::lock_guard lock(mutex_);
-    finished_ = true;
-  }
-  idle_cv_.notify_all();
 }
 
 bool MpiPoolCore::anything_in_flight() const {
@@ -518,6 +532,16 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
       continue;
     }
     if (got == 0) continue;
+    if (msg.size() + s.pending.size() + 1024 > static_cast<std::size_t>(INT_MAX)) {
+      // One MPI message counts its bytes in an int.
+      j.job->on_error(std::nullopt, std::make_exception_ptr(SerializationError(fmt::format(
+                                        "Pool: a chunk of {} items is {} bytes, more than "
+                                        "one MPI message carries (2 GiB); use a smaller "
+                                        "chunksize",
+                                        got, msg.size()))));
+      complete(j);
+      continue;
+    }
     for (auto& e : ends) e -= off;
     std::memcpy(msg.data() + first_at, &first, sizeof(std::uint64_t));
     const std::uint64_t count = got;
