@@ -97,7 +97,7 @@ bool sleep_until(std::atomic<std::uint32_t>* word, std::uint32_t expected, Stead
   return futex_wait(word, expected, std::chrono::duration_cast<std::chrono::nanoseconds>(left));
 }
 
-timespec monotonic_timespec(SteadyTime t) {
+[[maybe_unused]] timespec monotonic_timespec(SteadyTime t) {  // unused under TSan
   // libstdc++'s steady_clock is CLOCK_MONOTONIC.
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
   timespec ts{};
