@@ -66,14 +66,6 @@ constexpr std::size_t chunks_in_flight = 2;
 
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
-/// Appends a chunk's item end offsets as u64s, in one copy.
-void append_ends(std::vector<std::byte>& msg, const std::vector<std::size_t>& ends) {
-  static_assert(sizeof(std::size_t) == sizeof(std::uint64_t));
-  const std::size_t n = msg.size();
-  msg.resize(n + ends.size() * sizeof(std::uint64_t));
-  if (!ends.empty()) std::memcpy(msg.data() + n, ends.data(), ends.size() * sizeof(std::uint64_t));
-}
-
 /// Threads in this process that mproc did not start; forking while one of them holds a
 /// lock leaves that lock held forever in the child.
 std::atomic<int> mproc_threads{0};

@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -20,15 +19,11 @@
 #include <fmt/format.h>
 
 #include "mproc/version.hpp"
+#include "platform.hpp"
 
 namespace mproc::detail {
 
-std::uint64_t trace_clock_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
+std::uint64_t trace_clock_ns() noexcept { return monotonic_ns(); }
 
 namespace {
 

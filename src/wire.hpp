@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 #include <string>
@@ -23,6 +24,14 @@ void put(std::vector<std::byte>& out, const T& v) {
   const std::size_t n = out.size();
   out.resize(n + sizeof(T));
   std::memcpy(out.data() + n, &v, sizeof(T));
+}
+
+/// Appends a chunk's item end offsets as u64s, in one copy.
+inline void append_ends(std::vector<std::byte>& out, const std::vector<std::size_t>& ends) {
+  static_assert(sizeof(std::size_t) == sizeof(std::uint64_t));
+  const std::size_t n = out.size();
+  out.resize(n + ends.size() * sizeof(std::uint64_t));
+  if (!ends.empty()) std::memcpy(out.data() + n, ends.data(), ends.size() * sizeof(std::uint64_t));
 }
 
 inline void put_string(std::vector<std::byte>& out, std::string_view s) {

@@ -90,13 +90,6 @@ struct Send {
   std::vector<std::byte> bytes;
 };
 
-void append_ends(std::vector<std::byte>& msg, const std::vector<std::size_t>& ends) {
-  static_assert(sizeof(std::size_t) == sizeof(std::uint64_t));
-  const std::size_t at = msg.size();
-  msg.resize(at + ends.size() * sizeof(std::uint64_t));
-  if (!ends.empty()) std::memcpy(msg.data() + at, ends.data(), ends.size() * sizeof(std::uint64_t));
-}
-
 class MpiPoolCore final : public PoolCore {
  public:
   explicit MpiPoolCore(const PoolOptions& options);
