@@ -46,6 +46,19 @@ namespace detail {
 
 MPROC_INITIAL_EXEC thread_local WaitHelper* current_wait_helper = nullptr;
 
+namespace {
+std::atomic<WaitHelper*> process_wait_helper{nullptr};
+std::atomic<std::uint32_t> process_wait_helper_users{0};
+}  // namespace
+
+void set_process_wait_helper(WaitHelper* helper) noexcept {
+  process_wait_helper.store(helper, std::memory_order_seq_cst);
+  if (helper != nullptr) return;
+  // A waiter that loaded the old pointer counted itself first (seq_cst on both sides).
+  while (process_wait_helper_users.load(std::memory_order_seq_cst) != 0)
+    std::this_thread::yield();
+}
+
 void report_callback_error(std::exception_ptr error) noexcept {
   CallbackErrorHandler handler;
   {
@@ -168,6 +181,14 @@ bool FutureStateBase::block_until(const std::chrono::steady_clock::time_point* d
 
 bool FutureStateBase::wait_slow(const std::chrono::steady_clock::time_point* deadline) const {
   if (WaitHelper* helper = current_wait_helper) return helper->help_until(*this, deadline);
+  process_wait_helper_users.fetch_add(1, std::memory_order_seq_cst);
+  if (WaitHelper* helper = process_wait_helper.load(std::memory_order_seq_cst)) {
+    const bool done_now = helper->help_until(*this, deadline);
+    process_wait_helper_users.fetch_sub(1, std::memory_order_seq_cst);
+    if (done_now) return true;
+  } else {
+    process_wait_helper_users.fetch_sub(1, std::memory_order_seq_cst);
+  }
   return block_until(deadline);
 }
 

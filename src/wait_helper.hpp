@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "mproc/export.hpp"
 #include "mproc/future.hpp"
 
 namespace mproc::detail {
@@ -26,5 +27,11 @@ class WaitHelper {
 
 /// Set by a thread-pool worker for its own thread; null elsewhere.
 extern MPROC_INITIAL_EXEC thread_local WaitHelper* current_wait_helper;
+
+/// The helper of threads that have none of their own: the mpi pool, whose waiting callers
+/// carry its messages themselves rather than hand them to a thread on the same core. Its
+/// help_until() may return before the state is done (the helper is leaving); the waiter
+/// then blocks as usual. Setting null waits until no thread is inside the old helper.
+MPROC_API void set_process_wait_helper(WaitHelper* helper) noexcept;
 
 }  // namespace mproc::detail

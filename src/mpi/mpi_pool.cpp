@@ -1,5 +1,11 @@
-// The mpi pool on rank 0: a dispatcher thread hands chunks to ranks 1..N-1 and collects
-// their results, with the process pool's wire protocol carried in MPI messages.
+// The mpi pool on rank 0: hands chunks to ranks 1..N-1 and collects their results, with
+// the process pool's wire protocol carried in MPI messages.
+//
+// Whoever waits does the work: a thread blocked on one of the pool's futures (Pool::map,
+// apply, Future::get) drives the messages itself, so a call's result reaches it without a
+// hand-off between threads (with one core per rank, as mpiexec binds them, that hand-off
+// cost more than the message). A dispatcher thread drives when nobody waits: callbacks,
+// imap, work submitted and not yet awaited. One driver at a time (drive_mutex_).
 //
 // Each message is a sequence of frames. Rank 0 sends a chunk (preceded, the first time a
 // rank gets a call, by the call's setup, whose code travels as (module, offset)); the rank
@@ -31,6 +37,7 @@
 
 #include "../code_ref.hpp"
 #include "../pool_protocol.hpp"
+#include "../wait_helper.hpp"
 #include "../wire.hpp"
 #include "mpi_world.hpp"
 #include "mproc/detail/trace.hpp"
@@ -49,8 +56,10 @@ using Clock = std::chrono::steady_clock;
 constexpr double target_chunk_ns = 1'000'000;
 constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
 constexpr std::size_t chunks_in_flight = 2;
-/// After its last event the dispatcher polls this long before it sleeps.
+/// After its last event a driver polls this long before it sleeps.
 constexpr auto spin_before_sleep = std::chrono::microseconds(100);
+/// How often an idle driver looks for ranks that died.
+constexpr auto death_check_interval = std::chrono::milliseconds(2);
 
 struct JobEntry {
   std::uint64_t id;
@@ -90,7 +99,11 @@ struct Send {
   std::vector<std::byte> bytes;
 };
 
-class MpiPoolCore final : public PoolCore {
+class MpiPoolCore;
+/// The pool this thread is driving right now (inside step()), if any.
+thread_local MpiPoolCore* t_driving = nullptr;
+
+class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
  public:
   explicit MpiPoolCore(const PoolOptions& options);
   ~MpiPoolCore() override;
@@ -104,9 +117,23 @@ class MpiPoolCore final : public PoolCore {
   void join() override;
   void terminate() override;
 
+  bool help_until(const FutureStateBase& state,
+                  const std::chrono::steady_clock::time_point* deadline) override;
+  void runtime_ending() noexcept override;
+  void release_sends() noexcept override;
+
  private:
+  /// Marks this thread as the driver for a scope (t_driving).
+  struct Driving {
+    explicit Driving(MpiPoolCore* p) { t_driving = p; }
+    ~Driving() { t_driving = nullptr; }
+  };
   void loop();
   void run_loop();
+  bool step();
+  bool safe_step();
+  bool try_step();
+  bool may_drive() const noexcept { return !runtime_ended_.load() && !failed_.load(); }
   bool take_incoming();
   bool poll_results();
   void handle_frame(RankSlot& s, std::span<const std::byte> frame);
@@ -129,7 +156,9 @@ class MpiPoolCore final : public PoolCore {
   std::vector<RankSlot> slots_;
   std::unique_ptr<Tracer> tracer_;
 
-  // Dispatcher thread only.
+  // The driver only (drive_mutex_).
+  std::mutex drive_mutex_;
+  Clock::time_point last_death_check_{};
   std::deque<JobEntry> jobs_;
   std::list<Send> sends_;
   std::uint64_t next_job_id_ = 1;
@@ -151,6 +180,10 @@ class MpiPoolCore final : public PoolCore {
   bool terminate_ = false;
   bool finished_ = false;  // the dispatcher has released the ranks
   std::exception_ptr broken_error_;
+  std::atomic<unsigned> helpers_{0};          // threads waiting in help_until
+  std::atomic<bool> runtime_ended_{false};    // the Runtime ended: no MPI calls any more
+  std::atomic<bool> failed_{false};           // a driver failed: no MPI calls any more
+  std::atomic<bool> leaving_{false};          // join(): waiters stop helping
 
   std::mutex join_mutex_;
   std::thread thread_;
@@ -168,7 +201,7 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
         "ranks); initialise in main before the Runtime, which every rank runs");
   if (options.max_tasks_per_child != 0)
     throw std::invalid_argument("Pool: max_tasks_per_child needs Backend::process");
-  if (w.pool_open)
+  if (w.open_pool != nullptr)
     throw std::invalid_argument(
         "Pool: only one mpi Pool (or MpiPoolExecutor) may exist at a time");
   const unsigned available = static_cast<unsigned>(w.size - 1);
@@ -184,8 +217,9 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
     slots_.push_back(std::move(s));
   }
   if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "mpi", n, true);
-  w.pool_open = true;
+  w.open_pool = this;
   thread_ = std::thread([this] { loop(); });
+  set_process_wait_helper(this);
 }
 
 MpiPoolCore::~MpiPoolCore() {
@@ -200,6 +234,8 @@ MpiPoolCore::~MpiPoolCore() {
 void MpiPoolCore::submit(std::shared_ptr<Job> job) {
   {
     std::lock_guard lock(mutex_);
+    if (runtime_ended_.load())
+      throw BrokenPool("Pool: the mproc::Runtime has ended; the ranks are gone");
     if (broken_error_) std::rethrow_exception(broken_error_);
     if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
     job->generation = cancel_generation_;
@@ -210,7 +246,92 @@ void MpiPoolCore::submit(std::shared_ptr<Job> job) {
     incoming_.push_back(std::move(job));
     ++active_jobs_;
   }
+  // Send the first chunks from this thread if no one else is driving; the dispatcher
+  // thread may be asleep.
+  if (!try_step()) cv_.notify_one();
+}
+
+bool MpiPoolCore::try_step() {
+  if (t_driving != nullptr) return false;
+  std::unique_lock drive(drive_mutex_, std::try_to_lock);
+  if (!drive.owns_lock() || !may_drive()) return false;
+  Driving scope(this);
+  safe_step();
+  return true;
+}
+
+bool MpiPoolCore::help_until(const FutureStateBase& state,
+                             const std::chrono::steady_clock::time_point* deadline) {
+  // A callback the driver runs, waiting for the pool: nobody else can drive meanwhile.
+  if (t_driving != nullptr) return false;
+  {
+    std::lock_guard lock(mutex_);
+    ++helpers_;
+  }
+  auto idle_since = Clock::now();
+  while (!state.done() && may_drive() && !leaving_.load()) {
+    const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) break;
+    bool progress = false;
+    {
+      std::unique_lock drive(drive_mutex_, std::try_to_lock);
+      if (drive.owns_lock() && may_drive()) {
+        Driving scope(this);
+        progress = safe_step();
+      }
+    }
+    if (progress) {
+      idle_since = Clock::now();
+      continue;
+    }
+    // Nothing arrived: poll on for a while (a short task's answer is microseconds away),
+    // then sleep in steps that grow with the wait, at most 1/16 of it, so a long task is
+    // not delayed by more than a few percent and an idle wait costs little CPU.
+    const auto waited = now - idle_since;
+    if (waited < spin_before_sleep) continue;
+    auto nap = std::clamp<Clock::duration>(waited / 16, std::chrono::microseconds(20),
+                                           std::chrono::milliseconds(1));
+    auto until = now + nap;
+    if (deadline != nullptr && *deadline < until) until = *deadline;
+    state.block_until(&until);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    --helpers_;
+  }
   cv_.notify_one();
+  return state.done();
+}
+
+void MpiPoolCore::runtime_ending() noexcept {
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  if (t_driving == this) {
+    // std::terminate inside the pool's own work (a callback): the rest of the pool waits
+    // for this thread's drive_mutex_, so it makes no MPI call; just end.
+    runtime_ended_ = true;
+    return;
+  }
+  try {
+    {
+      std::lock_guard drive(drive_mutex_);
+      runtime_ended_ = true;
+      Driving scope(this);
+      fail_everything(std::make_exception_ptr(
+          BrokenPool("Pool: the mproc::Runtime ended while the mpi Pool still had work")));
+      finish_jobs();
+    }
+    cv_.notify_one();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  } catch (...) {
+  }
+}
+
+void MpiPoolCore::release_sends() noexcept {
+  for (auto& send : sends_) MPI_Wait(&send.request, MPI_STATUS_IGNORE);
+  sends_.clear();
 }
 
 void MpiPoolCore::cancel_pending() {
@@ -233,10 +354,12 @@ void MpiPoolCore::join() {
     idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_ || finished_; });
     stop_ = true;
   }
+  leaving_ = true;
   cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  set_process_wait_helper(nullptr);
   if (tracer_) tracer_->flush();
-  world().pool_open = false;
+  if (world().open_pool == this) world().open_pool = nullptr;
 }
 
 void MpiPoolCore::terminate() {
@@ -266,19 +389,10 @@ std::string MpiPoolCore::rank_name(int rank) const {
   return fmt::format("rank {} (pid {} on {})", rank, info.pid, info.host);
 }
 
-// ---- the dispatcher thread ------------------------------------------------------------
+// ---- driving ---------------------------------------------------------------------------
 
 void MpiPoolCore::loop() {
-  try {
-    run_loop();
-  } catch (const std::exception& e) {
-    // A broken message or an MPI error: nothing more can be trusted. Fail what is pending
-    // so no caller waits; the Runtime's end still releases the ranks.
-    std::fprintf(stderr, "mproc: the mpi pool's dispatcher failed: %s\n", e.what());
-    fail_everything(std::make_exception_ptr(
-        BrokenPool(fmt::format("Pool: the mpi dispatcher failed: {}", e.what()))));
-    finish_jobs();
-  }
+  run_loop();
   {
     std::lock_guard lock(mutex_);
     finished_ = true;
@@ -289,39 +403,39 @@ void MpiPoolCore::loop() {
 void MpiPoolCore::run_loop() {
   auto last_progress = Clock::now();
   for (;;) {
-    bool progress = take_incoming();
-    bool terminate_now, stop_now;
+    if (helpers_.load() > 0) {
+      // Waiting callers drive; stay out of their way until they leave.
+      std::unique_lock lock(mutex_);
+      cv_.wait_for(lock, std::chrono::milliseconds(20),
+                   [&] { return helpers_.load() == 0 || stop_ || terminate_ || !may_drive(); });
+      if (helpers_.load() > 0 && !stop_ && !terminate_) continue;
+    }
+    bool progress, stop_now;
     {
-      std::lock_guard lock(mutex_);
-      terminate_now = terminate_ && !terminated_;
-      stop_now = stop_;
-    }
-    if (terminate_now) {
-      // Ranks cannot be killed; their running chunks finish and are thrown away.
-      terminated_ = true;
-      fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
-    }
-    progress |= poll_results();
-    if (!terminated_) progress |= dispatch();
-    flush_pending();
-    progress |= test_sends();
-    finish_jobs();
-    if (stop_now && jobs_.empty() && !anything_in_flight()) {
-      // Every reply is in: end each rank's loop for this pool.
-      std::vector<std::byte> exit_frame;
-      put(exit_frame, ToWorker::exit);
-      for (auto& s : slots_) append_frame(s.pending, exit_frame);
-      flush_pending();
-      for (auto& send : sends_) MPI_Wait(&send.request, MPI_STATUS_IGNORE);
-      sends_.clear();
-      break;
+      std::lock_guard drive(drive_mutex_);
+      if (!may_drive()) return;
+      Driving scope(this);
+      {
+        std::lock_guard lock(mutex_);
+        stop_now = stop_;
+      }
+      progress = safe_step();
+      if (stop_now && jobs_.empty() && !anything_in_flight()) {
+        // Every reply is in: end each rank's loop for this pool.
+        std::vector<std::byte> exit_frame;
+        put(exit_frame, ToWorker::exit);
+        for (auto& s : slots_) append_frame(s.pending, exit_frame);
+        flush_pending();
+        for (auto& send : sends_) MPI_Wait(&send.request, MPI_STATUS_IGNORE);
+        sends_.clear();
+        return;
+      }
     }
     if (progress) {
       last_progress = Clock::now();
       continue;
     }
     if (Clock::now() - last_progress < spin_before_sleep) continue;
-    check_rank_deaths();
     // Idle: sleep until a submission, or briefly while replies are due.
     std::unique_lock lock(mutex_);
     if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated_ ||
@@ -331,6 +445,52 @@ void MpiPoolCore::run_loop() {
                                           : std::chrono::microseconds(20'000);
     cv_.wait_for(lock, nap);
   }
+}
+
+bool MpiPoolCore::safe_step() {
+  try {
+    return step();
+  } catch (const std::exception& e) {
+    // A broken message or an MPI error: nothing more can be trusted. Fail what is pending
+    // so no caller waits, and make no more MPI calls; the Runtime's end still releases the
+    // ranks.
+    std::fprintf(stderr, "mproc: the mpi pool's dispatcher failed: %s\n", e.what());
+    failed_ = true;
+    if (!broken_)
+      broken_ = std::make_exception_ptr(
+          BrokenPool(fmt::format("Pool: the mpi dispatcher failed: {}", e.what())));
+    fail_everything(broken_);
+    finish_jobs();
+    cv_.notify_one();
+    return true;
+  }
+}
+
+bool MpiPoolCore::step() {
+  bool progress = take_incoming();
+  bool terminate_now;
+  {
+    std::lock_guard lock(mutex_);
+    terminate_now = terminate_ && !terminated_;
+  }
+  if (terminate_now) {
+    // Ranks cannot be killed; their running chunks finish and are thrown away.
+    terminated_ = true;
+    fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
+  }
+  progress |= poll_results();
+  if (!terminated_) progress |= dispatch();
+  flush_pending();
+  progress |= test_sends();
+  finish_jobs();
+  if (!progress) {
+    const auto now = Clock::now();
+    if (now - last_death_check_ >= death_check_interval) {
+      last_death_check_ = now;
+      check_rank_deaths();
+    }
+  }
+  return progress;
 }
 
 bool MpiPoolCore::anything_in_flight() const {

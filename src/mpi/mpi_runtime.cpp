@@ -89,8 +89,10 @@ using pool::ToWorker;
 /// Rank 0's Runtime ended while this rank was inside a pool's loop.
 struct StopRequested {};
 
-/// The worker loop's link on ranks 1..N-1: frames in MPI messages from rank 0; results are
-/// collected and sent as one message whenever the loop asks for more work.
+/// The worker loop's link on ranks 1..N-1: frames in MPI messages from rank 0. A chunk's
+/// results are collected and leave as one message at the chunk's end, so rank 0 can refill
+/// the rank while it runs its next chunk, and knows exactly which items finished if the
+/// rank dies; anything else leaves when the loop asks for more work.
 class MpiLink final : public pool::WorkerLink {
  public:
   explicit MpiLink(std::vector<std::byte> first) : in_(std::move(first)), frames_(in_) {}
@@ -107,7 +109,10 @@ class MpiLink final : public pool::WorkerLink {
     msg.assign(frame.begin(), frame.end());
     if (!msg.empty() && msg[0] == static_cast<std::byte>(ToWorker::setup)) local_setup(msg);
   }
-  void send(std::span<const std::byte> msg) override { append_frame(out_, msg); }
+  void send(std::span<const std::byte> msg) override {
+    append_frame(out_, msg);
+    if (!msg.empty() && msg[0] == static_cast<std::byte>(FromWorker::chunk_end)) flush();
+  }
 
   /// Sends what the loop produced since the last flush.
   void flush() {
@@ -274,6 +279,9 @@ void hook_start(int& argc, char**& argv) {
 
   try {
     serve();
+    // Rank 0 waits for this before it finalises (see hook_stop).
+    const std::byte ack = control_stop;
+    check(MPI_Send(&ack, 1, MPI_BYTE, 0, tag_control, w.comm), "MPI_Send");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mproc: rank %d: %s\n", w.rank, e.what());
     MPI_Abort(MPI_COMM_WORLD, 70);
@@ -291,8 +299,25 @@ void hook_stop() noexcept {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return;
+  // A pool still open (leaked, or alive at std::terminate) stops calling MPI first.
+  OpenPool* pool = w.open_pool;
+  if (pool != nullptr) pool->runtime_ending();
   const std::byte stop = control_stop;
   for (int r = 1; r < w.size; ++r) MPI_Send(&stop, 1, MPI_BYTE, r, tag_control, w.comm);
+  // Each rank acks once it has left its loop. Until then, take whatever the ranks still
+  // send a pool that is gone: a rank blocked sending a large result would otherwise
+  // never reach the stop, and MPI_Finalize would wait for it forever.
+  std::vector<std::byte> msg;
+  for (int acks = 0; acks < w.size - 1;) {
+    MPI_Status st;
+    try {
+      recv_polling(MPI_ANY_SOURCE, MPI_ANY_TAG, msg, st);
+    } catch (const std::exception&) {
+      break;
+    }
+    if (st.MPI_TAG == tag_control) ++acks;
+  }
+  if (pool != nullptr) pool->release_sends();
   MPI_Comm_free(&w.comm);
   MPI_Finalize();
 }

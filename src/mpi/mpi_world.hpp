@@ -18,13 +18,28 @@ struct RankInfo {
   std::string host;
 };
 
+/// An mpi Pool as the Runtime's end sees it: the end may come while a pool is still open
+/// (leaked, or alive when std::terminate runs), and MPI must not be finalised under it.
+class OpenPool {
+ public:
+  /// Makes the pool stop calling MPI, fails its pending calls, and returns once no thread
+  /// of the pool is inside MPI (from a thread inside the pool's own work: at once).
+  virtual void runtime_ending() noexcept = 0;
+  /// After every rank has stopped: completes the sends the pool started, which the ranks
+  /// have received by then.
+  virtual void release_sends() noexcept = 0;
+
+ protected:
+  ~OpenPool() = default;
+};
+
 /// The job: set by start(), read-only afterwards.
 struct World {
   MPI_Comm comm = MPI_COMM_NULL;  ///< a duplicate of MPI_COMM_WORLD, private to mproc
   int rank = 0;
   int size = 1;
   std::vector<RankInfo> ranks;  ///< every rank's pid and host
-  bool pool_open = false;       ///< rank 0: an mpi Pool exists (one at a time)
+  OpenPool* open_pool = nullptr;  ///< rank 0: the mpi Pool that exists (one at a time)
   bool initialized = false;     ///< MPI was initialised (false: started without a launcher)
 };
 
@@ -34,7 +49,7 @@ World& world();
 enum Tag : int {
   tag_tasks = 1,    ///< rank 0 -> rank: ToWorker frames
   tag_results = 2,  ///< rank -> rank 0: FromWorker frames
-  tag_control = 3,  ///< rank 0 -> rank: one byte, control_stop
+  tag_control = 3,  ///< rank 0 -> rank: control_stop; rank -> rank 0: the stop's ack
 };
 inline constexpr std::byte control_stop{1};
 

@@ -297,13 +297,8 @@ TEST(RankDeathMessage, NamesTheItemTheRankDiedIn) {
   const DeathLine line = rank_zero_line(job.output);
   if (!line.found) GTEST_SKIP() << "rank 0's line is missing (mpiexec ended rank 0 first)";
   EXPECT_EQ(line.pid, two.pid);
-  if (line.item == two.items.front())
-    GTEST_SKIP() << "known defect: rank 0 names item " << line.item
-                 << ", which rank 2 had finished, instead of item " << two.items.back()
-                 << ", in which it died. A rank sends its results only when it has run every "
-                    "chunk of the message it received (MpiLink::recv in "
-                    "src/mpi/mpi_runtime.cpp flushes when the message has no frame left), so "
-                    "rank 0 still counts the finished chunk as running.";
+  // The rank sends each chunk's results at the chunk's end, so rank 0 knows the first
+  // item finished.
   EXPECT_EQ(line.item, two.items.back()) << describe(job);
 }
 
@@ -324,21 +319,9 @@ TEST(RankZeroLeaves, UncaughtExceptionReleasesTheRanks) {
   EXPECT_EQ(exited_ranks(job.log), (std::set<int>{1, 2})) << describe(job);
 }
 
-// The next two tests meet a defect of the library: a Pool still alive when the Runtime
-// ends (leaked, or alive when std::terminate runs) keeps its dispatcher thread
-// (MpiPoolCore::loop in src/mpi/mpi_pool.cpp), which goes on calling MPI (MPI_Iprobe in
-// every round, MPI_Isend for the frames that drop the finished call on the ranks) while and
-// after hook_stop (src/mpi/mpi_runtime.cpp) frees mproc's communicator and finalises MPI.
-// Rank 0 then dies in Open MPI's fatal error handler ("An error occurred in MPI_Iprobe" or
-// "MPI_Isend", status 1 or 5) or by SIGSEGV, before the fence of MPI_Finalize completes, so
-// mpiexec kills ranks 1 and 2 instead of their leaving by themselves. In 60 of 60 runs. No
-// run hangs and none leaves a process behind; that much is checked now, the rest once
-// the defect is fixed.
-constexpr bool dispatcher_stops_with_runtime = false;
-constexpr const char* dispatcher_defect =
-    "known defect: a Pool alive when the Runtime ends keeps calling MPI from its dispatcher "
-    "thread after MPI_Finalize (see the comment above this test)";
-
+// The next two tests leave a Pool alive when the Runtime ends (leaked, or alive when
+// std::terminate runs). The Runtime's end stops the pool first (fails its calls, stops its
+// dispatcher's MPI calls), then releases the ranks, which leave by themselves.
 // The same with the Pool alive when std::terminate runs (an uncaught exception does not
 // unwind the stack).
 TEST(RankZeroLeaves, UncaughtExceptionWithAPoolAliveReleasesTheRanks) {
@@ -346,7 +329,6 @@ TEST(RankZeroLeaves, UncaughtExceptionWithAPoolAliveReleasesTheRanks) {
   expect_ended_in_time(job);
   EXPECT_NE(job.code, 0) << describe(job);
   EXPECT_THAT(job.output, HasSubstr("SUM " + std::to_string(sum_of_squares) + "\n"));
-  if (!dispatcher_stops_with_runtime) GTEST_SKIP() << dispatcher_defect;
   EXPECT_EQ(job.code, 128 + SIGABRT) << describe(job);
   EXPECT_THAT(job.output, HasSubstr("uncaught exception on rank 0: rank 0 gives up"))
       << describe(job);
@@ -359,7 +341,6 @@ TEST(RankZeroLeaves, ReturnWithALeakedPoolReleasesTheRanks) {
   const Job job = run_helper("return");
   expect_ended_in_time(job);
   EXPECT_THAT(job.output, HasSubstr("SUM " + std::to_string(sum_of_squares) + "\n"));
-  if (!dispatcher_stops_with_runtime) GTEST_SKIP() << dispatcher_defect;
   EXPECT_EQ(job.code, 0) << describe(job);
   EXPECT_EQ(exited_ranks(job.log), (std::set<int>{0, 1, 2})) << describe(job);
 }
