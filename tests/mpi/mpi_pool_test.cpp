@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -200,6 +202,66 @@ TEST(MpiPool, TerminateCancelsWhatHasNotRunAndTheRanksServeTheNextPool) {
   auto pool = mpi_pool();
   auto out = pool.map(rank_and_square, mproc::range(100));
   EXPECT_EQ(out[99].second, 99L * 99);
+}
+
+// Calls nobody waits for still finish: the pool's own thread carries their messages, and
+// their callbacks run there.
+TEST(MpiPool, CallsFinishWithNobodyWaitingOnThem) {
+  auto pool = mpi_pool();
+  std::mutex m;
+  std::condition_variable cv;
+  long sum = 0;
+  int done = 0;
+  constexpr int calls = 200;
+  for (int i = 0; i < calls; ++i) {
+    auto f = pool.apply_async(rank_and_square, i);
+    f.add_done_callback([&](const auto& done_future) {
+      const long sq = done_future.get().second;
+      std::lock_guard lock(m);
+      sum += sq;
+      ++done;
+      cv.notify_all();
+    });
+  }
+  // Wait on a condition variable, not on a future, so this thread drives nothing.
+  std::unique_lock lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, 60s, [&] { return done == calls; }));
+  EXPECT_EQ(sum, static_cast<long>(calls - 1) * calls * (2 * calls - 1) / 6);
+}
+
+// Several threads wait on the pool at once; one of them drives at a time, and each gets
+// its own results.
+TEST(MpiPool, ManyThreadsCallAtOnce) {
+  auto pool = mpi_pool();
+  std::vector<std::thread> threads;
+  std::vector<int> wrong(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i)
+        if (pool.apply(add, t * 1000, i) != t * 1000 + i) ++wrong[static_cast<std::size_t>(t)];
+      auto out = pool.map(rank_and_square, mproc::range(t * 100, t * 100 + 100));
+      for (int i = 0; i < 100; ++i)
+        if (out[static_cast<std::size_t>(i)].second != static_cast<long>(t * 100 + i) * (t * 100 + i))
+          ++wrong[static_cast<std::size_t>(t)];
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong, std::vector<int>(4, 0));
+}
+
+// A timed wait on an mpi call times out while the task runs, and a wait on another pool's
+// future while the mpi pool is open is not held up by it.
+TEST(MpiPool, TimedWaitsAndOtherPoolsFutures) {
+  auto pool = mpi_pool();
+  auto slow = pool.apply_async(nap, 7);  // 20 ms on a rank
+  EXPECT_FALSE(slow.wait_for(1ms));
+  EXPECT_EQ(slow.get(), 7);
+  mproc::Pool threads({.workers = 1, .backend = mproc::Backend::thread});
+  auto local = threads.apply_async([] {
+    std::this_thread::sleep_for(30ms);
+    return 5;
+  });
+  EXPECT_EQ(local.get(), 5);
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);
 }
 
 TEST(MpiExecutor, SubmitMapShutdown) {
