@@ -51,6 +51,10 @@ std::atomic<WaitHelper*> process_wait_helper{nullptr};
 std::atomic<std::uint32_t> process_wait_helper_users{0};
 }  // namespace
 
+bool waiters_drive_work() noexcept {
+  return process_wait_helper.load(std::memory_order_relaxed) != nullptr;
+}
+
 void set_process_wait_helper(WaitHelper* helper) noexcept {
   process_wait_helper.store(helper, std::memory_order_seq_cst);
   if (helper != nullptr) return;

@@ -82,6 +82,10 @@ inline void spin_pause() noexcept {
 
 class FutureStateBase;
 
+/// Whether waiting threads carry a backend's work themselves (an mpi Pool is open): then
+/// spinning before the wait only delays them.
+MPROC_API bool waiters_drive_work() noexcept;
+
 /// Something to do when a state finishes: a done callback or a waiter's wake-up. Nodes
 /// are heap-allocated and owned by the state's list; the finishing thread fires each node
 /// once and deletes it. remove_node() takes a node back before it fires.
@@ -158,10 +162,12 @@ class MPROC_API FutureStateBase {
   void wait() const {
     // Results of short tasks often arrive within microseconds: poll briefly before
     // sleeping, because a wake-up costs a futex round trip through the scheduler.
-    for (int i = 0; i < 256; ++i) {
-      if (done()) return;
-      spin_pause();
-    }
+    if (done()) return;
+    if (!waiters_drive_work())
+      for (int i = 0; i < 256; ++i) {
+        if (done()) return;
+        spin_pause();
+      }
     wait_slow(nullptr);
   }
   /// Blocks until finished or `deadline`; returns done().

@@ -269,24 +269,29 @@ bool MpiPoolCore::help_until(const FutureStateBase& state,
     ++helpers_;
   }
   auto idle_since = Clock::now();
-  while (!state.done() && may_drive() && !leaving_.load()) {
-    const auto now = Clock::now();
-    if (deadline != nullptr && now >= *deadline) break;
+  bool busy = true;  // the pool has work for its own thread once this one leaves
+  for (unsigned idle_rounds = 0; !state.done() && may_drive() && !leaving_.load();) {
     bool progress = false;
     {
       std::unique_lock drive(drive_mutex_, std::try_to_lock);
       if (drive.owns_lock() && may_drive()) {
         Driving scope(this);
         progress = safe_step();
+        busy = !jobs_.empty() || anything_in_flight();
       }
     }
     if (progress) {
-      idle_since = Clock::now();
+      idle_rounds = 0;
       continue;
     }
     // Nothing arrived: poll on for a while (a short task's answer is microseconds away),
     // then sleep in steps that grow with the wait, at most 1/16 of it, so a long task is
-    // not delayed by more than a few percent and an idle wait costs little CPU.
+    // not delayed by more than a few percent and an idle wait costs little CPU. The clock
+    // is read every few rounds only.
+    if (idle_rounds++ % 16 != 0) continue;
+    const auto now = Clock::now();
+    if (idle_rounds == 1) idle_since = now;
+    if (deadline != nullptr && now >= *deadline) break;
     const auto waited = now - idle_since;
     if (waited < spin_before_sleep) continue;
     auto nap = std::clamp<Clock::duration>(waited / 16, std::chrono::microseconds(20),
@@ -299,7 +304,9 @@ bool MpiPoolCore::help_until(const FutureStateBase& state,
     std::lock_guard lock(mutex_);
     --helpers_;
   }
-  cv_.notify_one();
+  // Waking the pool's thread when it has nothing to do would only take the core from
+  // this one (mpiexec binds a rank to one core).
+  if (busy) cv_.notify_one();
   return state.done();
 }
 
@@ -500,13 +507,15 @@ bool MpiPoolCore::anything_in_flight() const {
 }
 
 bool MpiPoolCore::take_incoming() {
-  std::deque<std::shared_ptr<Job>> jobs;
+  std::vector<std::shared_ptr<Job>> jobs;
   std::uint64_t generation;
   {
     std::lock_guard lock(mutex_);
     generation = cancel_generation_;
     if (incoming_.empty() && generation == cancel_generation_seen_) return false;
-    jobs.swap(incoming_);
+    jobs.assign(std::make_move_iterator(incoming_.begin()),
+                std::make_move_iterator(incoming_.end()));
+    incoming_.clear();
   }
   const bool cancel_now = generation != cancel_generation_seen_;
   cancel_generation_seen_ = generation;
