@@ -67,9 +67,10 @@ std::int64_t now_ns() {
 
 // ---- what mproc puts on the wire, seen through the MPI profiling interface -------------
 
-/// A rank's messages while `on` is set. On rank 0 written by the pool's dispatcher
-/// thread, read by the main thread after the call that caused them has returned (the
-/// future's completion orders them); on rank 1 the serving loop's one thread does both.
+/// A rank's messages while `on` is set. On rank 0 written by whichever thread drives the
+/// pool (the waiting caller, or the pool's own thread), read by the main thread after the
+/// call that caused them has returned (the future's completion orders them); on rank 1
+/// the serving loop's one thread does both.
 struct WireCounter {
   std::atomic<bool> on{false};
   std::atomic<std::uint64_t> sends{0}, send_bytes{0}, recvs{0}, recv_bytes{0};
@@ -106,7 +107,7 @@ class EventLog {
   std::vector<std::int64_t> at_;
   std::atomic<std::size_t> n_{0};
 };
-/// Rank 0: the dispatcher's sends and receives.
+/// Rank 0: the pool's sends and receives.
 EventLog g_isends, g_recvs;
 /// Rank 1: per reply, when the message it answers arrived and when the reply left.
 std::vector<std::int64_t> g_replies;
@@ -119,7 +120,7 @@ std::uint64_t bytes_of(int count, MPI_Datatype type) {
 
 }  // namespace
 
-// The pool's dispatcher on rank 0 sends with MPI_Isend, a serving rank answers with
+// The pool on rank 0 sends with MPI_Isend, a serving rank answers with
 // MPI_Send, and both receive with MPI_Iprobe + MPI_Recv into a buffer of exactly the
 // probed size. These definitions in the executable take the place of libmpi's for
 // libmproc_mpi (the standard PMPI interposition).
@@ -397,7 +398,7 @@ void print_rows(const std::vector<Row>& rows) {
 
 // ---- the two sections on rank 0 -------------------------------------------------------
 
-/// Splits one map call's time (`seconds`, of s.units chunks) between rank 0's dispatcher
+/// Splits one map call's time (`seconds`, of s.units chunks) between rank 0's pool
 /// (from a result message's MPI_Recv to its next MPI_Isend), rank 1 (from a message's
 /// MPI_Recv to its answer's MPI_Send) and the rest. Rank 1's first reply answers
 /// record_replies.
@@ -490,9 +491,9 @@ void latency_section(int repeat, const std::vector<Shape>& shapes, const std::ve
                     raw[f], fmt::format("{:.2f}x the anchor", per / raw[f]), "<= 2x"});
   }
 
-  // Where an apply round trip goes: the user's thread hands the call to the dispatcher
-  // thread, which sends it (MPI_Isend); rank 1 receives it, runs it and answers; the
-  // dispatcher receives the answer and completes the future the user's thread waits on.
+  // Where an apply round trip goes: the calling thread encodes the call and sends it
+  // (MPI_Isend); rank 1 receives it, runs it and answers; the calling thread, waiting on
+  // the future, polls for the answer, receives it and completes the future.
   // Rank 1 records its side itself (both ranks read CLOCK_MONOTONIC of one machine).
   constexpr int phases = 5;
   std::vector<double> phase[phases], total;
@@ -534,11 +535,11 @@ void latency_section(int repeat, const std::vector<Shape>& shapes, const std::ve
                        fmt_time(quantile(v, 0.9)), fmt_time(mean(v)));
   };
   const char* phase_names[phases] = {
-      "rank 0: apply() called -> dispatcher thread's MPI_Isend",
+      "rank 0: apply() called -> MPI_Isend",
       "MPI_Isend -> rank 1's MPI_Recv returns",
       "rank 1: MPI_Recv -> MPI_Send of the result (decode, run, encode)",
       "rank 1's MPI_Send -> rank 0's MPI_Recv returns",
-      "rank 0: MPI_Recv -> apply() returns (dispatcher -> user thread)",
+      "rank 0: MPI_Recv -> apply() returns",
   };
 
   fmt::print("{}; {}; one serving rank; median of {} runs\n\n", machine_line(), transport,

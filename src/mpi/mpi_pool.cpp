@@ -161,6 +161,9 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   Clock::time_point last_death_check_{};
   std::deque<JobEntry> jobs_;
   std::list<Send> sends_;
+  std::list<Send> spare_sends_;      // finished sends, kept with their buffers for reuse
+  std::vector<std::byte> received_;  // the last message received
+  std::vector<std::size_t> ends_;    // scratch for give_chunk
   std::uint64_t next_job_id_ = 1;
   std::exception_ptr broken_;
   std::size_t newly_done_ = 0;
@@ -523,7 +526,8 @@ bool MpiPoolCore::take_incoming() {
     const bool reduce = job->vtable->fold != nullptr;
     jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
     if (broken_ || terminated_)
-      complete(jobs_.back(), broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
+      complete(jobs_.back(),
+               broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
   }
   if (cancel_now) {
     for (auto& j : jobs_) {
@@ -544,7 +548,7 @@ bool MpiPoolCore::take_incoming() {
 
 bool MpiPoolCore::poll_results() {
   bool any = false;
-  std::vector<std::byte> msg;
+  std::vector<std::byte>& msg = received_;
   for (int k = 0; k < 64; ++k) {
     MPI_Status st;
     if (!try_recv(MPI_ANY_SOURCE, tag_results, msg, st)) break;
@@ -668,7 +672,8 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     if (!j.started) {
       j.started = true;
       if (j.job->generation < cancel_generation_seen_) {
-        j.job->on_abort(std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
+        j.job->on_abort(
+            std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
         complete(j, nullptr, false);
         continue;
       }
@@ -677,39 +682,54 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
         continue;
       }
     }
-    std::vector<std::byte> msg;
-    put(msg, ToWorker::chunk);
-    put<std::uint64_t>(msg, j.id);
-    const std::size_t first_at = msg.size();
-    put<std::uint64_t>(msg, 0);
-    put<std::uint64_t>(msg, 0);
-    const std::size_t off = msg.size();
-    std::vector<std::size_t> ends;
+    // The chunk frame is built in place at the end of the rank's pending bytes; the
+    // setup frame, when the rank needs one, goes before it.
+    const bool needs_setup = j.setup_ranks.count(s.rank) == 0;
+    std::vector<std::byte>& out = s.pending;
+    const std::size_t frame_at = out.size();
+    put<std::uint64_t>(out, 0);  // the frame's length, filled in below
+    put(out, ToWorker::chunk);
+    put<std::uint64_t>(out, j.id);
+    const std::size_t first_at = out.size();
+    put<std::uint64_t>(out, 0);
+    put<std::uint64_t>(out, 0);
+    const std::size_t off = out.size();
+    std::vector<std::size_t>& ends = ends_;
+    ends.clear();
     std::size_t first = 0, got = 0;
     try {
-      got = j.job->pull(chunk_size(j), msg, ends, first);
+      got = j.job->pull(chunk_size(j), out, ends, first);
     } catch (...) {
+      out.resize(frame_at);
       j.job->on_error(std::nullopt, std::current_exception());
       complete(j);
       continue;
     }
-    if (got == 0) continue;
-    if (msg.size() + s.pending.size() + 1024 > static_cast<std::size_t>(INT_MAX)) {
+    if (got == 0) {
+      out.resize(frame_at);
+      continue;
+    }
+    if (out.size() + 1024 > static_cast<std::size_t>(INT_MAX)) {
       // One MPI message counts its bytes in an int.
+      const std::size_t bytes = out.size() - frame_at;
+      out.resize(frame_at);
       j.job->on_error(std::nullopt, std::make_exception_ptr(SerializationError(fmt::format(
                                         "Pool: a chunk of {} items is {} bytes, more than "
                                         "one MPI message carries (2 GiB); use a smaller "
                                         "chunksize",
-                                        got, msg.size()))));
+                                        got, bytes))));
       complete(j);
       continue;
     }
     for (auto& e : ends) e -= off;
-    std::memcpy(msg.data() + first_at, &first, sizeof(std::uint64_t));
+    std::memcpy(out.data() + first_at, &first, sizeof(std::uint64_t));
     const std::uint64_t count = got;
-    std::memcpy(msg.data() + first_at + 8, &count, sizeof count);
-    append_ends(msg, ends);
-    if (j.setup_ranks.insert(s.rank).second) {
+    std::memcpy(out.data() + first_at + 8, &count, sizeof count);
+    append_ends(out, ends);
+    const std::uint64_t frame_bytes = out.size() - frame_at - sizeof(std::uint64_t);
+    std::memcpy(out.data() + frame_at, &frame_bytes, sizeof frame_bytes);
+    if (needs_setup) {
+      j.setup_ranks.insert(s.rank);
       std::vector<std::byte> setup;
       put(setup, ToWorker::setup);
       put<std::uint64_t>(setup, j.id);
@@ -717,9 +737,11 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
       put<std::uint64_t>(setup, ref.module);
       put<std::uint64_t>(setup, ref.offset);
       setup.insert(setup.end(), j.job->state.begin(), j.job->state.end());
-      append_frame(s.pending, setup);
+      std::vector<std::byte> framed;
+      append_frame(framed, setup);
+      out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_at), framed.begin(),
+                 framed.end());
     }
-    append_frame(s.pending, msg);
     j.in_flight += got;
     s.chunks.push_back(Chunk{j.id, first, got, ends.empty() ? 0 : ends.back(), j.job->method});
     return true;
@@ -732,8 +754,11 @@ void MpiPoolCore::flush_pending() {
     if (s.pending.empty()) continue;
     if (s.pending.size() > static_cast<std::size_t>(INT_MAX))
       throw SerializationError("MPI pool: a chunk exceeds 2 GiB, the limit of one MPI message");
-    Send& send = sends_.emplace_back();
+    if (spare_sends_.empty()) spare_sends_.emplace_back();
+    sends_.splice(sends_.end(), spare_sends_, spare_sends_.begin());
+    Send& send = sends_.back();
     send.bytes.swap(s.pending);
+    s.pending.clear();
     check(MPI_Isend(send.bytes.data(), static_cast<int>(send.bytes.size()), MPI_BYTE, s.rank,
                     tag_tasks, world().comm, &send.request),
           "MPI_Isend");
@@ -749,7 +774,11 @@ bool MpiPoolCore::test_sends() {
       ++it;
       continue;
     }
-    it = sends_.erase(it);
+    auto done_send = it++;
+    // Keep the buffer for the next message to a rank, unless it is a big one.
+    if (done_send->bytes.capacity() > (std::size_t{1} << 20))
+      std::vector<std::byte>().swap(done_send->bytes);
+    spare_sends_.splice(spare_sends_.end(), sends_, done_send);
     any = true;
   }
   return any;

@@ -240,9 +240,10 @@ TEST(MpiPool, ManyThreadsCallAtOnce) {
       for (int i = 0; i < 300; ++i)
         if (pool.apply(add, t * 1000, i) != t * 1000 + i) ++wrong[static_cast<std::size_t>(t)];
       auto out = pool.map(rank_and_square, mproc::range(t * 100, t * 100 + 100));
-      for (int i = 0; i < 100; ++i)
-        if (out[static_cast<std::size_t>(i)].second != static_cast<long>(t * 100 + i) * (t * 100 + i))
-          ++wrong[static_cast<std::size_t>(t)];
+      for (int i = 0; i < 100; ++i) {
+        const long x = t * 100 + i;
+        if (out[static_cast<std::size_t>(i)].second != x * x) ++wrong[static_cast<std::size_t>(t)];
+      }
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong, std::vector<int>(4, 0));
