@@ -153,6 +153,7 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   std::string rank_name(int rank) const;
 
   const PoolOptions options_;
+  const std::vector<RankInfo>& ranks_ = world().ranks;
   std::vector<RankSlot> slots_;
   std::unique_ptr<Tracer> tracer_;
 
@@ -565,7 +566,7 @@ bool MpiPoolCore::poll_results() {
 void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
   WireReader r(bytes);
   const auto kind = r.get<FromWorker>();
-  const RankInfo& info = world().ranks[static_cast<std::size_t>(s.rank)];
+  const RankInfo& info = ranks_[static_cast<std::size_t>(s.rank)];
   if (kind == FromWorker::init_failed) {
     std::string type = r.get_string(), what = r.get_string();
     if (!broken_) {
