@@ -16,6 +16,7 @@
 // MPI cannot lose a rank and go on: a rank that dies ends the job (see the pidfd watch
 // below and docs/distributed.md). So there is no re-queueing here, no kill and no timeout.
 #include <poll.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -103,6 +104,20 @@ class MpiPoolCore;
 /// The pool this thread is driving right now (inside step()), if any.
 thread_local MpiPoolCore* t_driving = nullptr;
 
+/// Set by the SIGTERM handler an open pool installs; the next driver round reports.
+std::atomic<bool> g_sigterm{false};
+extern "C" void note_sigterm(int) { g_sigterm.store(true); }
+
+/// What a rank is running, for messages: "item 7 of map (call 1, chunk of items 5..9)".
+std::string describe_running(const RankSlot& s) {
+  if (s.chunks.empty()) return "nothing";
+  const Chunk& c = s.chunks.front();
+  return c.count == 1 ? fmt::format("item {} of {} (call {})", c.first + c.done, c.method, c.job)
+                      : fmt::format("item {} of {} (call {}, chunk of items {}..{})",
+                                    c.first + c.done, c.method, c.job, c.first,
+                                    c.first + c.count - 1);
+}
+
 class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
  public:
   explicit MpiPoolCore(const PoolOptions& options);
@@ -147,6 +162,7 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   std::size_t tell_job_ranks(JobEntry& j, ToWorker what);
   void fail_everything(const std::exception_ptr& error);
   void check_rank_deaths();
+  void report_sigterm();
   bool anything_in_flight() const;
   JobEntry* find_job(std::uint64_t id);
   RankSlot* slot_of(int rank);
@@ -191,6 +207,7 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
 
   std::mutex join_mutex_;
   std::thread thread_;
+  bool sigterm_handler_ = false;  // this pool installed note_sigterm
 };
 
 MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
@@ -221,6 +238,19 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
     slots_.push_back(std::move(s));
   }
   if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "mpi", n, true);
+  // When a rank on another machine dies, Open MPI's launcher ends the job by sending
+  // SIGTERM (and a few seconds later SIGKILL) to every other rank: catch it, so that rank
+  // 0 can say what each rank was running first. Only if nobody else handles SIGTERM.
+  struct sigaction old {};
+  if (::sigaction(SIGTERM, nullptr, &old) == 0 && old.sa_handler == SIG_DFL &&
+      (old.sa_flags & SA_SIGINFO) == 0) {
+    struct sigaction sa {};
+    sa.sa_handler = note_sigterm;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    g_sigterm.store(false);
+    sigterm_handler_ = ::sigaction(SIGTERM, &sa, nullptr) == 0;
+  }
   w.open_pool = this;
   thread_ = std::thread([this] { loop(); });
   set_process_wait_helper(this);
@@ -369,6 +399,14 @@ void MpiPoolCore::join() {
   cv_.notify_one();
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
   set_process_wait_helper(nullptr);
+  if (sigterm_handler_) {
+    sigterm_handler_ = false;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    if (g_sigterm.exchange(false)) ::kill(::getpid(), SIGTERM);  // came as the pool closed
+  }
   if (tracer_) tracer_->flush();
   if (world().open_pool == this) world().open_pool = nullptr;
 }
@@ -490,6 +528,8 @@ bool MpiPoolCore::step() {
     fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
   }
   progress |= poll_results();
+  // After the results that had arrived, so the report names what still ran.
+  if (g_sigterm.load(std::memory_order_relaxed)) report_sigterm();
   if (!terminated_) progress |= dispatch();
   flush_pending();
   progress |= test_sends();
@@ -866,22 +906,48 @@ void MpiPoolCore::check_rank_deaths() {
     if (s.pidfd < 0) continue;
     pollfd p{s.pidfd, POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0) continue;
-    std::string running = "nothing";
-    if (!s.chunks.empty()) {
-      const Chunk& c = s.chunks.front();
-      running = c.count == 1
-                    ? fmt::format("item {} of {} (call {})", c.first + c.done, c.method, c.job)
-                    : fmt::format("item {} of {} (call {}, chunk of items {}..{})",
-                                  c.first + c.done, c.method, c.job, c.first,
-                                  c.first + c.count - 1);
+    // Take in what the rank sent before it died (see report_sigterm).
+    try {
+      for (int k = 0; k < 8; ++k) poll_results();
+    } catch (...) {
     }
     std::string line = fmt::format(
         "mproc: {} died while running {}; MPI cannot go on without a rank, so the job ends\n",
-        rank_name(s.rank), running);
+        rank_name(s.rank), describe_running(s));
     std::fputs(line.c_str(), stderr);
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
+}
+
+void MpiPoolCore::report_sigterm() {
+  // Open MPI's launcher sends SIGTERM when a rank on another machine died (it names the
+  // rank, not the task), or when the job is cancelled. Say what each rank was running,
+  // then die of the signal as if it had not been caught.
+  // Results sent before the signal may have arrived since this round polled. An
+  // MPI_Iprobe that finds nothing still runs MPI's progress, which may only then take in
+  // a message: probe a few times.
+  try {
+    for (int k = 0; k < 8; ++k) poll_results();
+  } catch (...) {
+  }
+  std::string text = "mproc: rank 0 got SIGTERM (the launcher ends the job: a rank died, "
+                     "or the job was cancelled); the ranks were running:\n";
+  bool any = false;
+  for (const auto& s : slots_) {
+    if (s.chunks.empty()) continue;
+    any = true;
+    text += fmt::format("mproc:   {}: {}\n", rank_name(s.rank), describe_running(s));
+  }
+  if (any) {
+    std::fputs(text.c_str(), stderr);
+    std::fflush(stderr);
+  }
+  struct sigaction sa {};
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::kill(::getpid(), SIGTERM);
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 //   segv            rank 2 writes through a null pointer in the middle of a map
 //   exit            rank 2 calls std::exit(3) in the middle of a map
 //   kill_second     rank 2 raises SIGKILL on itself in its second task
+//   term            rank 2 sends SIGTERM to rank 0 from a task, then naps, as Open MPI's
+//                   launcher does to every rank when a rank on another machine dies
 //   throw           rank 0 throws from main (uncaught) after a map, the Pool gone
 //   throw_in_pool   the same with the Pool still alive
 //   return          rank 0 returns from main after a map, leaking the Pool
@@ -105,6 +107,17 @@ long kill_second_task(int x) {
   return square(x);
 }
 
+/// Bound to rank 0's pid.
+long term_task(int rank_zero, int x) {
+  if (on_rank_two(x) && x >= fail_from) {
+    ::kill(rank_zero, SIGTERM);
+    nap_ms(900);
+    nap_ms(900);
+  }
+  nap_ms(3);
+  return square(x);
+}
+
 long sum(const std::vector<long>& v) {
   long s = 0;
   for (long x : v) s += x;
@@ -169,6 +182,12 @@ int main(int argc, char** argv) {
                                      : kill_second_task;
     // The job ends during the map, so this line must never be printed.
     std::printf("SUM %ld\n", sum(pool.map(task, items, {.chunksize = 1})));
+    return 0;
+  }
+  if (scenario == "term") {
+    mproc::Pool pool(mpi_options());
+    const int me = static_cast<int>(::getpid());
+    std::printf("SUM %ld\n", sum(pool.map(mproc::bind(term_task, me), items, {.chunksize = 1})));
     return 0;
   }
   if (scenario == "throw") {

@@ -302,6 +302,26 @@ TEST(RankDeathMessage, NamesTheItemTheRankDiedIn) {
   EXPECT_EQ(line.item, two.items.back()) << describe(job);
 }
 
+// When a rank on another machine dies, Open MPI's launcher sends SIGTERM to the other ranks
+// (and SIGKILL a few seconds later). Rank 2 does the same to rank 0 from inside item 5 (or
+// a later one): rank 0 names what every rank was running, rank 2 the very item it sent
+// the signal from, and dies of the signal.
+TEST(RankZeroTerminated, NamesWhatEachRankWasRunning) {
+  const Job job = run_helper("term");
+  expect_ended_in_time(job);
+  EXPECT_NE(job.code, 0) << describe(job);
+  EXPECT_THAT(job.output, Not(HasSubstr("SUM ")));
+  EXPECT_THAT(job.output, HasSubstr("mproc: rank 0 got SIGTERM")) << describe(job);
+  const RankTwo two = rank_two(job.log);
+  ASSERT_FALSE(two.items.empty()) << describe(job);
+  const std::regex line(R"(mproc:   rank 2 \(pid (\d+) on ([^)]+)\): item (\d+) of map \(call 1\))");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(job.output, m, line)) << describe(job);
+  EXPECT_EQ(std::stoi(m[1]), two.pid);
+  EXPECT_EQ(m[2], host_name());
+  EXPECT_EQ(std::stoi(m[3]), two.items.back()) << describe(job);
+}
+
 // ---- rank 0 leaves early ------------------------------------------------------------------
 
 // Rank 0 throws out of main with no handler, after its Pool is gone. mproc's terminate
