@@ -164,6 +164,7 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   void check_rank_deaths();
   void report_sigterm();
   bool anything_in_flight() const;
+  bool awaiting_replies() const;
   JobEntry* find_job(std::uint64_t id);
   RankSlot* slot_of(int rank);
   std::string rank_name(int rank) const;
@@ -311,7 +312,7 @@ bool MpiPoolCore::help_until(const FutureStateBase& state,
       if (drive.owns_lock() && may_drive()) {
         Driving scope(this);
         progress = safe_step();
-        busy = !jobs_.empty() || anything_in_flight();
+        busy = awaiting_replies();
       }
     }
     if (progress) {
@@ -459,7 +460,7 @@ void MpiPoolCore::run_loop() {
                    [&] { return helpers_.load() == 0 || stop_ || terminate_ || !may_drive(); });
       if (helpers_.load() > 0 && !stop_ && !terminate_) continue;
     }
-    bool progress, stop_now;
+    bool progress, stop_now, awaiting;
     {
       std::lock_guard drive(drive_mutex_);
       if (!may_drive()) return;
@@ -469,6 +470,7 @@ void MpiPoolCore::run_loop() {
         stop_now = stop_;
       }
       progress = safe_step();
+      awaiting = awaiting_replies() || !sends_.empty();
       if (stop_now && jobs_.empty() && !anything_in_flight()) {
         // Every reply is in: end each rank's loop for this pool.
         std::vector<std::byte> exit_frame;
@@ -484,14 +486,16 @@ void MpiPoolCore::run_loop() {
       last_progress = Clock::now();
       continue;
     }
-    if (Clock::now() - last_progress < spin_before_sleep) continue;
+    // Poll on for a while only while replies are due: with none due, polling would only
+    // take the core from a thread about to make the next call.
+    if (awaiting && Clock::now() - last_progress < spin_before_sleep) continue;
     // Idle: sleep until a submission, or briefly while replies are due.
     std::unique_lock lock(mutex_);
     if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated_ ||
         cancel_generation_ != cancel_generation_seen_)
       continue;
-    const auto nap = anything_in_flight() ? std::chrono::microseconds(200)
-                                          : std::chrono::microseconds(20'000);
+    const auto nap =
+        awaiting ? std::chrono::microseconds(200) : std::chrono::microseconds(20'000);
     cv_.wait_for(lock, nap);
   }
 }
@@ -542,6 +546,16 @@ bool MpiPoolCore::step() {
     }
   }
   return progress;
+}
+
+bool MpiPoolCore::awaiting_replies() const {
+  // Unsent drop frames and unfinished small sends can wait for the next round; answers
+  // from ranks, and jobs that still have work, cannot.
+  for (const auto& s : slots_)
+    if (!s.chunks.empty() || s.flushes != 0) return true;
+  for (const auto& j : jobs_)
+    if (!j.done) return true;
+  return false;
 }
 
 bool MpiPoolCore::anything_in_flight() const {
