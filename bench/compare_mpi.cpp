@@ -172,6 +172,7 @@ constexpr std::uint64_t chunk = frame + 3 * 8;       // job, first, count
 constexpr std::uint64_t chunk_item = 8;              // + the item's bytes: its end offset
 constexpr std::uint64_t drop = frame + 8;            // job
 constexpr std::uint64_t item_ok = frame;             // + the result's bytes
+constexpr std::uint64_t items_packed = frame + 8;    // count, + the results back to back
 constexpr std::uint64_t chunk_end = frame + 2 * 8;   // ns, start
 }  // namespace wire
 
@@ -180,12 +181,15 @@ int plus_one(int x) { return x + 1; }
 const std::uint64_t item_bytes = mproc::dumps(std::tuple<int>(7)).size();
 const std::uint64_t result_bytes = mproc::dumps(plus_one(7)).size();
 
-/// Bytes rank 0 sends and receives for one chunk of k items of a call in progress.
+/// Bytes rank 0 sends and receives for one chunk of k items of a call in progress. An
+/// apply's one result is a record of its own; a map of int -> int, whose types are their
+/// own encoding, comes back as one packed array per chunk.
 std::uint64_t chunk_bytes_in(std::uint64_t k) {
   return wire::chunk + k * (item_bytes + wire::chunk_item);
 }
+std::uint64_t apply_bytes_out() { return wire::item_ok + result_bytes + wire::chunk_end; }
 std::uint64_t chunk_bytes_out(std::uint64_t k) {
-  return k * (wire::item_ok + result_bytes) + wire::chunk_end;
+  return wire::items_packed + k * result_bytes + wire::chunk_end;
 }
 
 /// Rank 1: starts (true) or stops recording when each reply's request arrived and when
@@ -218,7 +222,7 @@ std::vector<Shape> latency_shapes() {
   // previous call.
   std::vector<Shape> s;
   s.push_back({"apply round trip", 0, wire::drop + wire::setup + wire::fn_state + chunk_bytes_in(1),
-               chunk_bytes_out(1), 2000});
+               apply_bytes_out(), 2000});
   for (auto [k, chunks] : {std::pair<std::uint64_t, std::uint64_t>{1, 4000}, {100, 1000}, {1000, 200}})
     s.push_back({fmt::format("map chunksize={}, per chunk", k), k, chunk_bytes_in(k),
                  chunk_bytes_out(k), chunks});

@@ -27,6 +27,9 @@ enum class FromWorker : std::uint8_t {
   partial = 4,       ///< u64 job, u8 ok, then the partial's bytes or an error as item_error
   init_failed = 5,   ///< string type, string what: the pool's initializer threw
   item_bad_args = 6, ///< string what: the item's arguments could not be decoded
+  /// u64 n, then the results of the next n items of the current chunk back to back, each
+  /// TaskVTable::packed_out bytes (links that pack results only: see WorkerLink)
+  items_packed = 7,
 };
 
 /// Parent <-> fork server datagrams (SOCK_SEQPACKET), fixed size.

@@ -126,20 +126,81 @@ class Worker {
     JobCode& job = jobs_.at(id);
     const std::uint64_t chunk_start = monotonic_ns();
     opt_.control->chunk_started_ns.store(chunk_start, std::memory_order_relaxed);
-    std::uint64_t begin = 0;
-    for (std::uint64_t i = 0; i < count; ++i) {
-      std::uint64_t end;
-      std::memcpy(&end, ends_bytes.data() + i * sizeof end, sizeof end);
-      if (end < begin || end > items.size()) throw SerializationError("corrupt chunk");
-      run_item(job, id, first + i, items.subspan(begin, end - begin),
-               TaskInfo{first + i, first, count});
-      begin = end;
+    if (packable(job, count, items.size(), ends_bytes)) {
+      run_packed(job, id, first, count, items);
+    } else {
+      std::uint64_t begin = 0;
+      for (std::uint64_t i = 0; i < count; ++i) {
+        std::uint64_t end;
+        std::memcpy(&end, ends_bytes.data() + i * sizeof end, sizeof end);
+        if (end < begin || end > items.size()) throw SerializationError("corrupt chunk");
+        run_item(job, id, first + i, items.subspan(begin, end - begin),
+                 TaskInfo{first + i, first, count});
+        begin = end;
+      }
     }
     out_.clear();
     put(out_, FromWorker::chunk_end);
     put<std::uint64_t>(out_, monotonic_ns() - chunk_start);
     put<std::uint64_t>(out_, chunk_start);
     link_.send(out_);
+  }
+
+  /// Whether the chunk can run packed: the link takes packed results, the job's types
+  /// are their own encoding, and every item is exactly packed_in bytes.
+  bool packable(const JobCode& job, std::uint64_t count, std::size_t item_bytes,
+                std::span<const std::byte> ends_bytes) const {
+    const TaskVTable& vt = *job.vtable;
+    if (vt.call_packed == nullptr || vt.fold != nullptr || !link_.packs_results()) return false;
+    if (opt_.max_tasks != 0 || opt_.timed) return false;
+    if (item_bytes != count * vt.packed_in) return false;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint64_t end;
+      std::memcpy(&end, ends_bytes.data() + i * sizeof end, sizeof end);
+      if (end != (i + 1) * vt.packed_in) return false;
+    }
+    return true;
+  }
+
+  /// Runs a chunk through call_packed: one items_packed frame for each run of items that
+  /// succeed, an item_error frame for each item that throws.
+  void run_packed(JobCode& job, std::uint64_t id, std::uint64_t first, std::uint64_t count,
+                  std::span<const std::byte> items) {
+    const TaskVTable& vt = *job.vtable;
+    SlotControl& ctl = *opt_.control;
+    ctl.job.store(id, std::memory_order_relaxed);
+    ctl.running.store(first + 1, std::memory_order_release);
+    tls_current_task = TaskInfo{first, first, count};
+    for (std::uint64_t i = 0; i < count;) {
+      out_.clear();
+      put(out_, FromWorker::items_packed);
+      const std::size_t n_at = out_.size();
+      put<std::uint64_t>(out_, 0);
+      const std::size_t at = out_.size();
+      out_.resize(at + (count - i) * vt.packed_out);
+      std::exception_ptr error;
+      tls_current_task->index = first + i;
+      const std::uint64_t done = vt.call_packed(job.fn, items.data() + i * vt.packed_in,
+                                                out_.data() + at, count - i,
+                                                &*tls_current_task, error);
+      out_.resize(at + done * vt.packed_out);
+      std::memcpy(out_.data() + n_at, &done, sizeof done);
+      if (done > 0) link_.send_item(out_);
+      i += done;
+      items_run_ += done;
+      if (!error) continue;
+      out_.clear();
+      try {
+        std::rethrow_exception(error);
+      } catch (...) {
+        put_current_error(out_, FromWorker::item_error);
+      }
+      link_.send_item(out_);
+      ++i;
+      ++items_run_;
+    }
+    tls_current_task.reset();
+    ctl.running.store(0, std::memory_order_release);
   }
 
   void run_item(JobCode& job, std::uint64_t id, std::uint64_t index,

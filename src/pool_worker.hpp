@@ -41,6 +41,11 @@ class MPROC_API WorkerLink {
   virtual void send(std::span<const std::byte> msg) = 0;
   /// Sends one item's result; a link may batch these until the next send().
   virtual void send_item(std::span<const std::byte> msg) { send(msg); }
+  /// Whether the pool takes items_packed frames: the results of a map whose argument and
+  /// result types are their own encoding, run back to back without a frame per item. The
+  /// process backend says no: a worker that dies must leave every finished item's result
+  /// in the ring.
+  virtual bool packs_results() const { return false; }
 };
 
 /// A worker loop's settings.

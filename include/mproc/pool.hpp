@@ -24,6 +24,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -138,6 +139,34 @@ class Feeder {
                    std::vector<std::size_t>& ends, std::size_t& first, Fail&& fail) {
     first = next_index_;
     std::size_t n = 0;
+    if constexpr (is_bulk_v<Arg> && std::is_convertible_v<std::ranges::range_reference_t<View>, Arg>) {
+      // An argument that is its own encoding (int, double, ...) cannot fail to serialize:
+      // copy its bytes.
+      std::size_t room = max_items;
+      if (total_) room = std::min(room, *total_ - std::min(*total_, next_index_));
+      out.reserve(out.size() + room * sizeof(Arg));
+      ends.reserve(ends.size() + room);
+      for (; n < max_items && it_ != std::ranges::end(view_); ++n, ++it_) {
+        Arg value;
+        try {
+          value = static_cast<Arg>(*it_);
+        } catch (...) {
+          ++failed_;
+          ++it_;
+          next_index_ += n + 1;
+          fail(next_index_ - 1, std::current_exception());
+          if (it_ == std::ranges::end(view_)) exhausted_ = true;
+          return n;
+        }
+        const std::size_t at = out.size();
+        out.resize(at + sizeof value);
+        std::memcpy(out.data() + at, &value, sizeof value);
+        ends.push_back(out.size());
+      }
+      next_index_ += n;
+      if (it_ == std::ranges::end(view_)) exhausted_ = true;
+      return n;
+    }
     while (n < max_items && it_ != std::ranges::end(view_)) {
       const std::size_t index = next_index_++;
       const std::size_t mark = out.size();
@@ -229,6 +258,23 @@ class VectorJob final : public FeederJob<View, Arg> {
       }
     }
   }
+  void on_results(std::size_t first, std::size_t size, std::span<const std::byte> bytes) override {
+    if constexpr (!std::is_void_v<R> && is_bulk_v<R>) {
+      // The packed results are the values' own bytes.
+      if (size != sizeof(R) || bytes.size() % sizeof(R) != 0)
+        throw SerializationError("packed results of the wrong size");
+      const std::size_t n = bytes.size() / sizeof(R);
+      if (first + n > results_.size()) throw SerializationError("packed results past the input");
+      if (this->progress) this->progress->add(n);
+      for (std::size_t k = 0; k < n; ++k) {
+        R value;
+        std::memcpy(&value, bytes.data() + k * sizeof(R), sizeof(R));
+        results_[first + k] = value;
+      }
+    } else {
+      Base::on_results(first, size, bytes);
+    }
+  }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
     if (this->progress) this->progress->add(1);
     record_error(index, std::move(error));
@@ -246,6 +292,8 @@ class VectorJob final : public FeederJob<View, Arg> {
       promise_->set_exception(first_error_);
     } else if constexpr (std::is_void_v<R>) {
       promise_->set_value();
+    } else if constexpr (std::is_same_v<Slots, std::vector<R>>) {
+      promise_->set_value(std::move(results_));
     } else {
       std::vector<R> values;
       values.reserve(results_.size());
@@ -256,8 +304,13 @@ class VectorJob final : public FeederJob<View, Arg> {
   void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
+  // Every slot is filled before on_done hands them over (or an error is), so a type with
+  // a default value needs no optional.
+  using Slots = std::conditional_t<std::default_initializable<stored_t<R>>,
+                                   std::vector<stored_t<R>>,
+                                   std::vector<std::optional<stored_t<R>>>>;
   std::shared_ptr<FutureState<Result>> promise_;
-  std::vector<std::optional<stored_t<R>>> results_;
+  Slots results_;
   std::exception_ptr first_error_;
   std::size_t first_error_index_ = 0;
 };

@@ -679,6 +679,21 @@ void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
     s.chunks.pop_front();
     return;
   }
+  if (kind == FromWorker::items_packed) {
+    const auto n = r.get<std::uint64_t>();
+    const auto results = r.rest();
+    if (n == 0 || n > c.count - c.done || results.size() % n != 0)
+      throw SerializationError("MPI pool: a malformed items_packed frame");
+    const std::size_t first = c.first + c.done;
+    c.done += n;
+    c.bytes_out += results.size();
+    if (j == nullptr) return;
+    j->in_flight -= n;
+    j->accounted += n;
+    j->job->on_results(first, results.size() / n, results);
+    return;
+  }
+  if (c.done == c.count) throw SerializationError("MPI pool: more results than items");
   const std::size_t index = c.first + c.done;
   ++c.done;
   if (kind == FromWorker::item_ok)

@@ -109,6 +109,7 @@ class MpiLink final : public pool::WorkerLink {
     msg.assign(frame.begin(), frame.end());
     if (!msg.empty() && msg[0] == static_cast<std::byte>(ToWorker::setup)) local_setup(msg);
   }
+  bool packs_results() const override { return true; }
   void send(std::span<const std::byte> msg) override {
     append_frame(out_, msg);
     if (!msg.empty() && msg[0] == static_cast<std::byte>(FromWorker::chunk_end)) flush();

@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -156,6 +157,83 @@ TEST(MpiPool, AnExceptionOnRankTwoArrivesWithItsTypeAndMessage) {
   }
   // The pool goes on.
   EXPECT_EQ(pool.apply(add, 1, 2), 3);
+}
+
+// int -> long and double -> double are their own wire encoding: a rank runs such a chunk
+// back to back and answers with the results as one array (packed) instead of a record per
+// item. Results, errors and current_task() must be what the per-item path gives.
+long cube(int x) { return static_cast<long>(x) * x * x; }
+double half(double x) { return x / 2; }
+long throw_at_537(int x) {
+  if (x % 1000 == 537) throw std::invalid_argument("no " + std::to_string(x));
+  return 2L * x;
+}
+long task_index(int) { return static_cast<long>(mproc::current_task()->index); }
+long chunk_first(int) { return static_cast<long>(mproc::current_task()->chunk_first); }
+
+TEST(MpiPool, PackedMapsGiveExactResults) {
+  auto pool = mpi_pool();
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{0}}) {
+    auto out = pool.map(cube, mproc::range(-5000, 5000), {.chunksize = chunk});
+    ASSERT_EQ(out.size(), 10000u);
+    for (int i = 0; i < 10000; ++i)
+      ASSERT_EQ(out[static_cast<std::size_t>(i)], cube(i - 5000)) << "chunksize " << chunk;
+  }
+  std::vector<double> xs{1.0, -3.5, 1e300, 0.1};
+  EXPECT_EQ(pool.map(half, xs), (std::vector<double>{0.5, -1.75, 5e299, 0.05}));
+  // imap takes the packed results item by item.
+  long k = 0;
+  for (long v : pool.imap(cube, mproc::range(0, 3000), {.chunksize = 100}))
+    EXPECT_EQ(v, cube(static_cast<int>(k++)));
+  EXPECT_EQ(k, 3000);
+}
+
+TEST(MpiPool, PackedChunksReportTheItemThatThrewAndKeepTheOthers) {
+  // One rank runs tasks on a thread, where the task's own exception arrives.
+  if (mproc::Runtime::size() < 2) GTEST_SKIP() << "one rank runs tasks in-process";
+  auto pool = mpi_pool();
+  try {
+    pool.map(throw_at_537, mproc::range(3000), {.chunksize = 100});
+    FAIL() << "no error";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "no 537");
+    EXPECT_EQ(e.task_index(), std::optional<std::size_t>(537));
+  }
+  // imap_unordered hands over every other item's result; the three that threw raise when
+  // the stream reaches them, and the stream goes on.
+  long sum = 0;
+  int errors = 0;
+  auto stream = pool.imap_unordered(throw_at_537, mproc::range(3000), {.chunksize = 100});
+  auto retry = [&](auto&& step) {
+    for (;;) {
+      try {
+        step();
+        return;
+      } catch (const mproc::RemoteError& e) {
+        ++errors;
+        EXPECT_EQ(e.task_index().value_or(0) % 1000, 537u);
+      }
+    }
+  };
+  decltype(stream.begin()) it;
+  retry([&] { it = stream.begin(); });
+  while (it != stream.end()) {
+    sum += *it;
+    retry([&] { ++it; });
+  }
+  EXPECT_EQ(errors, 3);
+  EXPECT_EQ(sum, 2L * (2999L * 3000 / 2 - (537 + 1537 + 2537)));
+}
+
+TEST(MpiPool, PackedTasksSeeTheirOwnIndex) {
+  auto pool = mpi_pool({.chunksize = 50});
+  auto index = pool.map(task_index, mproc::range(1000));
+  auto first = pool.map(chunk_first, mproc::range(1000));
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(index[static_cast<std::size_t>(i)], i);
+    EXPECT_EQ(first[static_cast<std::size_t>(i)], i - i % 50);
+  }
 }
 
 TEST(MpiPool, BoundValuesTravelWithTheTask) {

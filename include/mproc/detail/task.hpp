@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <new>
@@ -177,6 +179,16 @@ struct TaskVTable {
   /// map_reduce: encodes *acc and destroys it.
   void (*finish)(void* acc, OutputArchive& out);
   void (*discard)(void* acc) noexcept;
+  /// For a map whose argument and result are each their own wire encoding (is_bulk_v: a
+  /// run of them is one memcpy): runs `count` items whose arguments lie back to back at
+  /// `in` (packed_in bytes each), writing the results back to back at `out` (packed_out
+  /// bytes each), and setting info->index to each item's index as it runs. Returns how
+  /// many items succeeded; if fewer than `count`, the next one threw and `error` holds
+  /// its exception. Null for other jobs.
+  std::size_t (*call_packed)(void* fn, const std::byte* in, std::byte* out, std::size_t count,
+                             TaskInfo* info, std::exception_ptr& error) = nullptr;
+  std::uint32_t packed_in = 0;
+  std::uint32_t packed_out = 0;
 };
 
 template <class F>
@@ -209,6 +221,12 @@ template <CallKind kind, class F, class Arg>
 using item_result_t = std::decay_t<decltype(invoke_item<kind>(std::declval<F&>(),
                                                                std::declval<Arg>()))>;
 
+/// sizeof(T), 0 for void: the packed sizes of a TaskVTable.
+template <class T>
+inline constexpr std::uint32_t packed_size_v = static_cast<std::uint32_t>(sizeof(T));
+template <>
+inline constexpr std::uint32_t packed_size_v<void> = 0;
+
 template <CallKind kind, class F, class Arg>
 struct Trampoline {
   using R = item_result_t<kind, F, Arg>;
@@ -228,8 +246,44 @@ struct Trampoline {
       result(r);
     }
   }
-  static constexpr TaskVTable vtable{&create, &destroy_callable<F>, &call, nullptr, nullptr,
-                                     nullptr};
+  static constexpr bool packable = [] {
+    if constexpr (std::is_void_v<R>)
+      return false;
+    else
+      return is_bulk_v<Arg> && is_bulk_v<R>;
+  }();
+  static std::size_t call_packed(void* fn, const std::byte* in, std::byte* out,
+                                 std::size_t count, TaskInfo* info, std::exception_ptr& error) {
+    if constexpr (packable) {
+      auto& f = *static_cast<F*>(fn);
+      const std::size_t first = info->index;
+      for (std::size_t i = 0; i < count; ++i) {
+        info->index = first + i;
+        Arg arg;
+        std::memcpy(&arg, in + i * sizeof arg, sizeof arg);
+        try {
+          const R r = invoke_item<kind>(f, std::move(arg));
+          std::memcpy(out + i * sizeof(R), &r, sizeof(R));
+        } catch (...) {
+          error = std::current_exception();
+          return i;
+        }
+      }
+      return count;
+    } else {
+      (void)fn, (void)in, (void)out, (void)info, (void)error;
+      return count;
+    }
+  }
+  static constexpr TaskVTable vtable{&create,
+                                     &destroy_callable<F>,
+                                     &call,
+                                     nullptr,
+                                     nullptr,
+                                     nullptr,
+                                     packable ? &call_packed : nullptr,
+                                     packable ? packed_size_v<Arg> : 0,
+                                     packable ? packed_size_v<R> : 0};
 };
 
 /// The callable of a map_reduce job: the map and the reduction, shipped together.
@@ -279,7 +333,8 @@ struct ReduceTrampoline {
     out(*r);
   }
   static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
-  static constexpr TaskVTable vtable{&create, &destroy, &call, &fold, &finish, &discard};
+  static constexpr TaskVTable vtable{&create, &destroy, &call,   &fold,
+                                     &finish, &discard, nullptr, 0, 0};
 };
 
 template <class M, class Rd>
