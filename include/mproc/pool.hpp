@@ -139,18 +139,22 @@ class Feeder {
                    std::vector<std::size_t>& ends, std::size_t& first, Fail&& fail) {
     first = next_index_;
     std::size_t n = 0;
-    if constexpr (is_bulk_v<Arg> && std::is_convertible_v<std::ranges::range_reference_t<View>, Arg>) {
+    if constexpr (is_bulk_v<Arg> &&
+                  std::is_convertible_v<std::ranges::range_reference_t<View>, Arg>) {
       // An argument that is its own encoding (int, double, ...) cannot fail to serialize:
-      // copy its bytes.
+      // copy its bytes. With the input's size known, the room is made once.
       std::size_t room = max_items;
       if (total_) room = std::min(room, *total_ - std::min(*total_, next_index_));
-      out.reserve(out.size() + room * sizeof(Arg));
-      ends.reserve(ends.size() + room);
+      const bool sized = total_.has_value();
+      const std::size_t base = out.size();
+      if (sized) out.resize(base + room * sizeof(Arg));
+      ends.reserve(ends.size() + (sized ? room : 0));
       for (; n < max_items && it_ != std::ranges::end(view_); ++n, ++it_) {
         Arg value;
         try {
           value = static_cast<Arg>(*it_);
         } catch (...) {
+          if (sized) out.resize(base + n * sizeof(Arg));
           ++failed_;
           ++it_;
           next_index_ += n + 1;
@@ -158,11 +162,12 @@ class Feeder {
           if (it_ == std::ranges::end(view_)) exhausted_ = true;
           return n;
         }
-        const std::size_t at = out.size();
-        out.resize(at + sizeof value);
+        const std::size_t at = base + n * sizeof value;
+        if (!sized || at + sizeof value > out.size()) out.resize(at + sizeof value);
         std::memcpy(out.data() + at, &value, sizeof value);
-        ends.push_back(out.size());
+        ends.push_back(at + sizeof value);
       }
+      out.resize(base + n * sizeof(Arg));
       next_index_ += n;
       if (it_ == std::ranges::end(view_)) exhausted_ = true;
       return n;
@@ -258,7 +263,8 @@ class VectorJob final : public FeederJob<View, Arg> {
       }
     }
   }
-  void on_results(std::size_t first, std::size_t size, std::span<const std::byte> bytes) override {
+  void on_results(std::size_t first, std::size_t size,
+                  std::span<const std::byte> bytes) override {
     if constexpr (!std::is_void_v<R> && is_bulk_v<R>) {
       // The packed results are the values' own bytes.
       if (size != sizeof(R) || bytes.size() % sizeof(R) != 0)

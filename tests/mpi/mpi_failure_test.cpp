@@ -314,7 +314,8 @@ TEST(RankZeroTerminated, NamesWhatEachRankWasRunning) {
   EXPECT_THAT(job.output, HasSubstr("mproc: rank 0 got SIGTERM")) << describe(job);
   const RankTwo two = rank_two(job.log);
   ASSERT_FALSE(two.items.empty()) << describe(job);
-  const std::regex line(R"(mproc:   rank 2 \(pid (\d+) on ([^)]+)\): item (\d+) of map \(call 1\))");
+  const std::regex line(R"(mproc:   rank 2 \(pid (\d+) on ([^)]+)\): )"
+                        R"(item (\d+) of map \(call 1\))");
   std::smatch m;
   ASSERT_TRUE(std::regex_search(job.output, m, line)) << describe(job);
   EXPECT_EQ(std::stoi(m[1]), two.pid);

@@ -71,7 +71,8 @@ class MPROC_API Job {
   virtual void on_result(std::size_t index, std::span<const std::byte> bytes) = 0;
   /// Items first, first+1, ... produced results of `size` bytes each, back to back in
   /// `bytes` (a packed map: see TaskVTable::call_packed). Dispatcher thread.
-  virtual void on_results(std::size_t first, std::size_t size, std::span<const std::byte> bytes) {
+  virtual void on_results(std::size_t first, std::size_t size,
+                          std::span<const std::byte> bytes) {
     for (std::size_t k = 0; k * size < bytes.size(); ++k)
       on_result(first + k, bytes.subspan(k * size, size));
   }
