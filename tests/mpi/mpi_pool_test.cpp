@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
@@ -168,6 +169,11 @@ long throw_at_537(int x) {
   if (x % 1000 == 537) throw std::invalid_argument("no " + std::to_string(x));
   return 2L * x;
 }
+struct Point {
+  int x;
+  double y;
+};
+Point to_point(std::array<int, 2> v) { return {v[0] + v[1], v[0] * 0.5}; }
 long task_index(int) { return static_cast<long>(mproc::current_task()->index); }
 long chunk_first(int) { return static_cast<long>(mproc::current_task()->chunk_first); }
 
@@ -178,6 +184,15 @@ TEST(MpiPool, PackedMapsGiveExactResults) {
     ASSERT_EQ(out.size(), 10000u);
     for (int i = 0; i < 10000; ++i)
       ASSERT_EQ(out[static_cast<std::size_t>(i)], cube(i - 5000)) << "chunksize " << chunk;
+  }
+  // A trivially copyable struct and a std::array are their own encoding too.
+  std::vector<std::array<int, 2>> pairs;
+  for (int i = 0; i < 500; ++i) pairs.push_back({i, 3 * i});
+  auto points = pool.map(to_point, pairs, {.chunksize = 64});
+  ASSERT_EQ(points.size(), 500u);
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_EQ(points[static_cast<std::size_t>(i)].x, 4 * i);
+    EXPECT_EQ(points[static_cast<std::size_t>(i)].y, i * 0.5);
   }
   std::vector<double> xs{1.0, -3.5, 1e300, 0.1};
   EXPECT_EQ(pool.map(half, xs), (std::vector<double>{0.5, -1.75, 5e299, 0.05}));
