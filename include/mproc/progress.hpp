@@ -5,8 +5,9 @@
 //   pool.map(f, inputs, {.progress = true});                       // bar, if stderr is a tty
 //   pool.map(f, inputs, {.progress = [](const mproc::Progress& p) { log(p.done); }});
 //
-// The callback runs in a pool thread (a thread-pool worker, or the process pool's
-// dispatcher; an imap's final report may come from the consuming thread), never
+// The callback runs in a pool thread (a thread-pool worker, the process pool's
+// dispatcher, or for an mpi pool the thread waiting on the call; an imap's final report
+// may come from the consuming thread), never
 // concurrently with itself, at most about every 50 ms while items
 // finish, and once more at the end with every item counted. It must not block for long;
 // an exception it throws is reported like a done callback's (set_callback_error_handler).

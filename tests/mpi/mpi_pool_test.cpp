@@ -251,6 +251,30 @@ TEST(MpiPool, PackedTasksSeeTheirOwnIndex) {
   }
 }
 
+// Progress reports count every item, packed or not, and end with the total.
+TEST(MpiPool, ProgressCountsEveryItem) {
+  auto pool = mpi_pool();
+  for (bool packed : {true, false}) {
+    std::vector<std::size_t> done;
+    std::optional<std::size_t> total;
+    auto record = [&](const mproc::Progress& p) {
+      done.push_back(p.done);
+      total = p.total;
+    };
+    if (packed)
+      EXPECT_EQ(pool.map(cube, mproc::range(20000), {.chunksize = 100, .progress = record})[19999],
+                cube(19999));
+    else
+      EXPECT_EQ(pool.map(rank_and_square, mproc::range(2000), {.progress = record})[1999].second,
+                1999L * 1999);
+    const std::size_t n = packed ? 20000 : 2000;
+    ASSERT_FALSE(done.empty());
+    EXPECT_EQ(done.back(), n);
+    EXPECT_EQ(total, std::optional<std::size_t>(n));
+    EXPECT_TRUE(std::is_sorted(done.begin(), done.end()));
+  }
+}
+
 TEST(MpiPool, BoundValuesTravelWithTheTask) {
   auto pool = mpi_pool();
   auto greet = mproc::bind([](const std::string& greeting, int n) {
