@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -380,6 +382,35 @@ TEST(MpiPool, TimedWaitsAndOtherPoolsFutures) {
   });
   EXPECT_EQ(local.get(), 5);
   EXPECT_EQ(pool.apply(add, 2, 3), 5);
+}
+
+// A thread waiting on another pool's future helps the open mpi pool meanwhile; closing
+// the mpi pool must not wait for that future, which here is released only after the mpi
+// pool is gone (waiting for it would deadlock).
+TEST(MpiPool, ClosingDoesNotWaitForThreadsWaitingOnOtherFutures) {
+  mproc::Pool threads({.workers = 1, .backend = mproc::Backend::thread});
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto other = threads.apply_async([released] {
+    released.wait();
+    return 9;
+  });
+  std::atomic<bool> waiting{false};
+  int got = 0;
+  std::thread waiter;
+  {
+    auto pool = mpi_pool();
+    EXPECT_EQ(pool.apply(add, 1, 1), 2);
+    waiter = std::thread([&] {
+      waiting = true;
+      got = other.get();
+    });
+    while (!waiting) std::this_thread::yield();
+    std::this_thread::sleep_for(20ms);  // let it settle into its wait
+  }
+  release.set_value();
+  waiter.join();
+  EXPECT_EQ(got, 9);
 }
 
 TEST(MpiExecutor, SubmitMapShutdown) {
