@@ -34,6 +34,7 @@
 #include "mproc/pool.hpp"
 #include "mproc/runtime.hpp"
 #include "futex.hpp"
+#include "job_book.hpp"
 #include "platform.hpp"
 #include "pool_protocol.hpp"
 #include "pool_worker.hpp"
@@ -106,20 +107,10 @@ struct Segment {
   }
 };
 
-struct JobEntry {
-  std::uint64_t id;
-  std::shared_ptr<Job> job;
-  bool reduce;
-  std::size_t accounted = 0;  // items with a result or an error from a worker
-  std::size_t in_flight = 0;  // items sent and not yet accounted
+struct JobEntry : JobBookEntry {
   std::deque<Segment> requeued{};
-  double cost_ns = -1;  // per item, EWMA of chunk_end reports; < 0 unknown
-  std::set<unsigned> setup_slots{};
+  std::set<unsigned> setup{};  // slots holding the job's code
   std::unordered_map<std::size_t, unsigned> crashes{};  // index -> crashes so far (retries)
-  std::size_t awaiting_partials = 0;
-  bool flushing = false;
-  bool done = false;
-  bool started = false;         // start() was called
   bool kill_cancelled = false;  // Future::cancel(kill_running): no item runs again
 };
 
@@ -217,7 +208,9 @@ struct WorkerSlot {
 
 }  // namespace
 
-class ProcessPoolCore final : public PoolCore {
+class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, JobEntry> {
+  friend class JobBook<ProcessPoolCore, JobEntry>;
+
  public:
   explicit ProcessPoolCore(const PoolOptions& options);
   ~ProcessPoolCore() override;
@@ -258,20 +251,15 @@ class ProcessPoolCore final : public PoolCore {
   void on_pidfd(WorkerSlot& w);
   void on_exited(WorkerSlot& w, int status);
   void spawn(WorkerSlot& w);
-  void finish_jobs();
-  /// Marks a job finished: on_done(), or on_abort(error) when error is set.
-  void complete(JobEntry& j, const std::exception_ptr& error = nullptr, bool report = true);
   /// Sends `what` (flush or drop) for job `j` to every live worker that has its setup;
   /// returns how many were told.
-  std::size_t tell_job_workers(const JobEntry& j, ToWorker what);
-  void fail_everything(const std::exception_ptr& error);
+  std::size_t tell_job(const JobEntry& j, ToWorker what);
   std::optional<std::chrono::milliseconds> check_timeouts();
   /// How long the dispatcher may sleep: until the next task timeout, and briefly while
   /// items are in flight.
   std::optional<std::chrono::milliseconds> sleep_limit();
   void sleep(std::optional<std::chrono::milliseconds> timeout);
   bool anything_ready();
-  JobEntry* find_job(std::uint64_t id);
   void kill_job_workers(const Job* job);
   /// A trace event for chunk `c` of worker `w`, with what the chunk itself knows.
   TraceEvent trace_event(const WorkerSlot& w, const InFlight& c) const {
@@ -299,29 +287,17 @@ class ProcessPoolCore final : public PoolCore {
   UniqueFd socket_;  // to the fork server
   pid_t server_pid_ = -1;
   std::vector<WorkerSlot> slots_;
-  std::deque<JobEntry> jobs_;
-  std::uint64_t next_job_id_ = 1;
   unsigned live_workers_ = 0;
   bool server_gone_ = false;
-  std::exception_ptr broken_;  // dispatcher-side copy
-  std::size_t newly_done_ = 0;  // jobs completed since active_jobs_ was last updated
-  std::uint64_t cancel_generation_seen_ = 0;  // cancel_generation_ as of the last look
   // Worker deaths since the last item finished: a worker that dies over and over before
   // finishing anything (a broken environment, not a task) must not respawn forever.
   unsigned barren_deaths_ = 0;
 
   // Shared with user threads.
-  std::mutex mutex_;
-  std::condition_variable idle_cv_;
-  std::deque<std::shared_ptr<Job>> incoming_;
   std::vector<const Job*> kill_requests_;
-  std::uint64_t cancel_generation_ = 0;
-  std::uint64_t cancel_acked_ = 0;  // the generation the dispatcher has applied
-  std::size_t active_jobs_ = 0;  // submitted and not finished (under mutex_)
   bool closed_ = false;
   bool stop_ = false;       // join: finish and shut down
   bool terminate_ = false;  // terminate: kill now
-  std::exception_ptr broken_error_;
 
   std::mutex join_mutex_;
   std::thread thread_;
@@ -511,13 +487,6 @@ void ProcessPoolCore::kill_job_workers(const Job* job) {
   }
 }
 
-JobEntry* ProcessPoolCore::find_job(std::uint64_t id) {
-  // Ids are consecutive and jobs leave only from the front, so the id is an index.
-  if (jobs_.empty() || id < jobs_.front().id || id - jobs_.front().id >= jobs_.size())
-    return nullptr;
-  return &jobs_[id - jobs_.front().id];
-}
-
 // ---- the dispatcher thread ------------------------------------------------------------
 
 void ProcessPoolCore::loop() {
@@ -586,23 +555,11 @@ bool ProcessPoolCore::take_incoming() {
   const bool cancel_now = generation != cancel_generation_seen_;
   cancel_generation_seen_ = generation;
   for (auto& job : jobs) {
-    const bool reduce = job->vtable->fold != nullptr;
-    jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
-    if (broken_) complete(jobs_.back(), broken_);
+    JobEntry& j = add_job(std::move(job));
+    if (broken_) complete(j, broken_);
   }
   if (cancel_now) {
-    for (auto& j : jobs_) {
-      if (j.done || j.started || j.job->generation >= generation) continue;
-      j.started = true;
-      j.job->on_abort(
-          std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
-      complete(j, nullptr, false);
-    }
-    {
-      std::lock_guard lock(mutex_);
-      cancel_acked_ = generation;
-    }
-    idle_cv_.notify_all();
+    cancel_unstarted(generation);
   }
   return true;
 }
@@ -861,7 +818,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
       append_ends(*msg, ends);
       seg = Segment{j.id, first, std::move(ends), msg, off};
     }
-    if (j.setup_slots.insert(w.slot).second) {
+    if (j.setup.insert(w.slot).second) {
       std::vector<std::byte> setup;
       put(setup, ToWorker::setup);
       put<std::uint64_t>(setup, j.id);
@@ -956,7 +913,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
   w.writer.reset();
   for (auto id : w.folded) w.lost_partials.push_back(id);
   w.folded.clear();
-  for (auto& j : jobs_) j.setup_slots.erase(w.slot);
+  for (auto& j : jobs_) j.setup.erase(w.slot);
 }
 
 void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
@@ -1033,27 +990,9 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   if (!stopping && !broken_) spawn(w);
 }
 
-void ProcessPoolCore::complete(JobEntry& j, const std::exception_ptr& error, bool report) {
-  if (j.done) return;
-  j.done = true;
-  ++newly_done_;
-  {
-    std::lock_guard link(j.job->link_mutex);
-    j.job->link = nullptr;
-  }
-  if (!report) {
-  } else if (error) {
-    j.job->on_abort(error);
-  } else {
-    j.job->on_done();
-  }
-  tell_job_workers(j, ToWorker::drop);
-  j.setup_slots.clear();
-}
-
-std::size_t ProcessPoolCore::tell_job_workers(const JobEntry& j, ToWorker what) {
+std::size_t ProcessPoolCore::tell_job(const JobEntry& j, ToWorker what) {
   std::size_t told = 0;
-  for (unsigned s : j.setup_slots) {
+  for (unsigned s : j.setup) {
     WorkerSlot& w = slots_[s];
     if (w.state != WorkerState::alive) continue;
     std::vector<std::byte> msg;
@@ -1063,53 +1002,6 @@ std::size_t ProcessPoolCore::tell_job_workers(const JobEntry& j, ToWorker what) 
     ++told;
   }
   return told;
-}
-
-void ProcessPoolCore::finish_jobs() {
-  for (auto& j : jobs_) {
-    if (j.done) continue;
-    // give_chunk starts jobs in queue order, so every job after the first unstarted one
-    // is unstarted too and cannot have finished: stop here rather than walk thousands of
-    // queued apply_async jobs on every pass.
-    if (!j.started) break;
-    const bool items_done = j.job->exhausted() && j.in_flight == 0 && j.requeued.empty() &&
-                            j.accounted + j.job->failed_inputs() >= j.job->consumed();
-    if (!items_done) continue;
-    if (j.reduce && !j.flushing) {
-      // Every item is folded somewhere: ask each worker that folded some for its partial.
-      j.flushing = true;
-      j.awaiting_partials += tell_job_workers(j, ToWorker::flush);
-    }
-    if (j.reduce && j.awaiting_partials > 0) continue;
-    complete(j);
-  }
-  while (!jobs_.empty() && jobs_.front().done) jobs_.pop_front();
-  if (newly_done_ > 0) {
-    {
-      std::lock_guard lock(mutex_);
-      active_jobs_ -= std::min(active_jobs_, newly_done_);
-    }
-    newly_done_ = 0;
-    idle_cv_.notify_all();
-  }
-}
-
-void ProcessPoolCore::fail_everything(const std::exception_ptr& error) {
-  for (auto& j : jobs_) complete(j, error);
-  std::deque<std::shared_ptr<Job>> incoming;
-  {
-    std::lock_guard lock(mutex_);
-    if (!broken_error_ && broken_) broken_error_ = broken_;
-    incoming.swap(incoming_);
-    active_jobs_ -= std::min(active_jobs_, incoming.size());
-  }
-  for (auto& job : incoming) {
-    {
-      std::lock_guard link(job->link_mutex);
-      job->link = nullptr;
-    }
-    job->on_abort(error);
-  }
 }
 
 std::optional<std::chrono::milliseconds> ProcessPoolCore::check_timeouts() {

@@ -37,6 +37,7 @@
 #include <fmt/format.h>
 
 #include "../code_ref.hpp"
+#include "../job_book.hpp"
 #include "../pool_protocol.hpp"
 #include "../wait_helper.hpp"
 #include "../wire.hpp"
@@ -62,18 +63,8 @@ constexpr auto spin_before_sleep = std::chrono::microseconds(100);
 /// How often an idle driver looks for ranks that died.
 constexpr auto death_check_interval = std::chrono::milliseconds(2);
 
-struct JobEntry {
-  std::uint64_t id;
-  std::shared_ptr<Job> job;
-  bool reduce;
-  std::size_t accounted = 0;  // items with a result or an error
-  std::size_t in_flight = 0;  // items sent and not yet accounted
-  double cost_ns = -1;        // per item, EWMA of chunk_end reports; < 0 unknown
-  std::set<int> setup_ranks{};
-  std::size_t awaiting_partials = 0;
-  bool flushing = false;
-  bool done = false;
-  bool started = false;
+struct JobEntry : JobBookEntry {
+  std::set<int> setup{};  // ranks holding the job's code
 };
 
 struct Chunk {
@@ -118,7 +109,12 @@ std::string describe_running(const RankSlot& s) {
                                     c.first + c.count - 1);
 }
 
-class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
+class MpiPoolCore final : public PoolCore,
+                          public WaitHelper,
+                          public OpenPool,
+                          private JobBook<MpiPoolCore, JobEntry> {
+  friend class JobBook<MpiPoolCore, JobEntry>;
+
  public:
   explicit MpiPoolCore(const PoolOptions& options);
   ~MpiPoolCore() override;
@@ -157,15 +153,11 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   std::size_t chunk_size(const JobEntry& j) const;
   void flush_pending();
   bool test_sends();
-  void finish_jobs();
-  void complete(JobEntry& j, const std::exception_ptr& error = nullptr, bool report = true);
-  std::size_t tell_job_ranks(JobEntry& j, ToWorker what);
-  void fail_everything(const std::exception_ptr& error);
+  std::size_t tell_job(const JobEntry& j, ToWorker what);
   void check_rank_deaths();
   void report_sigterm();
   bool anything_in_flight() const;
   bool awaiting_replies() const;
-  JobEntry* find_job(std::uint64_t id);
   RankSlot* slot_of(int rank);
   std::string rank_name(int rank) const;
 
@@ -177,30 +169,18 @@ class MpiPoolCore final : public PoolCore, public WaitHelper, public OpenPool {
   // The driver only (drive_mutex_).
   std::mutex drive_mutex_;
   Clock::time_point last_death_check_{};
-  std::deque<JobEntry> jobs_;
   std::list<Send> sends_;
   std::list<Send> spare_sends_;      // finished sends, kept with their buffers for reuse
   std::vector<std::byte> received_;  // the last message received
   std::vector<std::size_t> ends_;    // scratch for give_chunk
-  std::uint64_t next_job_id_ = 1;
-  std::exception_ptr broken_;
-  std::size_t newly_done_ = 0;
-  std::uint64_t cancel_generation_seen_ = 0;
   bool terminated_ = false;
 
   // Shared with user threads.
-  std::mutex mutex_;
   std::condition_variable cv_;       // wakes the dispatcher
-  std::condition_variable idle_cv_;  // jobs finished, cancels applied
-  std::deque<std::shared_ptr<Job>> incoming_;
-  std::uint64_t cancel_generation_ = 0;
-  std::uint64_t cancel_acked_ = 0;
-  std::size_t active_jobs_ = 0;
   bool closed_ = false;
   bool stop_ = false;
   bool terminate_ = false;
   bool finished_ = false;  // the dispatcher has released the ranks
-  std::exception_ptr broken_error_;
   std::atomic<unsigned> helpers_{0};          // threads waiting in help_until
   std::atomic<bool> runtime_ended_{false};    // the Runtime ended: no MPI calls any more
   std::atomic<bool> failed_{false};           // a driver failed: no MPI calls any more
@@ -423,12 +403,6 @@ void MpiPoolCore::terminate() {
   join();
 }
 
-JobEntry* MpiPoolCore::find_job(std::uint64_t id) {
-  if (jobs_.empty() || id < jobs_.front().id || id - jobs_.front().id >= jobs_.size())
-    return nullptr;
-  return &jobs_[id - jobs_.front().id];
-}
-
 RankSlot* MpiPoolCore::slot_of(int rank) {
   if (rank < 1 || static_cast<std::size_t>(rank) > slots_.size()) return nullptr;
   return &slots_[static_cast<std::size_t>(rank - 1)];
@@ -578,25 +552,12 @@ bool MpiPoolCore::take_incoming() {
   const bool cancel_now = generation != cancel_generation_seen_;
   cancel_generation_seen_ = generation;
   for (auto& job : jobs) {
-    const bool reduce = job->vtable->fold != nullptr;
-    jobs_.push_back(JobEntry{next_job_id_++, std::move(job), reduce});
+    JobEntry& j = add_job(std::move(job));
     if (broken_ || terminated_)
-      complete(jobs_.back(),
-               broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
+      complete(j, broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
   }
   if (cancel_now) {
-    for (auto& j : jobs_) {
-      if (j.done || j.started || j.job->generation >= generation) continue;
-      j.started = true;
-      j.job->on_abort(
-          std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
-      complete(j, nullptr, false);
-    }
-    {
-      std::lock_guard lock(mutex_);
-      cancel_acked_ = generation;
-    }
-    idle_cv_.notify_all();
+    cancel_unstarted(generation);
   }
   return true;
 }
@@ -754,7 +715,7 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     }
     // The chunk frame is built in place at the end of the rank's pending bytes; the
     // setup frame, when the rank needs one, goes before it.
-    const bool needs_setup = j.setup_ranks.count(s.rank) == 0;
+    const bool needs_setup = j.setup.count(s.rank) == 0;
     std::vector<std::byte>& out = s.pending;
     const std::size_t frame_at = out.size();
     put<std::uint64_t>(out, 0);  // the frame's length, filled in below
@@ -799,7 +760,7 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     const std::uint64_t frame_bytes = out.size() - frame_at - sizeof(std::uint64_t);
     std::memcpy(out.data() + frame_at, &frame_bytes, sizeof frame_bytes);
     if (needs_setup) {
-      j.setup_ranks.insert(s.rank);
+      j.setup.insert(s.rank);
       std::vector<std::byte> setup;
       put(setup, ToWorker::setup);
       put<std::uint64_t>(setup, j.id);
@@ -854,26 +815,8 @@ bool MpiPoolCore::test_sends() {
   return any;
 }
 
-void MpiPoolCore::complete(JobEntry& j, const std::exception_ptr& error, bool report) {
-  if (j.done) return;
-  j.done = true;
-  ++newly_done_;
-  {
-    std::lock_guard link(j.job->link_mutex);
-    j.job->link = nullptr;
-  }
-  if (!report) {
-  } else if (error) {
-    j.job->on_abort(error);
-  } else {
-    j.job->on_done();
-  }
-  tell_job_ranks(j, ToWorker::drop);
-  j.setup_ranks.clear();
-}
-
-std::size_t MpiPoolCore::tell_job_ranks(JobEntry& j, ToWorker what) {
-  for (int rank : j.setup_ranks) {
+std::size_t MpiPoolCore::tell_job(const JobEntry& j, ToWorker what) {
+  for (int rank : j.setup) {
     RankSlot* s = slot_of(rank);
     std::vector<std::byte> msg;
     put(msg, what);
@@ -881,50 +824,7 @@ std::size_t MpiPoolCore::tell_job_ranks(JobEntry& j, ToWorker what) {
     append_frame(s->pending, msg);
     if (what == ToWorker::flush) ++s->flushes;
   }
-  return j.setup_ranks.size();
-}
-
-void MpiPoolCore::finish_jobs() {
-  for (auto& j : jobs_) {
-    if (j.done) continue;
-    if (!j.started) break;  // jobs start in queue order
-    const bool items_done = j.job->exhausted() && j.in_flight == 0 &&
-                            j.accounted + j.job->failed_inputs() >= j.job->consumed();
-    if (!items_done) continue;
-    if (j.reduce && !j.flushing) {
-      j.flushing = true;
-      j.awaiting_partials += tell_job_ranks(j, ToWorker::flush);
-    }
-    if (j.reduce && j.awaiting_partials > 0) continue;
-    complete(j);
-  }
-  while (!jobs_.empty() && jobs_.front().done) jobs_.pop_front();
-  if (newly_done_ > 0) {
-    {
-      std::lock_guard lock(mutex_);
-      active_jobs_ -= std::min(active_jobs_, newly_done_);
-    }
-    newly_done_ = 0;
-    idle_cv_.notify_all();
-  }
-}
-
-void MpiPoolCore::fail_everything(const std::exception_ptr& error) {
-  for (auto& j : jobs_) complete(j, error);
-  std::deque<std::shared_ptr<Job>> incoming;
-  {
-    std::lock_guard lock(mutex_);
-    if (!broken_error_ && broken_) broken_error_ = broken_;
-    incoming.swap(incoming_);
-  }
-  for (auto& job : incoming) {
-    {
-      std::lock_guard link(job->link_mutex);
-      job->link = nullptr;
-    }
-    job->on_abort(error);
-    ++newly_done_;
-  }
+  return j.setup.size();
 }
 
 void MpiPoolCore::check_rank_deaths() {
