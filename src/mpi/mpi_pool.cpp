@@ -99,14 +99,15 @@ thread_local MpiPoolCore* t_driving = nullptr;
 std::atomic<bool> g_sigterm{false};
 extern "C" void note_sigterm(int) { g_sigterm.store(true); }
 
-/// What a rank is running, for messages: "item 7 of map (call 1, chunk of items 5..9)".
+/// What a rank is running, for messages: "item 7 of map (call 1)". A rank sends a chunk's
+/// results at its end, so within a chunk of several items rank 0 knows only the chunk.
 std::string describe_running(const RankSlot& s) {
   if (s.chunks.empty()) return "nothing";
   const Chunk& c = s.chunks.front();
-  return c.count == 1 ? fmt::format("item {} of {} (call {})", c.first + c.done, c.method, c.job)
-                      : fmt::format("item {} of {} (call {}, chunk of items {}..{})",
-                                    c.first + c.done, c.method, c.job, c.first,
-                                    c.first + c.count - 1);
+  const std::size_t from = c.first + c.done, to = c.first + c.count - 1;
+  return from == to ? fmt::format("item {} of {} (call {})", from, c.method, c.job)
+                    : fmt::format("one of items {}..{} of {} (call {})", from, to, c.method,
+                                  c.job);
 }
 
 class MpiPoolCore final : public PoolCore,
