@@ -62,6 +62,12 @@ constexpr std::size_t chunks_in_flight = 2;
 constexpr auto spin_before_sleep = std::chrono::microseconds(100);
 /// How often an idle driver looks for ranks that died.
 constexpr auto death_check_interval = std::chrono::milliseconds(2);
+/// The pool's thread naps at most this long while the pool is in use (a call submitted
+/// within `recent_use`), so that a call nobody waits for is answered promptly without a
+/// wake-up per call; after that it sleeps up to `idle_nap` and a submission wakes it.
+constexpr auto busy_nap = std::chrono::milliseconds(1);
+constexpr auto idle_nap = std::chrono::milliseconds(20);
+constexpr auto recent_use = std::chrono::seconds(1);
 
 struct JobEntry : JobBookEntry {
   std::set<int> setup{};  // ranks holding the job's code
@@ -142,9 +148,13 @@ class MpiPoolCore final : public PoolCore,
   };
   void loop();
   void run_loop();
-  bool step();
-  bool safe_step();
-  bool try_step();
+  bool step(bool send_only = false);
+  bool safe_step(bool send_only = false);
+  bool try_send();
+  /// How long the pool's thread may nap now; under mutex_.
+  Clock::duration nap_limit() const {
+    return Clock::now() - last_submit_ < recent_use ? busy_nap : idle_nap;
+  }
   bool may_drive() const noexcept { return !runtime_ended_.load() && !failed_.load(); }
   bool take_incoming();
   bool poll_results();
@@ -182,6 +192,8 @@ class MpiPoolCore final : public PoolCore,
   bool stop_ = false;
   bool terminate_ = false;
   bool finished_ = false;  // the dispatcher has released the ranks
+  bool long_nap_ = false;  // the pool's thread sleeps up to idle_nap: wake it to submit
+  Clock::time_point last_submit_{};
   std::atomic<unsigned> helpers_{0};          // threads waiting in help_until
   std::atomic<bool> runtime_ended_{false};    // the Runtime ended: no MPI calls any more
   std::atomic<bool> failed_{false};           // a driver failed: no MPI calls any more
@@ -248,6 +260,7 @@ MpiPoolCore::~MpiPoolCore() {
 }
 
 void MpiPoolCore::submit(std::shared_ptr<Job> job) {
+  bool wake;
   {
     std::lock_guard lock(mutex_);
     if (runtime_ended_.load())
@@ -261,18 +274,22 @@ void MpiPoolCore::submit(std::shared_ptr<Job> job) {
     }
     incoming_.push_back(std::move(job));
     ++active_jobs_;
+    last_submit_ = Clock::now();
+    wake = long_nap_;
   }
-  // Send the first chunks from this thread if no one else is driving; the dispatcher
-  // thread may be asleep.
-  if (!try_step()) cv_.notify_one();
+  // Send the first chunks from this thread if no one else is driving. Waking the pool's
+  // thread instead would cost a switch between threads on the core mpiexec gives rank 0;
+  // it naps briefly while the pool is in use, and comes for the answers unless a waiting
+  // caller takes them first.
+  if (!try_send() || wake) cv_.notify_one();
 }
 
-bool MpiPoolCore::try_step() {
+bool MpiPoolCore::try_send() {
   if (t_driving != nullptr) return false;
   std::unique_lock drive(drive_mutex_, std::try_to_lock);
   if (!drive.owns_lock() || !may_drive()) return false;
   Driving scope(this);
-  safe_step();
+  safe_step(true);
   return true;
 }
 
@@ -431,7 +448,7 @@ void MpiPoolCore::run_loop() {
     if (helpers_.load() > 0) {
       // Waiting callers drive; stay out of their way until they leave.
       std::unique_lock lock(mutex_);
-      cv_.wait_for(lock, std::chrono::milliseconds(20),
+      cv_.wait_for(lock, nap_limit(),
                    [&] { return helpers_.load() == 0 || stop_ || terminate_ || !may_drive(); });
       if (helpers_.load() > 0 && !stop_ && !terminate_) continue;
     }
@@ -469,15 +486,16 @@ void MpiPoolCore::run_loop() {
     if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated_ ||
         cancel_generation_ != cancel_generation_seen_)
       continue;
-    const auto nap =
-        awaiting ? std::chrono::microseconds(200) : std::chrono::microseconds(20'000);
+    const Clock::duration nap = awaiting ? std::chrono::microseconds(200) : nap_limit();
+    long_nap_ = nap > busy_nap;
     cv_.wait_for(lock, nap);
+    long_nap_ = false;
   }
 }
 
-bool MpiPoolCore::safe_step() {
+bool MpiPoolCore::safe_step(bool send_only) {
   try {
-    return step();
+    return step(send_only);
   } catch (const std::exception& e) {
     // A broken message or an MPI error: nothing more can be trusted. Fail what is pending
     // so no caller waits, and make no more MPI calls; the Runtime's end still releases the
@@ -494,8 +512,16 @@ bool MpiPoolCore::safe_step() {
   }
 }
 
-bool MpiPoolCore::step() {
+/// One round: take in submissions, apply terminate, take in the ranks' answers, hand out
+/// chunks, send, finish jobs. `send_only` (from submit) stops after sending, so that the
+/// submitting thread completes no other call and runs no callback.
+bool MpiPoolCore::step(bool send_only) {
   bool progress = take_incoming();
+  if (send_only) {
+    if (!terminated_) progress |= dispatch();
+    flush_pending();
+    return progress;
+  }
   bool terminate_now;
   {
     std::lock_guard lock(mutex_);
