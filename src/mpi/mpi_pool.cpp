@@ -105,6 +105,14 @@ thread_local MpiPoolCore* t_driving = nullptr;
 std::atomic<bool> g_sigterm{false};
 extern "C" void note_sigterm(int) { g_sigterm.store(true); }
 
+/// SIGTERM's default action again (the pool is closing, or rank 0 is to die of it).
+void restore_default_sigterm() {
+  struct sigaction sa {};
+  sa.sa_handler = SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
 /// What a rank is running, for messages: "item 7 of map (call 1)". A rank sends a chunk's
 /// results at its end, so within a chunk of several items rank 0 knows only the chunk.
 std::string describe_running(const RankSlot& s) {
@@ -167,6 +175,7 @@ class MpiPoolCore final : public PoolCore,
   std::size_t tell_job(const JobEntry& j, ToWorker what);
   void check_rank_deaths();
   void report_sigterm();
+  void take_late_results();
   bool anything_in_flight() const;
   bool awaiting_replies() const;
   RankSlot* slot_of(int rank);
@@ -400,10 +409,7 @@ void MpiPoolCore::join() {
   set_process_wait_helper(nullptr);
   if (sigterm_handler_) {
     sigterm_handler_ = false;
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGTERM, &sa, nullptr);
+    restore_default_sigterm();
     if (g_sigterm.exchange(false)) ::kill(::getpid(), SIGTERM);  // came as the pool closed
   }
   if (tracer_) tracer_->flush();
@@ -427,7 +433,7 @@ RankSlot* MpiPoolCore::slot_of(int rank) {
 }
 
 std::string MpiPoolCore::rank_name(int rank) const {
-  const RankInfo& info = world().ranks[static_cast<std::size_t>(rank)];
+  const RankInfo& info = ranks_[static_cast<std::size_t>(rank)];
   return fmt::format("rank {} (pid {} on {})", rank, info.pid, info.host);
 }
 
@@ -740,12 +746,23 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
         continue;
       }
     }
-    // The chunk frame is built in place at the end of the rank's pending bytes; the
-    // setup frame, when the rank needs one, goes before it.
+    // The frames are built in place at the end of the rank's pending bytes: the call's
+    // setup, the first time the rank gets the call, then the chunk. Anything that fails
+    // cuts them off again at frame_at.
     const bool needs_setup = j.setup.count(s.rank) == 0;
     std::vector<std::byte>& out = s.pending;
     const std::size_t frame_at = out.size();
-    put<std::uint64_t>(out, 0);  // the frame's length, filled in below
+    if (needs_setup) {
+      const std::size_t setup_at = begin_frame(out);
+      put(out, ToWorker::setup);
+      put<std::uint64_t>(out, j.id);
+      const CodeRef ref = code_ref(j.job->vtable);
+      put<std::uint64_t>(out, ref.module);
+      put<std::uint64_t>(out, ref.offset);
+      out.insert(out.end(), j.job->state.begin(), j.job->state.end());
+      end_frame(out, setup_at);
+    }
+    const std::size_t chunk_at = begin_frame(out);
     put(out, ToWorker::chunk);
     put<std::uint64_t>(out, j.id);
     const std::size_t first_at = out.size();
@@ -769,7 +786,7 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     }
     if (out.size() + 1024 > static_cast<std::size_t>(INT_MAX)) {
       // One MPI message counts its bytes in an int.
-      const std::size_t bytes = out.size() - frame_at;
+      const std::size_t bytes = out.size() - chunk_at;
       out.resize(frame_at);
       j.job->on_error(std::nullopt, std::make_exception_ptr(SerializationError(fmt::format(
                                         "Pool: a chunk of {} items is {} bytes, more than "
@@ -784,22 +801,8 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     const std::uint64_t count = got;
     std::memcpy(out.data() + first_at + 8, &count, sizeof count);
     append_ends(out, ends);
-    const std::uint64_t frame_bytes = out.size() - frame_at - sizeof(std::uint64_t);
-    std::memcpy(out.data() + frame_at, &frame_bytes, sizeof frame_bytes);
-    if (needs_setup) {
-      j.setup.insert(s.rank);
-      std::vector<std::byte> setup;
-      put(setup, ToWorker::setup);
-      put<std::uint64_t>(setup, j.id);
-      const CodeRef ref = code_ref(j.job->vtable);
-      put<std::uint64_t>(setup, ref.module);
-      put<std::uint64_t>(setup, ref.offset);
-      setup.insert(setup.end(), j.job->state.begin(), j.job->state.end());
-      std::vector<std::byte> framed;
-      append_frame(framed, setup);
-      out.insert(out.begin() + static_cast<std::ptrdiff_t>(frame_at), framed.begin(),
-                 framed.end());
-    }
+    end_frame(out, chunk_at);
+    if (needs_setup) j.setup.insert(s.rank);
     j.in_flight += got;
     s.chunks.push_back(Chunk{j.id, first, got, ends.empty() ? 0 : ends.back(), j.job->method});
     return true;
@@ -862,11 +865,7 @@ void MpiPoolCore::check_rank_deaths() {
     if (s.pidfd < 0) continue;
     pollfd p{s.pidfd, POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0) continue;
-    // Take in what the rank sent before it died (see report_sigterm).
-    try {
-      for (int k = 0; k < 8; ++k) poll_results();
-    } catch (...) {
-    }
+    take_late_results();
     std::string line = fmt::format(
         "mproc: {} died while running {}; MPI cannot go on without a rank, so the job ends\n",
         rank_name(s.rank), describe_running(s));
@@ -880,13 +879,7 @@ void MpiPoolCore::report_sigterm() {
   // Open MPI's launcher sends SIGTERM when a rank on another machine died (it names the
   // rank, not the task), or when the job is cancelled. Say what each rank was running,
   // then die of the signal as if it had not been caught.
-  // Results sent before the signal may have arrived since this round polled. An
-  // MPI_Iprobe that finds nothing still runs MPI's progress, which may only then take in
-  // a message: probe a few times.
-  try {
-    for (int k = 0; k < 8; ++k) poll_results();
-  } catch (...) {
-  }
+  take_late_results();
   std::string text = "mproc: rank 0 got SIGTERM (the launcher ends the job: a rank died, "
                      "or the job was cancelled); the ranks were running:\n";
   bool any = false;
@@ -899,11 +892,19 @@ void MpiPoolCore::report_sigterm() {
     std::fputs(text.c_str(), stderr);
     std::fflush(stderr);
   }
-  struct sigaction sa {};
-  sa.sa_handler = SIG_DFL;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  restore_default_sigterm();
   ::kill(::getpid(), SIGTERM);
+}
+
+void MpiPoolCore::take_late_results() {
+  // Before saying what a rank was running: results it sent before it died (or before the
+  // signal came) may have arrived since this round polled. An MPI_Iprobe that finds
+  // nothing still runs MPI's progress, which may only then take in a message: probe a few
+  // times.
+  try {
+    for (int k = 0; k < 8; ++k) poll_results();
+  } catch (...) {
+  }
 }
 
 }  // namespace

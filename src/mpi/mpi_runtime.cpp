@@ -40,9 +40,21 @@ void check(int rc, const char* what) {
   throw std::runtime_error(fmt::format("mproc: {} failed: {}", what, std::string(text, len)));
 }
 
+std::size_t begin_frame(std::vector<std::byte>& out) {
+  const std::size_t at = out.size();
+  put<std::uint64_t>(out, 0);
+  return at;
+}
+
+void end_frame(std::vector<std::byte>& out, std::size_t at) {
+  const std::uint64_t n = out.size() - at - sizeof(std::uint64_t);
+  std::memcpy(out.data() + at, &n, sizeof n);
+}
+
 void append_frame(std::vector<std::byte>& out, std::span<const std::byte> msg) {
-  put<std::uint64_t>(out, msg.size());
+  const std::size_t at = begin_frame(out);
   out.insert(out.end(), msg.begin(), msg.end());
+  end_frame(out, at);
 }
 
 bool Frames::next(std::span<const std::byte>& frame) {
@@ -91,8 +103,8 @@ struct StopRequested {};
 
 /// The worker loop's link on ranks 1..N-1: frames in MPI messages from rank 0. A chunk's
 /// results are collected and leave as one message at the chunk's end, so rank 0 can refill
-/// the rank while it runs its next chunk, and knows exactly which items finished if the
-/// rank dies; anything else leaves when the loop asks for more work.
+/// the rank while it runs its next chunk, and knows which chunks finished if the rank
+/// dies; anything else leaves when the loop asks for more work.
 class MpiLink final : public pool::WorkerLink {
  public:
   explicit MpiLink(std::vector<std::byte> first) : in_(std::move(first)), frames_(in_) {}

@@ -56,6 +56,11 @@ inline constexpr std::byte control_stop{1};
 /// Appends one frame (u64 length, then the bytes) to `out`.
 void append_frame(std::vector<std::byte>& out, std::span<const std::byte> msg);
 
+/// Writes a frame in place: begin_frame() reserves its length and returns where the frame
+/// starts; the caller appends the frame's bytes; end_frame() fills in the length.
+std::size_t begin_frame(std::vector<std::byte>& out);
+void end_frame(std::vector<std::byte>& out, std::size_t at);
+
 /// Walks the frames of a message.
 class Frames {
  public:
