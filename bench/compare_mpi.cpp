@@ -20,10 +20,7 @@
 // same run; every pool's counts must equal the serial ones.
 //
 // Every figure is the median of --repeat runs.
-#include <fcntl.h>
 #include <mpi.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -266,57 +263,10 @@ constexpr std::uint64_t block_bytes = 256 * 1024;
 /// The generated corpus; made before the Runtime, so every rank holds the same one.
 std::string g_corpus;
 
-/// One item: the tokens starting in [begin, end) of a file, or of g_corpus if `path` is "".
-struct Block {
-  std::string path;
-  std::uint64_t begin = 0, end = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(path, begin, end);
-  }
-};
-
-/// A read-only mapping of a whole file.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error("cannot open " + path);
-    struct stat st {};
-    ::fstat(fd, &st);
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (data_ == MAP_FAILED) throw std::runtime_error("cannot map " + path);
-  }
-  ~MappedFile() {
-    if (data_ != nullptr && data_ != MAP_FAILED) ::munmap(data_, size_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  std::string_view text() const { return {static_cast<const char*>(data_), size_}; }
-
- private:
-  void* data_ = nullptr;
-  std::size_t size_ = 0;
-};
+using mproc::words::Block;
 
 /// What `mproc wordcount` does per block; the serial count runs the same function.
-mproc::words::Counts count_item(Block b) {
-  mproc::words::Counts counts;
-  if (b.path.empty()) {
-    mproc::words::count_block(g_corpus, b.begin, b.end, counts);
-  } else {
-    MappedFile f(b.path);
-    mproc::words::count_block(f.text(), b.begin, b.end, counts);
-  }
-  return counts;
-}
-
-void merge_counts(mproc::words::Counts& into, mproc::words::Counts&& from) {
-  if (into.size() < from.size()) std::swap(into, from);
-  into.merge(from);
-}
+mproc::words::Counts count_item(Block b) { return mproc::words::count_block(b, g_corpus); }
 
 struct Corpus {
   std::string name;
@@ -579,7 +529,7 @@ void wordcount_section(int repeat) {
     auto run_serial = [&] {
       auto t = Clock::now();
       mproc::words::Counts counts;
-      for (const Block& b : c.blocks) merge_counts(counts, count_item(b));
+      for (const Block& b : c.blocks) mproc::words::merge(counts, count_item(b));
       const double s = seconds_since(t);
       serial = std::move(counts);
       return s;
@@ -587,7 +537,7 @@ void wordcount_section(int repeat) {
     auto run = [&](unsigned workers) {
       mproc::Pool pool({.workers = workers, .backend = mproc::Backend::mpi});
       auto t = Clock::now();
-      auto counts = pool.map_reduce(count_item, merge_counts, c.blocks);
+      auto counts = pool.map_reduce(count_item, mproc::words::merge, c.blocks);
       const double s = seconds_since(t);
       check(counts == serial, "word counts differ from the serial count");
       return s;

@@ -5,7 +5,6 @@
 // Without PATH it counts a synthetic corpus generated in memory before the pool starts,
 // so the workers read it from their memory snapshot.
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,66 +34,10 @@ namespace fs = std::filesystem;
 
 constexpr std::uint64_t block_bytes = 256 * 1024;
 
-/// One work item: the tokens starting in [begin, end) of a file, or of the in-memory
-/// corpus when `path` is empty.
-struct Block {
-  std::string path;
-  std::uint64_t begin = 0;
-  std::uint64_t end = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(path, begin, end);
-  }
-};
-
 /// The synthetic corpus; set before the pool starts so every worker has it.
 std::string_view g_corpus;
 
-/// A read-only mapping of a whole file.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
-    struct stat st {};
-    ::fstat(fd, &st);
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (data_ == MAP_FAILED) {
-        ::close(fd);
-        throw std::runtime_error(fmt::format("cannot map '{}': {}", path, std::strerror(errno)));
-      }
-    }
-    ::close(fd);
-  }
-  ~MappedFile() {
-    if (data_ != nullptr && data_ != MAP_FAILED) ::munmap(data_, size_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  std::string_view text() const { return {static_cast<const char*>(data_), size_}; }
-
- private:
-  void* data_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-words::Counts count_block_item(Block b) {
-  words::Counts counts;
-  if (b.path.empty()) {
-    words::count_block(g_corpus, b.begin, b.end, counts);
-  } else {
-    MappedFile f(b.path);
-    words::count_block(f.text(), b.begin, b.end, counts);
-  }
-  return counts;
-}
-
-void merge_counts(words::Counts& into, words::Counts&& from) {
-  if (into.size() < from.size()) std::swap(into, from);  // fold the smaller table in
-  into.merge(from);
-}
+words::Counts count_block_item(words::Block b) { return words::count_block(b, g_corpus); }
 
 struct Options {
   ComputeOptions common;
@@ -202,7 +145,7 @@ int run(const Options& o) {
     inputs = collect(o);
     if (inputs.empty()) throw UsageError("no readable text files to count");
   }
-  std::vector<Block> blocks;
+  std::vector<words::Block> blocks;
   std::uint64_t bytes = 0;
   for (auto& in : inputs) {
     bytes += in.size;
@@ -214,11 +157,11 @@ int run(const Options& o) {
   words::Counts counts;
   unsigned workers = 1;
   if (o.serial) {
-    for (auto& b : blocks) merge_counts(counts, count_block_item(b));
+    for (auto& b : blocks) words::merge(counts, count_block_item(b));
   } else {
     Pool pool = make_pool(o.common);
     workers = pool.workers();
-    counts = pool.map_reduce(count_block_item, merge_counts, blocks, o.common.map_options());
+    counts = pool.map_reduce(count_block_item, words::merge, blocks, o.common.map_options());
   }
   const double seconds = seconds_since(start);
 

@@ -1,9 +1,17 @@
 #include "words.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <mproc/error.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
+#include <utility>
 #include <limits>
 #include <stdexcept>
 #include <cmath>
@@ -256,6 +264,62 @@ std::string synthetic_corpus(std::size_t bytes, std::uint64_t seed) {
     }
   }
   return out;
+}
+
+namespace {
+
+/// A read-only mapping of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw std::runtime_error("cannot open '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int e = errno;
+      ::close(fd);
+      throw std::runtime_error("cannot stat '" + path + "': " + std::strerror(e));
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (data_ == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        throw std::runtime_error("cannot map '" + path + "': " + std::strerror(e));
+      }
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr && data_ != MAP_FAILED) ::munmap(data_, size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view text() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace
+
+Counts count_block(const Block& b, std::string_view corpus) {
+  Counts counts;
+  if (b.path.empty()) {
+    count_block(corpus, b.begin, b.end, counts);
+  } else {
+    MappedFile f(b.path);
+    count_block(f.text(), b.begin, b.end, counts);
+  }
+  return counts;
+}
+
+void merge(Counts& into, Counts&& from) {
+  if (into.size() < from.size()) std::swap(into, from);
+  into.merge(from);
 }
 
 }  // namespace mproc::words

@@ -83,6 +83,25 @@ inline void count_text(std::string_view text, Counts& out) {
   count_block(text, 0, text.size(), out);
 }
 
+/// One work item of a word count: the tokens starting in [begin, end) of a file, or of an
+/// in-memory corpus when `path` is empty.
+struct Block {
+  std::string path;
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(path, begin, end);
+  }
+};
+
+/// Counts block `b` of its file (read through a read-only mapping), or of `corpus` when
+/// b.path is empty. Throws std::runtime_error naming the file if it cannot be read.
+Counts count_block(const Block& b, std::string_view corpus);
+
+/// Folds `from` into `into`, the smaller table into the larger: a map_reduce reduction.
+void merge(Counts& into, Counts&& from);
+
 
 /// A deterministic synthetic corpus of about `bytes` bytes: Zipf-distributed words from a
 /// fixed vocabulary, with capitals, punctuation and line breaks, from `seed`.
