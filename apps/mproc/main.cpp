@@ -1,8 +1,13 @@
 // The mproc command-line tool. Exit codes: 0 success, 1 some tasks failed,
 // 2 usage or input error (one line on stderr, never a stack dump); `mproc run` exits with
 // the number of failed jobs, capped at 101.
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -10,6 +15,57 @@
 #include "commands.hpp"
 #include <mproc/runtime.hpp>
 #include <mproc/version.hpp>
+
+namespace {
+
+/// The edit distance (insertions, deletions, substitutions, and swaps of neighbours)
+/// between `a` and `b`.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+/// The first argument that is not an option names the subcommand (the top level has only
+/// --help and --version, which take no value). Returns the one-line error for a name that
+/// is no subcommand, with the nearest name when it is close; "" when all is well.
+std::string check_subcommand(const CLI::App& app, int argc, char** argv) {
+  std::string_view given;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--") break;
+    if (a.empty() || a[0] != '-') {
+      given = a;
+      break;
+    }
+  }
+  if (given.empty()) return {};
+  std::string best;
+  std::size_t best_distance = SIZE_MAX;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    const std::string& name = sub->get_name();
+    if (name == given) return {};
+    const std::size_t d = edit_distance(given, name);
+    if (d < best_distance) {
+      best_distance = d;
+      best = name;
+    }
+  }
+  // Close enough to be a typo: at most 2 edits, and fewer than half the name's letters.
+  if (best_distance <= 2 && 2 * best_distance < best.size())
+    return fmt::format("unknown subcommand '{}'; did you mean '{}'?", given, best);
+  return fmt::format("unknown subcommand '{}' (see mproc --help)", given);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Under mpirun, ranks other than 0 serve the pool's tasks inside the Runtime and never
@@ -19,8 +75,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", mproc::version_string);
   app.require_subcommand(1);
   app.footer(
-      "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error "
-      "(`mproc run`: the number of failed jobs, at most 101).");
+      "Run `mproc SUBCOMMAND --help` for a subcommand's options.\n"
+      "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error;\n"
+      "`mproc run` exits with the number of failed jobs, at most 101.");
 
   int exit_code = mproc::cli::ok;
   mproc::cli::add_info(app, &exit_code);
@@ -32,6 +89,10 @@ int main(int argc, char** argv) {
   mproc::cli::add_run(app, &exit_code);
   mproc::cli::add_trace_view(app, &exit_code);
 
+  if (const std::string error = check_subcommand(app, argc, argv); !error.empty()) {
+    fmt::print(stderr, "mproc: {}\n", error);
+    return mproc::cli::usage_error;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
