@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -104,7 +105,9 @@ void merge(Counts& into, Counts&& from);
 
 
 /// A deterministic synthetic corpus of about `bytes` bytes: Zipf-distributed words from a
-/// fixed vocabulary, with capitals, punctuation and line breaks, from `seed`.
-std::string synthetic_corpus(std::size_t bytes, std::uint64_t seed = 42);
+/// fixed vocabulary, with capitals, punctuation and line breaks, from `seed`. Calls
+/// `progress(bytes made so far)` about every MiB, when given.
+std::string synthetic_corpus(std::size_t bytes, std::uint64_t seed = 42,
+                             const std::function<void(std::size_t)>& progress = {});
 
 }  // namespace mproc::words
