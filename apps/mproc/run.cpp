@@ -38,6 +38,7 @@
 #include <fmt/core.h>
 
 #include "commands.hpp"
+#include "text.hpp"
 #include <mproc/cpu_count.hpp>
 
 namespace mproc::cli {
@@ -378,14 +379,14 @@ class Runner {
     }
     if (stop_signal_ != 0) {
       if (stop_signal_ != SIGPIPE)
-        fmt::print(stderr, "mproc run: interrupted by {}: stopped {} running jobs, {} not started\n",
-                   signal_name(stop_signal_), stopped_, pending_.size());
+        fmt::print(stderr, "mproc run: interrupted by {}: stopped {}, {} not started\n",
+                   signal_name(stop_signal_), plural(stopped_, "running job"), pending_.size());
       return 128 + stop_signal_;
     }
     if (failures_.empty()) return ok;
     std::sort(failures_.begin(), failures_.end());
     std::string summary =
-        fmt::format("mproc run: {} of {} jobs failed:\n", failures_.size(), jobs_.size());
+        fmt::format("mproc run: {} of {} failed:\n", failures_.size(), plural(jobs_.size(), "job"));
     for (const auto& [seq, reason] : failures_)
       summary += fmt::format("  seq {}: {}: {}\n", seq, reason, jobs_[seq - 1].command);
     write_all(STDERR_FILENO, summary);
@@ -663,58 +664,61 @@ int run(const Options& o) {
   return runner.run();
 }
 
-constexpr const char* run_help = R"(Runs CMD once per argument, up to --jobs at a time, in the spirit of GNU parallel.
+constexpr const char* run_help = R"(Usage: mproc run [OPTIONS] [--] CMD [ARGS...] [::: ARG...]
+Runs CMD once per argument, up to --jobs at a time, like GNU parallel.
 
-Arguments: the words after ':::', or else one per line of stdin (empty lines skipped;
-  stdin is read to its end before the first job starts). No arguments at all is a usage
-  error (exit 2, "no arguments").
-{} in the command's words is replaced by the argument, every occurrence, also inside a
-  word (pre{}post); without any {}, the argument is appended as one more word.
-The command is executed directly (execvp, no shell: $VAR, ;, * and quotes in it or in the
-  arguments stay literal), unless --shell: then the words are joined with spaces, {} is
-  replaced by the argument verbatim (not quoted), and /bin/sh -c runs the result.
-  A command that cannot be executed fails with exit code 127 (not found) or 126.
-Each job runs in a process group of its own, stdin from /dev/null. Its stdout and stderr
-  are captured and printed when it ends, as one block each (to stdout and stderr), never
-  mixed with other jobs' output: in completion order, or input order with --keep-order.
-  A job ends when its process exits; output that background processes it started write
-  after that is not captured.
---timeout: the job's process group gets SIGTERM, then SIGKILL 1 s later; it fails as
-  "timed out".
---retries N: a failed job runs up to N more times; only the last attempt's output is
-  printed.
---joblog: tab-separated, header Seq Host Starttime JobRuntime Exitval Signal Command, one
-  line per attempt (a retried job has several lines with its Seq), in completion order;
-  Starttime in seconds since the epoch; Exitval -1 when a signal killed the job or it could
-  not be started. An unwritable joblog is a usage error (exit 2) and nothing runs.
+Arguments: the words after ':::', or else one per line of stdin (empty lines
+  skipped; stdin is read to its end before the first job starts). No arguments
+  at all is a usage error (exit 2, "no arguments").
+{} in the command's words is replaced by the argument, every occurrence, also
+  inside a word (pre{}post); without any {}, the argument is appended as one
+  more word.
+The command is executed directly (execvp, no shell: $VAR, ;, * and quotes in it
+  or in the arguments stay literal), unless --shell: then the words are joined
+  with spaces, {} is replaced by the argument verbatim (not quoted), and
+  /bin/sh -c runs the result. A command that cannot be executed fails with exit
+  code 127 (not found) or 126.
+Each job runs in a process group of its own, stdin from /dev/null. Its stdout
+  and stderr are captured and printed when it ends, as one block each (to
+  stdout and stderr), never mixed with other jobs' output: in completion order,
+  or input order with --keep-order. A job ends when its process exits; output
+  that background processes it started write after that is not captured.
+--timeout: the job's process group gets SIGTERM, then SIGKILL 1 s later; it
+  fails as "timed out".
+--retries N: a failed job runs up to N more times; only the last attempt's
+  output is printed.
+--joblog: tab-separated, header Seq Host Starttime JobRuntime Exitval Signal
+  Command, one line per attempt (a retried job has several lines with its Seq),
+  in completion order; Starttime in seconds since the epoch; Exitval -1 when a
+  signal killed the job or it could not be started. An unwritable joblog is a
+  usage error (exit 2) and nothing runs.
 Failed jobs are listed on stderr at the end ("mproc run: N of M jobs failed:").
-Exit code: the number of failed jobs, capped at 101 (0: all succeeded); 2 for usage errors
-  (bad or unknown options, no command, no arguments) - "2 jobs failed" also exits 2, the
-  summary on stderr tells them apart; 128+N when the runner got signal N (SIGINT, SIGTERM,
-  SIGHUP), after it has killed the running jobs' process groups.)";
+Exit code: the number of failed jobs, capped at 101 (0: all succeeded); 2 for
+  usage errors (bad or unknown options, no command, no arguments) - "2 jobs
+  failed" also exits 2, the summary on stderr tells them apart; 128+N when the
+  runner got signal N (SIGINT, SIGTERM, SIGHUP), after it has killed the
+  running jobs' process groups.)";
 
 }  // namespace
 
 void add_run(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "run", "Run a command once per argument, in parallel, like GNU parallel: "
-             "mproc run [OPTIONS] -- CMD [ARGS...] ::: ARG...");
-  cmd->add_option("-j,--jobs", o->jobs, "Jobs at a time (0: cpu_count())")
+  CLI::App* cmd = app.add_subcommand("run", "Run a command per argument in parallel");
+  cmd->add_option("-j,--jobs,--workers", o->jobs, "Jobs at a time (0: cpu_count())")
       ->type_name("N")
       ->capture_default_str();
   cmd->add_option("--timeout", o->timeout,
-                  "Seconds a job may run before it is killed (decimals allowed; 0: no limit)")
+                  "Kill a job after this long (0: no limit)")
       ->type_name("SECONDS")
       ->capture_default_str();
-  cmd->add_option("--retries", o->retries, "Run a failed job up to this many more times")
+  cmd->add_option("--retries", o->retries, "Run a failed job up to N more times")
       ->type_name("N")
       ->capture_default_str();
   cmd->add_flag("--keep-order", o->keep_order, "Print jobs' output in input order");
-  cmd->add_option("--joblog", o->joblog, "Write a GNU parallel style job log (TSV) to FILE")
+  cmd->add_option("--joblog", o->joblog, "Write a job log (TSV) to FILE")
       ->type_name("FILE");
-  cmd->add_flag("--shell", o->shell, "Run the command with /bin/sh -c instead of directly");
-  cmd->add_option("command", o->words, "CMD [ARGS...] [::: ARG...]; options end at CMD")
+  cmd->add_flag("--shell", o->shell, "Run the command with /bin/sh -c");
+  cmd->add_option("command", o->words, "CMD [ARGS...] [::: ARG...]")
       ->type_name("WORD");
   // Everything from the command on is the command's: `mproc run ls -l {}` needs no `--`.
   cmd->positionals_at_end();
