@@ -1,5 +1,7 @@
 # The two commands: `make run` and `make test`. Both install missing Debian packages
-# (scripts/install-deps.sh), configure a Release build in build/, and build it.
+# (scripts/install-deps.sh; `make test` adds the browser and GNU parallel the tests use)
+# and configure a Release build in build/. `make run` builds only the mproc tool and its
+# libraries; `make test` builds everything.
 
 MAKEFLAGS += --no-print-directory
 
@@ -11,8 +13,10 @@ CMAKE_FLAGS ?=
 
 all: build
 
+DEPS_FLAGS ?=
+
 deps:
-	@scripts/install-deps.sh
+	@scripts/install-deps.sh $(DEPS_FLAGS)
 
 configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
@@ -22,9 +26,11 @@ build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: word count over the built-in synthetic corpus, with a process Pool.
-run: build
-	@$(BUILD)/apps/mproc/mproc wordcount
+run: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target mproc_cli
+	@$(BUILD)/apps/mproc/mproc wordcount --progress
 
+test: DEPS_FLAGS = --test
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
