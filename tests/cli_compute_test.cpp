@@ -19,12 +19,11 @@
 #include <random>
 #include <regex>
 #include <sstream>
-#include <stdexcept>
 #include <string>
-#include <string_view>
-#include <tuple>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_runner.hpp"
 
@@ -36,150 +35,13 @@ using ::testing::HasSubstr;
 using cli_test::lines;
 using cli_test::mproc;
 using cli_test::Result;
+using Json = nlohmann::json;
 
 /// The first capture of `pattern` in `text`, or "" if it does not match.
 std::string capture(const std::string& text, const std::string& pattern) {
   std::smatch m;
   return std::regex_search(text, m, std::regex(pattern)) ? m[1].str() : std::string();
 }
-
-/// A JSON value, as a strict little parser reads it: enough to check that the tool's
-/// output is valid JSON (escapes included) and to look at its fields.
-struct Json {
-  enum Kind { null, boolean, number, string, array, object } kind = null;
-  bool b = false;
-  double num = 0;
-  std::string text;  ///< a string's decoded value, or a number's literal
-  std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> fields;
-
-  const Json& operator[](std::string_view key) const {
-    for (auto& [k, v] : fields)
-      if (k == key) return v;
-    throw std::out_of_range("no key " + std::string(key));
-  }
-  bool has(std::string_view key) const {
-    return std::any_of(fields.begin(), fields.end(), [&](auto& f) { return f.first == key; });
-  }
-  const Json& operator[](std::size_t i) const { return items.at(i); }
-
-  static Json parse(std::string_view s) {
-    std::size_t i = 0;
-    Json v = value(s, i);
-    ws(s, i);
-    if (i != s.size()) throw std::runtime_error("trailing text after JSON");
-    return v;
-  }
-
- private:
-  static void ws(std::string_view s, std::size_t& i) {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) ++i;
-  }
-  static void expect(std::string_view s, std::size_t& i, char c) {
-    ws(s, i);
-    if (i >= s.size() || s[i] != c) throw std::runtime_error(std::string("expected ") + c);
-    ++i;
-  }
-  static std::string str(std::string_view s, std::size_t& i) {
-    expect(s, i, '"');
-    std::string out;
-    for (;;) {
-      if (i >= s.size()) throw std::runtime_error("unterminated string");
-      const char c = s[i++];
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) throw std::runtime_error("raw control char");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i >= s.size()) throw std::runtime_error("bad escape");
-      const char e = s[i++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          if (i + 4 > s.size()) throw std::runtime_error("bad \\u");
-          const unsigned long cp = std::stoul(std::string(s.substr(i, 4)), nullptr, 16);
-          if (cp >= 0x80) throw std::runtime_error("test parser: \\u above 0x7f");
-          out += static_cast<char>(cp);
-          i += 4;
-          break;
-        }
-        default: throw std::runtime_error("bad escape");
-      }
-    }
-  }
-  static Json value(std::string_view s, std::size_t& i) {
-    ws(s, i);
-    if (i >= s.size()) throw std::runtime_error("missing value");
-    Json v;
-    const char c = s[i];
-    if (c == '{') {
-      v.kind = object;
-      ++i;
-      ws(s, i);
-      if (i < s.size() && s[i] == '}') {
-        ++i;
-        return v;
-      }
-      for (;;) {
-        std::string k = str(s, i);
-        expect(s, i, ':');
-        v.fields.emplace_back(std::move(k), value(s, i));
-        ws(s, i);
-        if (i < s.size() && s[i] == ',') { ++i; continue; }
-        expect(s, i, '}');
-        return v;
-      }
-    }
-    if (c == '[') {
-      v.kind = array;
-      ++i;
-      ws(s, i);
-      if (i < s.size() && s[i] == ']') {
-        ++i;
-        return v;
-      }
-      for (;;) {
-        v.items.push_back(value(s, i));
-        ws(s, i);
-        if (i < s.size() && s[i] == ',') { ++i; continue; }
-        expect(s, i, ']');
-        return v;
-      }
-    }
-    if (c == '"') {
-      v.kind = string;
-      v.text = str(s, i);
-      return v;
-    }
-    for (auto [word, k, truth] : {std::tuple{std::string_view("true"), boolean, true},
-                                  std::tuple{std::string_view("false"), boolean, false},
-                                  std::tuple{std::string_view("null"), null, false}}) {
-      if (s.substr(i, word.size()) == word) {
-        i += word.size();
-        v.kind = k;
-        v.b = truth;
-        return v;
-      }
-    }
-    static const std::regex number_re(R"(^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
-    std::match_results<std::string_view::const_iterator> m;
-    if (!std::regex_search(s.begin() + static_cast<std::ptrdiff_t>(i), s.end(), m, number_re))
-      throw std::runtime_error("bad value at " + std::to_string(i));
-    v.kind = number;
-    v.text = m.str();
-    v.num = std::stod(v.text);
-    i += v.text.size();
-    return v;
-  }
-};
 
 class ComputeFiles : public ::testing::Test {
  protected:
@@ -244,16 +106,17 @@ TEST(Pi, JsonIsOneObjectWithTheResults) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lines(r.out), 1u) << r.out;
   const Json j = Json::parse(r.out);
-  EXPECT_EQ(j["command"].text, "pi");
-  EXPECT_EQ(j["samples"].text, "3000000");
-  EXPECT_EQ(j["seed"].text, "5");
-  EXPECT_EQ(j["backend"].text, "thread");
-  EXPECT_EQ(j["workers"].text, "2");
-  EXPECT_EQ(j["hits"].kind, Json::number);
-  EXPECT_DOUBLE_EQ(j["pi"].num, 4.0 * j["hits"].num / 3e6);
-  EXPECT_NEAR(j["pi"].num, std::numbers::pi, 0.02);
-  EXPECT_GE(j["seconds"].num, 0.0);
-  EXPECT_EQ(j["hits"].text, pi_hits({"-j", "1"}, "5", "3000000"));  // --json changes no result
+  EXPECT_EQ(j.at("command"), "pi");
+  EXPECT_EQ(j.at("samples"), 3000000);
+  EXPECT_EQ(j.at("seed"), 5);
+  EXPECT_EQ(j.at("backend"), "thread");
+  EXPECT_EQ(j.at("workers"), 2);
+  ASSERT_TRUE(j.at("hits").is_number_unsigned()) << j;
+  EXPECT_DOUBLE_EQ(j.at("pi").get<double>(), 4.0 * j.at("hits").get<double>() / 3e6);
+  EXPECT_NEAR(j.at("pi").get<double>(), std::numbers::pi, 0.02);
+  EXPECT_GE(j.at("seconds").get<double>(), 0.0);
+  // --json changes no result.
+  EXPECT_EQ(std::to_string(j.at("hits").get<std::uint64_t>()), pi_hits({"-j", "1"}, "5", "3000000"));
 }
 
 TEST(Pi, BadSampleCountsAreOneLineAndExitTwo) {
@@ -296,11 +159,11 @@ TEST(Dot, EveryMethodGivesTheExactProduct) {
   Result tiny = mproc({"dot", "--size", "3", "-j", "8", "--json"});  // fewer elements than workers
   ASSERT_EQ(tiny.code, 0) << tiny.err;
   const Json j = Json::parse(tiny.out);
-  EXPECT_EQ(j["expected"].text, expected_dot(3));
-  ASSERT_EQ(j["results"].items.size(), 4u);
-  for (const Json& e : j["results"].items) {
-    EXPECT_EQ(e["dot"].text, expected_dot(3)) << e["method"].text;
-    EXPECT_TRUE(e["ok"].b);
+  EXPECT_EQ(j.at("expected"), std::stod(expected_dot(3)));
+  ASSERT_EQ(j.at("results").size(), 4u);
+  for (const Json& e : j.at("results")) {
+    EXPECT_EQ(e.at("dot"), std::stod(expected_dot(3))) << e.at("method");
+    EXPECT_EQ(e.at("ok"), true);
   }
 }
 
@@ -343,10 +206,10 @@ TEST(Rangecount, EveryMethodGivesTheSameCount) {
                       "thread", "-j", "3", "--json"});
   ASSERT_EQ(all.code, 0) << all.err;
   const Json j = Json::parse(all.out);
-  ASSERT_EQ(j["results"].items.size(), 5u);
-  for (const Json& e : j["results"].items) {
-    EXPECT_EQ(e["count"].text, other) << e["method"].text;
-    EXPECT_TRUE(e.has("us_per_row"));
+  ASSERT_EQ(j.at("results").size(), 5u);
+  for (const Json& e : j.at("results")) {
+    EXPECT_EQ(std::to_string(e.at("count").get<std::uint64_t>()), other) << e.at("method");
+    EXPECT_TRUE(e.contains("us_per_row"));
   }
 }
 
@@ -411,12 +274,12 @@ TEST_F(ComputeFiles, CountlinesJsonEscapesPaths) {
   Result r = mproc({"countlines", "--json", "--backend", "thread", odd.string(), b.string()});
   ASSERT_EQ(r.code, 0) << r.err;
   const Json j = Json::parse(r.out);
-  EXPECT_EQ(j["command"].text, "countlines");
-  ASSERT_EQ(j["files"].items.size(), 2u);
-  EXPECT_EQ(j["files"][0]["path"].text, odd.string());  // decoded back to the raw name
-  EXPECT_EQ(j["files"][0]["lines"].text, "4");
-  EXPECT_EQ(j["files"][1]["lines"].text, "1");
-  EXPECT_EQ(j["total"].text, "5");
+  EXPECT_EQ(j.at("command"), "countlines");
+  ASSERT_EQ(j.at("files").size(), 2u);
+  EXPECT_EQ(j.at("files").at(0).at("path"), odd.string());  // decoded back to the raw name
+  EXPECT_EQ(j.at("files").at(0).at("lines"), 4);
+  EXPECT_EQ(j.at("files").at(1).at("lines"), 1);
+  EXPECT_EQ(j.at("total"), 5);
   EXPECT_THAT(r.out, HasSubstr(R"(we\"ird\\name\ttab.txt)"));
 }
 
@@ -436,20 +299,20 @@ TEST_F(ComputeFiles, WordcountTopAndJson) {
   Result json = mproc({"wordcount", "--json", "--min-count", "1", f.string()});
   ASSERT_EQ(json.code, 0) << json.err;
   const Json j = Json::parse(json.out);
-  ASSERT_EQ(j["words"].items.size(), 3u);  // more than once: alphabetical
-  EXPECT_EQ(j["words"][0]["word"].text, "alpha");
-  EXPECT_EQ(j["words"][0]["count"].text, "5");
-  EXPECT_EQ(j["words"][2]["word"].text, "gamma");
-  EXPECT_EQ(j["files"].text, "1");
-  EXPECT_EQ(j["bytes"].text, std::to_string(text.size()));
-  EXPECT_EQ(j["distinct"].text, "4");
-  EXPECT_TRUE(j.has("seconds"));
+  ASSERT_EQ(j.at("words").size(), 3u);  // more than once: alphabetical
+  EXPECT_EQ(j.at("words").at(0).at("word"), "alpha");
+  EXPECT_EQ(j.at("words").at(0).at("count"), 5);
+  EXPECT_EQ(j.at("words").at(2).at("word"), "gamma");
+  EXPECT_EQ(j.at("files"), 1);
+  EXPECT_EQ(j.at("bytes"), text.size());
+  EXPECT_EQ(j.at("distinct"), 4);
+  EXPECT_TRUE(j.contains("seconds"));
 
   Result both = mproc({"wordcount", "--json", "--top", "1", "--serial", f.string()});
   ASSERT_EQ(both.code, 0) << both.err;
   const Json k = Json::parse(both.out);
-  ASSERT_EQ(k["words"].items.size(), 1u);
-  EXPECT_EQ(k["words"][0]["word"].text, "alpha");
+  ASSERT_EQ(k.at("words").size(), 1u);
+  EXPECT_EQ(k.at("words").at(0).at("word"), "alpha");
 
   Result zero = mproc({"wordcount", "--top", "0", f.string()});
   EXPECT_EQ(zero.code, 2);
@@ -579,3 +442,104 @@ TEST_F(ComputeFiles, UnderMpiexecTheMpiBackendGivesTheProcessBackendsOutput) {
   EXPECT_EQ(pi_mpi.out, pi_process.out);
 }
 #endif
+
+// ------------------------------------------------------------- --json, read by nlohmann
+
+TEST_F(ComputeFiles, CountlinesJsonIsValidWhateverTheFileNames) {
+  // A name with a byte that is not UTF-8 (0xff), and one with a quote and a newline.
+  write("d/bad\xffname.txt", "1\n2\n");
+  write("d/quote\"and\nnewline.txt", "x\n");
+  const Result r = mproc({"countlines", "--json", "--quiet", (dir_ / "d").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lines(r.out), 1u) << r.out;
+  EXPECT_EQ(r.out.find('\xff'), std::string::npos) << r.out;
+  Json j;
+  ASSERT_NO_THROW(j = Json::parse(r.out)) << r.out;  // strict: bytes that are not UTF-8 throw
+  ASSERT_EQ(j.at("files").size(), 2u) << j;
+  EXPECT_EQ(j.at("files").at(0).at("path"), (dir_ / "d").string() + "/bad\uFFFDname.txt");
+  EXPECT_EQ(j.at("files").at(0).at("lines"), 2);
+  EXPECT_EQ(j.at("files").at(1).at("path"), (dir_ / "d" / "quote\"and\nnewline.txt").string());
+  EXPECT_EQ(j.at("files").at(1).at("lines"), 1);
+  EXPECT_EQ(j.at("total"), 3);
+}
+
+TEST_F(ComputeFiles, EveryCommandPrintsOneJsonObject) {
+  const std::string text = "one two two\nthree three three\n";
+  const fs::path f = write("f.txt", text);
+  const std::vector<std::vector<std::string>> commands{
+      {"pi", "--samples", "100000", "--seed", "3"},
+      {"dot", "--size", "1000"},
+      {"rangecount", "--rows", "100"},
+      {"countlines", f.string()},
+      {"wordcount", "--min-count", "0", f.string()}};
+  for (auto args : commands) {
+    const std::string name = args[0];
+    SCOPED_TRACE(name);
+    args.insert(args.end(), {"--json", "--quiet", "--backend", "thread", "-j", "2"});
+    const Result r = mproc(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_EQ(lines(r.out), 1u) << r.out;
+    // ordered_json keeps the members in the order the tool wrote them.
+    const auto j = nlohmann::ordered_json::parse(r.out);
+    ASSERT_TRUE(j.is_object()) << j;
+    EXPECT_EQ(j.begin().key(), "command");
+    EXPECT_EQ(j.at("command"), name);
+    EXPECT_EQ(j.at("workers"), 2);
+    EXPECT_EQ(j.at("backend"), "thread");
+    EXPECT_EQ(j.at("chunksize"), 0);
+    EXPECT_EQ(j.crbegin().key(), "seconds");
+    ASSERT_TRUE(j.at("seconds").is_number()) << j;
+    EXPECT_GE(j.at("seconds").get<double>(), 0.0);
+    EXPECT_LT(j.at("seconds").get<double>(), 120.0);
+
+    if (name == "pi") {
+      EXPECT_EQ(j.at("samples"), 100000);
+      EXPECT_EQ(j.at("seed"), 3);
+      EXPECT_EQ(j.at("blocks"), 1);
+      const double hits = j.at("hits").get<double>();
+      EXPECT_LE(hits, 100000);
+      EXPECT_DOUBLE_EQ(j.at("pi").get<double>(), 4 * hits / 100000);
+      EXPECT_NEAR(j.at("pi").get<double>(), std::numbers::pi, 0.05);
+      EXPECT_NEAR(j.at("error").get<double>(), j.at("pi").get<double>() - std::numbers::pi, 1e-12);
+    } else if (name == "dot") {
+      EXPECT_EQ(j.at("size"), 1000);
+      EXPECT_EQ(j.at("method"), "all");
+      const double expected = std::stod(expected_dot(1000));
+      EXPECT_EQ(j.at("expected"), expected);
+      ASSERT_EQ(j.at("results").size(), 4u) << j;
+      std::vector<std::string> methods;
+      for (const auto& e : j.at("results")) {
+        methods.push_back(e.at("method").get<std::string>());
+        EXPECT_EQ(e.at("dot"), expected) << e;
+        EXPECT_EQ(e.at("ok"), true) << e;
+        EXPECT_GE(e.at("seconds").get<double>(), 0.0) << e;
+      }
+      EXPECT_EQ(methods, (std::vector<std::string>{"serial", "queue", "shared", "map"}));
+    } else if (name == "rangecount") {
+      EXPECT_EQ(j.at("rows"), 100);
+      EXPECT_EQ(j.at("method"), "all");
+      const std::string expected =
+          expected_rangecount(100, j.at("min").get<int>(), j.at("max").get<int>());
+      ASSERT_EQ(j.at("results").size(), 5u) << j;
+      for (const auto& e : j.at("results")) {
+        EXPECT_EQ(std::to_string(e.at("count").get<std::uint64_t>()), expected) << e;
+        EXPECT_EQ(e.at("ok"), true) << e;
+        EXPECT_GE(e.at("us_per_row").get<double>(), 0.0) << e;
+      }
+    } else if (name == "countlines") {
+      EXPECT_EQ(j.at("files"), nlohmann::ordered_json::parse(
+                                   R"([{"path":")" + f.string() + R"(","lines":2}])"));
+      EXPECT_EQ(j.at("total"), 2);
+    } else {
+      EXPECT_EQ(j.at("words"), nlohmann::ordered_json::parse(
+                                   R"([{"word":"one","count":1},{"word":"three","count":3},)"
+                                   R"({"word":"two","count":2}])"));
+      EXPECT_EQ(j.at("files"), 1);
+      EXPECT_EQ(j.at("synthetic"), false);
+      EXPECT_EQ(j.at("bytes"), text.size());
+      EXPECT_EQ(j.at("distinct"), 3);
+      EXPECT_EQ(j.at("serial"), false);
+    }
+  }
+}

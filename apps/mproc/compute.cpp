@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <exception>
@@ -121,75 +120,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::string json_string(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f)
-          out += fmt::format("\\u{:04x}", c);
-        else
-          out += ch;
-    }
-  }
-  out += '"';
-  return out;
-}
-
-std::string json_number(double v) {
-  // JSON has no NaN or infinity.
-  return std::isfinite(v) ? fmt::format("{}", v) : std::string("null");
-}
-
-void JsonObject::key(std::string_view k) {
-  if (!body_.empty()) body_ += ',';
-  body_ += json_string(k);
-  body_ += ':';
-}
-
-JsonObject& JsonObject::add(std::string_view k, std::string_view value) {
-  key(k);
-  body_ += json_string(value);
-  return *this;
-}
-
-JsonObject& JsonObject::add(std::string_view k, double value) {
-  key(k);
-  body_ += json_number(value);
-  return *this;
-}
-
-JsonObject& JsonObject::add(std::string_view k, std::uint64_t value) {
-  key(k);
-  body_ += fmt::format("{}", value);
-  return *this;
-}
-
-JsonObject& JsonObject::add(std::string_view k, std::int64_t value) {
-  key(k);
-  body_ += fmt::format("{}", value);
-  return *this;
-}
-
-JsonObject& JsonObject::add(std::string_view k, bool value) {
-  key(k);
-  body_ += value ? "true" : "false";
-  return *this;
-}
-
-JsonObject& JsonObject::add_raw(std::string_view k, std::string_view json) {
-  key(k);
-  body_ += json;
+JsonObject& JsonObject::add(std::string_view key, std::vector<JsonObject> objects) {
+  nlohmann::ordered_json& list = json_[std::string(key)] = nlohmann::ordered_json::array();
+  for (JsonObject& o : objects) list.push_back(std::move(o.json_));
   return *this;
 }
 
@@ -198,6 +131,11 @@ JsonObject& JsonObject::add_pool(const ComputeOptions& o, unsigned workers) {
   add("backend", o.backend);
   add("chunksize", static_cast<std::uint64_t>(o.chunksize));
   return *this;
+}
+
+std::string JsonObject::str() const {
+  // The default handler (strict) would throw on a byte that is not UTF-8.
+  return json_.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 void write_stdout(std::string_view text) {

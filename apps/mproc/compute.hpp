@@ -1,7 +1,7 @@
 // What the compute subcommands (wordcount, countlines, pi, dot, rangecount) share: the
 // options that choose and size the pool (--backend, -j, --chunksize), how results are
-// shown (--json, --progress, --quiet, --trace), the Pool built from them, a small JSON
-// writer, and the mapping of errors to exit codes.
+// shown (--json, --progress, --quiet, --trace), the Pool built from them, the object
+// that --json prints, and the mapping of errors to exit codes.
 #pragma once
 
 #include <chrono>
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include <mproc/pool.hpp>
@@ -78,39 +79,27 @@ void run_command(std::string_view name, int* exit_code, const std::function<int(
 /// Seconds since `start`, on the steady clock.
 double seconds_since(std::chrono::steady_clock::time_point start);
 
-/// `s` as a JSON string literal, quotes included: ", \ and control characters escaped;
-/// other bytes (UTF-8) pass through.
-std::string json_string(std::string_view s);
-
-/// A JSON number: shortest round-trip text of a finite double, null otherwise.
-std::string json_number(double v);
-
-/// Builds one JSON object, keys in insertion order.
+/// One JSON object, keys in insertion order: an nlohmann::ordered_json.
 class JsonObject {
  public:
-  JsonObject& add(std::string_view key, std::string_view value);
-  JsonObject& add(std::string_view key, const char* value) {
-    return add(key, std::string_view(value));
+  /// Adds the member `key`: a string, a number (NaN and infinities come out as null, JSON
+  /// having neither) or a bool.
+  template <class T>
+  JsonObject& add(std::string_view key, const T& value) {
+    json_[std::string(key)] = value;
+    return *this;
   }
-  JsonObject& add(std::string_view key, double value);
-  JsonObject& add(std::string_view key, std::uint64_t value);
-  JsonObject& add(std::string_view key, std::int64_t value);
-  JsonObject& add(std::string_view key, unsigned value) {
-    return add(key, static_cast<std::uint64_t>(value));
-  }
-  JsonObject& add(std::string_view key, int value) {
-    return add(key, static_cast<std::int64_t>(value));
-  }
-  JsonObject& add(std::string_view key, bool value);
-  /// `json` is already valid JSON text (an array or object).
-  JsonObject& add_raw(std::string_view key, std::string_view json);
+  /// Adds the member `key`: an array of the objects.
+  JsonObject& add(std::string_view key, std::vector<JsonObject> objects);
   /// The pool settings every compute command reports: workers, backend, chunksize.
   JsonObject& add_pool(const ComputeOptions& o, unsigned workers);
-  std::string str() const { return "{" + body_ + "}"; }
+  /// The object as one line of JSON text, as every command's --json prints it. Bytes that
+  /// are not UTF-8 (a path, a file name, a word may hold any) come out as U+FFFD, so that
+  /// the line is valid JSON whatever the input.
+  std::string str() const;
 
  private:
-  void key(std::string_view k);
-  std::string body_;
+  nlohmann::ordered_json json_ = nlohmann::ordered_json::object();
 };
 
 /// Writes `text` to stdout and flushes.

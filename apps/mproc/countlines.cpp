@@ -106,16 +106,11 @@ int run(const Options& o) {
   }
 
   if (o.common.json) {
-    std::string list = "[";
-    for (std::size_t i = 0; i < files.size(); ++i) {
-      if (!counted[i]) continue;
-      JsonObject e;
-      e.add("path", files[i]).add("lines", results[i].lines);
-      list += (list.size() > 1 ? "," : "") + e.str();
-    }
-    list += "]";
+    std::vector<JsonObject> list;
+    for (std::size_t i = 0; i < files.size(); ++i)
+      if (counted[i]) list.emplace_back().add("path", files[i]).add("lines", results[i].lines);
     JsonObject j;
-    j.add("command", "countlines").add_raw("files", list).add("total", total);
+    j.add("command", "countlines").add("files", std::move(list)).add("total", total);
     j.add_pool(o.common, pool.workers()).add("seconds", seconds);
     write_stdout(j.str() + "\n");
   } else {

@@ -165,16 +165,14 @@ int run(const Options& o) {
     }
 
   if (o.common.json) {
-    std::string results = "[";
+    std::vector<JsonObject> results;
     for (const Outcome& r : outcomes) {
-      JsonObject e;
+      JsonObject& e = results.emplace_back();
       e.add("method", r.method).add("dot", r.dot).add("seconds", r.seconds).add("ok", r.dot == expected);
-      results += (results.size() > 1 ? "," : "") + e.str();
     }
-    results += "]";
     JsonObject j;
     j.add("command", "dot").add("size", n).add("method", o.method).add("expected", expected);
-    j.add_raw("results", results).add_pool(o.common, workers).add("seconds", total_seconds);
+    j.add("results", std::move(results)).add_pool(o.common, workers).add("seconds", total_seconds);
     write_stdout(j.str() + "\n");
   } else {
     std::string out;

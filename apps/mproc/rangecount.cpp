@@ -142,17 +142,15 @@ int run(const Options& o) {
 
   const double n = static_cast<double>(rows.size());
   if (o.common.json) {
-    std::string results = "[";
+    std::vector<JsonObject> results;
     for (const Outcome& r : outcomes) {
-      JsonObject e;
+      JsonObject& e = results.emplace_back();
       e.add("method", r.method).add("count", r.total).add("seconds", r.seconds);
       e.add("us_per_row", r.seconds * 1e6 / n).add("ok", r.same);
-      results += (results.size() > 1 ? "," : "") + e.str();
     }
-    results += "]";
     JsonObject j;
     j.add("command", "rangecount").add("rows", o.rows).add("min", o.min).add("max", o.max);
-    j.add("method", o.method).add_raw("results", results);
+    j.add("method", o.method).add("results", std::move(results));
     j.add_pool(o.common, workers).add("seconds", total_seconds);
     write_stdout(j.str() + "\n");
   } else {

@@ -167,15 +167,10 @@ int run(const Options& o) {
 
   const auto selected = select_words(counts, o);
   if (o.common.json) {
-    std::string list = "[";
-    for (auto& [w, c] : selected) {
-      JsonObject e;
-      e.add("word", w).add("count", c);
-      list += (list.size() > 1 ? "," : "") + e.str();
-    }
-    list += "]";
+    std::vector<JsonObject> list;
+    for (auto& [w, c] : selected) list.emplace_back().add("word", w).add("count", c);
     JsonObject j;
-    j.add("command", "wordcount").add_raw("words", list);
+    j.add("command", "wordcount").add("words", std::move(list));
     j.add("files", static_cast<std::uint64_t>(synthetic ? 0 : inputs.size()));
     j.add("synthetic", synthetic).add("bytes", bytes).add("distinct", static_cast<std::uint64_t>(counts.size()));
     j.add("serial", o.serial).add_pool(o.common, workers).add("seconds", seconds);
