@@ -1,10 +1,30 @@
 #!/bin/sh
-# Installs the Debian packages mproc needs to build, test and benchmark, and only
-# those that are missing. Idempotent; prints nothing when everything is present.
+# Installs the Debian packages mproc needs to build and run (`make run`), and with --test
+# also those only the test suite uses: chromium-headless-shell (trace-view pages are
+# rendered and looked at) and GNU parallel (`mproc run` is compared with it). Installs
+# only what is missing. Idempotent; prints nothing when everything is present.
 set -eu
 
+usage() {
+    echo "usage: scripts/install-deps.sh [--test]" >&2
+    exit "$1"
+}
+
+with_tests=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) with_tests=1 ;;
+        -h|--help) usage 0 ;;
+        *) echo "install-deps: unknown argument '$arg'" >&2; usage 2 ;;
+    esac
+done
+
 packages="g++ make cmake pkg-config python3 libgtest-dev libgmock-dev \
-libbenchmark-dev libfmt-dev libcli11-dev libopenmpi-dev openmpi-bin libtbb-dev zlib1g-dev"
+libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin \
+libtbb-dev zlib1g-dev"
+if [ "$with_tests" -eq 1 ]; then
+    packages="$packages chromium-headless-shell parallel"
+fi
 
 missing=""
 for p in $packages; do

@@ -226,17 +226,23 @@ std::size_t pixels_near(const Image& img, const std::array<int, 3>& colour) {
   return n;
 }
 
-/// $MPROC_CHROMIUM, or chromium on PATH; "" when there is none.
+/// $MPROC_CHROMIUM; else the browser CMake found (MPROC_TEST_CHROMIUM) if it is still
+/// there; else chromium-headless-shell or chromium on PATH; "" when there is none.
 std::string find_chromium() {
   if (const char* env = std::getenv("MPROC_CHROMIUM"); env != nullptr && *env != '\0') return env;
+#if defined(MPROC_TEST_CHROMIUM)
+  if (::access(MPROC_TEST_CHROMIUM, X_OK) == 0) return MPROC_TEST_CHROMIUM;
+#endif
   const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "";
-  for (std::size_t from = 0; from <= dirs.size();) {
-    std::size_t to = dirs.find(':', from);
-    if (to == std::string::npos) to = dirs.size();
-    const fs::path candidate = fs::path(dirs.substr(from, to - from)) / "chromium";
-    if (to > from && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-    from = to + 1;
+  const std::string dirs = path != nullptr ? path : "";
+  for (const char* name : {"chromium-headless-shell", "chromium"}) {
+    for (std::size_t from = 0; from <= dirs.size();) {
+      std::size_t to = dirs.find(':', from);
+      if (to == std::string::npos) to = dirs.size();
+      const fs::path candidate = fs::path(dirs.substr(from, to - from)) / name;
+      if (to > from && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+      from = to + 1;
+    }
   }
   return "";
 }
@@ -575,7 +581,8 @@ TEST_F(TraceView, OneValidEventAmongUnusableOnes) {
 
 TEST_F(TraceView, RendersInHeadlessChromium) {
   const std::string chromium = find_chromium();
-  if (chromium.empty()) GTEST_SKIP() << "no chromium on PATH and MPROC_CHROMIUM unset";
+  if (chromium.empty())
+    GTEST_SKIP() << "no chromium-headless-shell or chromium on PATH and MPROC_CHROMIUM unset";
 
   auto render = [&](const fs::path& html, const std::string& name) {
     const fs::path png = dir_ / (name + ".png"), log = dir_ / (name + ".log");
