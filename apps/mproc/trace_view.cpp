@@ -8,7 +8,9 @@
 // of events; complete ("X") events, and begin/end ("B"/"E") pairs on one (pid, tid),
 // become spans; process_name and thread_name metadata ("M") label pools and lanes; other
 // phases and unknown fields are ignored. A span whose times are unusable is skipped and
-// counted. Everything taken from the file is HTML-escaped.
+// counted. Everything taken from the file is HTML-escaped. The JSON itself is read
+// strictly, by nlohmann's SAX parser (RFC 8259): a string that is not UTF-8 (a byte, or a
+// lone surrogate escape) or a number beyond a double is an error, at its byte offset.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,18 +37,20 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "compute.hpp"
-#include "json.hpp"
 
 namespace mproc::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using json = nlohmann::json;
 
 /// A trace nests three deep (file, events, args); the rest is room for producers that
-/// put structures in args, and the limit keeps a hostile file off the stack.
+/// put structures in args. Deeper is one clear error, not a tree as deep as the file: a
+/// hostile file then costs neither the stack nor memory, whatever the parser does.
 constexpr std::size_t max_nesting = 64;
 /// A pool with more events than this is drawn as busy spans merged at pixel resolution,
 /// so that the page stays a few megabytes.
@@ -147,14 +151,34 @@ struct Trace {
   double t0 = 0, t1 = 0;
 };
 
+/// The member `key` of `v`; nullptr when absent or when `v` is not an object.
+const json* member(const json& v, std::string_view key) {
+  if (!v.is_object()) return nullptr;
+  const auto it = v.find(key);
+  return it != v.end() ? &*it : nullptr;
+}
+
+/// The string `v` holds; nullptr when `v` is null or not a string.
+const std::string* string_of(const json* v) {
+  return v != nullptr ? v->get_ptr<const json::string_t*>() : nullptr;
+}
+
+/// "null", "a boolean", "a number", "a string", "an array" or "an object", for messages.
+std::string kind_name(const json& v) {
+  if (v.is_null()) return "null";
+  return fmt::format("{} {}", v.is_structured() ? "an" : "a", v.type_name());
+}
+
 /// A pid or tid as text: Chrome writes numbers, some producers strings.
-std::string id_text(const json::Value* v) {
+std::string id_text(const json* v) {
   if (v == nullptr) return "0";
-  if (const std::string* s = v->string()) return *s;
-  if (const double* d = v->number()) {
-    if (std::isfinite(*d) && std::abs(*d) < 9e15 && *d == std::floor(*d))
-      return fmt::format("{}", static_cast<std::int64_t>(*d));
-    return fmt::format("{}", *d);
+  if (const std::string* s = string_of(v)) return *s;
+  if (v->is_number_integer()) return v->dump();
+  if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (std::isfinite(d) && std::abs(d) < 9e15 && d == std::floor(d))
+      return fmt::format("{}", static_cast<std::int64_t>(d));
+    return fmt::format("{}", d);
   }
   return "0";
 }
@@ -175,18 +199,20 @@ bool id_less(const std::string& a, const std::string& b) {
 
 /// An integer field; `absent` unless it is a number of at most 2^53 in magnitude (beyond
 /// that a double does not hold integers exactly), so sums of two never overflow.
-std::int64_t to_int(const json::Value* v) {
-  const double* d = v != nullptr ? v->number() : nullptr;
-  if (d == nullptr || !std::isfinite(*d) || std::abs(*d) > 0x1p53) return absent;
-  return static_cast<std::int64_t>(*d);
+std::int64_t to_int(const json* v) {
+  if (v == nullptr || !v->is_number()) return absent;
+  const double d = v->get<double>();
+  if (!std::isfinite(d) || std::abs(d) > 0x1p53) return absent;
+  return static_cast<std::int64_t>(d);
 }
 
 /// A usable time field of an event, in microseconds.
-std::optional<double> time_field(const json::Value& event, std::string_view key) {
-  const json::Value* v = event.find(key);
-  const double* d = v != nullptr ? v->number() : nullptr;
-  if (d == nullptr || !std::isfinite(*d) || std::abs(*d) > max_time_us) return std::nullopt;
-  return *d;
+std::optional<double> time_field(const json& event, std::string_view key) {
+  const json* v = member(event, key);
+  if (v == nullptr || !v->is_number()) return std::nullopt;
+  const double d = v->get<double>();
+  if (!std::isfinite(d) || std::abs(d) > max_time_us) return std::nullopt;
+  return d;
 }
 
 /// Collects spans and labels event by event, then orders them into a Trace.
@@ -195,8 +221,8 @@ class TraceBuilder {
   explicit TraceBuilder(std::string path) : path_(std::move(path)) { trace_.statuses.id("ok"); }
 
   /// Takes one event, which must be an object.
-  void add(const json::Value& event);
-  void other_data(const json::Value& v);
+  void add(const json& event);
+  void other_data(const json& v);
   Trace finish();
 
  private:
@@ -204,12 +230,12 @@ class TraceBuilder {
   struct Open {
     double ts;
     std::string name;
-    json::Value args;
+    json args;
   };
 
-  std::uint32_t lane(const json::Value& event);
+  std::uint32_t lane(const json& event);
   void add_span(const std::string& name, double ts, double dur, std::uint32_t lane,
-                const json::Value* args, const json::Value* end_args);
+                const json* args, const json* end_args);
 
   std::string path_;
   Trace trace_;
@@ -220,8 +246,8 @@ class TraceBuilder {
   std::vector<std::vector<Open>> open_;  // per lane id
 };
 
-std::uint32_t TraceBuilder::lane(const json::Value& event) {
-  auto key = std::make_pair(id_text(event.find("pid")), id_text(event.find("tid")));
+std::uint32_t TraceBuilder::lane(const json& event) {
+  auto key = std::make_pair(id_text(member(event, "pid")), id_text(member(event, "tid")));
   const auto [it, added] =
       lane_ids_.try_emplace(key, static_cast<std::uint32_t>(lane_keys_.size()));
   if (added) {
@@ -231,23 +257,21 @@ std::uint32_t TraceBuilder::lane(const json::Value& event) {
   return it->second;
 }
 
-void TraceBuilder::add(const json::Value& event) {
+void TraceBuilder::add(const json& event) {
   ++trace_.events;
-  const json::Value* ph_value = event.find("ph");
-  const std::string* ph = ph_value != nullptr ? ph_value->string() : nullptr;
+  const std::string* ph = string_of(member(event, "ph"));
   if (ph == nullptr) return;
-  const json::Value* name_value = event.find("name");
-  const std::string* name = name_value != nullptr ? name_value->string() : nullptr;
-  const json::Value* args = event.find("args");
+  const std::string* name = string_of(member(event, "name"));
+  const json* args = member(event, "args");
 
   if (*ph == "M") {
-    const json::Value* label = args != nullptr ? args->find("name") : nullptr;
-    if (name == nullptr || label == nullptr || label->string() == nullptr) return;
-    const std::string pid = id_text(event.find("pid"));
+    const std::string* label = args != nullptr ? string_of(member(*args, "name")) : nullptr;
+    if (name == nullptr || label == nullptr) return;
+    const std::string pid = id_text(member(event, "pid"));
     if (*name == "process_name")
-      process_names_[pid] = *label->string();
+      process_names_[pid] = *label;
     else if (*name == "thread_name")
-      thread_names_[{pid, id_text(event.find("tid"))}] = *label->string();
+      thread_names_[{pid, id_text(member(event, "tid"))}] = *label;
     return;
   }
   if (*ph != "X" && *ph != "B" && *ph != "E") return;
@@ -268,7 +292,7 @@ void TraceBuilder::add(const json::Value& event) {
       return;
     }
     open_[l].push_back(
-        {*ts, name != nullptr ? *name : unnamed, args != nullptr ? *args : json::Value{}});
+        {*ts, name != nullptr ? *name : unnamed, args != nullptr ? *args : json()});
   } else {
     // An "E" closes the innermost open "B" of its lane, whatever its own name says.
     if (open_[l].empty()) {
@@ -286,12 +310,12 @@ void TraceBuilder::add(const json::Value& event) {
 }
 
 void TraceBuilder::add_span(const std::string& name, double ts, double dur, std::uint32_t lane,
-                            const json::Value* args, const json::Value* end_args) {
+                            const json* args, const json* end_args) {
   // An "E" event's args add to (and override) its "B" event's, as in Chrome.
-  auto field = [&](std::string_view key) -> const json::Value* {
+  auto field = [&](std::string_view key) -> const json* {
     if (end_args != nullptr)
-      if (const json::Value* v = end_args->find(key)) return v;
-    return args != nullptr ? args->find(key) : nullptr;
+      if (const json* v = member(*end_args, key)) return v;
+    return args != nullptr ? member(*args, key) : nullptr;
   };
   Span s;
   s.ts = ts;
@@ -304,18 +328,16 @@ void TraceBuilder::add_span(const std::string& name, double ts, double dur, std:
   s.bytes_out = to_int(field("bytes_out"));
   s.errors = to_int(field("errors"));
   s.failed_index = to_int(field("failed_index"));
-  const json::Value* status = field("status");
-  if (status != nullptr && status->string() != nullptr)
-    s.status = trace_.statuses.id(*status->string());
+  if (const std::string* status = string_of(field("status")))
+    s.status = trace_.statuses.id(*status);
   else if (s.errors > 0)
     s.status = trace_.statuses.id("error");
   trace_.spans.push_back(s);
 }
 
-void TraceBuilder::other_data(const json::Value& v) {
-  if (const json::Value* p = v.find("producer"); p != nullptr && p->string() != nullptr)
-    trace_.producer = *p->string();
-  const std::int64_t dropped = to_int(v.find("dropped_events"));
+void TraceBuilder::other_data(const json& v) {
+  if (const std::string* p = string_of(member(v, "producer"))) trace_.producer = *p;
+  const std::int64_t dropped = to_int(member(v, "dropped_events"));
   if (dropped != absent) trace_.dropped = dropped;
 }
 
@@ -408,62 +430,197 @@ std::string read_file(const std::string& path) {
   }
 }
 
+/// Hands a trace to a TraceBuilder as nlohmann's SAX parser reads it (json::sax_parse
+/// calls the members from null() to parse_error(), as nlohmann::json_sax declares them).
+/// Each event is built as a json value of its own, added and dropped, and members other
+/// than "traceEvents" and "otherData" are not built at all, so that a trace of a million
+/// events is never one tree. nlohmann's parser is iterative (one bit per open container,
+/// on the heap), and begin() stops at more than max_nesting open containers.
+class TraceReader {
+ public:
+  TraceReader(std::string path, TraceBuilder& builder)
+      : path_(std::move(path)), builder_(builder) {}
+
+  bool null() { return begin(nullptr); }
+  bool boolean(bool v) { return begin(v); }
+  bool number_integer(json::number_integer_t v) { return begin(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return begin(v); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return begin(v); }
+  bool string(json::string_t& v) { return begin(std::move(v)); }
+  bool binary(json::binary_t&) { return true; }  // only binary formats (CBOR, ...) have them
+  bool start_object(std::size_t) { return begin(json::object()); }
+  bool start_array(std::size_t) { return begin(json::array()); }
+  bool key(json::string_t& k) {
+    if (depth_ == 1) member_ = k;  // a member of the top-level object
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() { return end(); }
+  bool end_array() { return end(); }
+  bool parse_error(std::size_t position, const std::string& token, const json::exception& e) {
+    // `position` counts the bytes read, the offending one (or the end) included. what() is
+    // "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error
+    // while parsing array - ...": the tag and the line and column are left out, the
+    // caller gives the byte offset.
+    error_at = position > 0 ? position - 1 : 0;
+    std::string_view what = e.what();
+    if (const auto tag = what.find("] "); tag != std::string_view::npos) what.remove_prefix(tag + 2);
+    if (what.starts_with("parse error"))
+      if (const auto colon = what.find(": "); colon != std::string_view::npos)
+        what.remove_prefix(colon + 2);
+    error = what;
+    // The message quotes the token read so far, which for a bad string is the whole
+    // string: a long one is cut to its end, where the problem is, to keep one short line.
+    constexpr std::size_t keep = 40;
+    if (token.size() > keep)
+      if (const auto at = error.find(token); at != std::string::npos)
+        error.replace(at, token.size(), "..." + token.substr(token.size() - keep));
+    return false;
+  }
+
+  /// The first way the text is not a trace; "" when it is one.
+  std::string problem() const {
+    if (problem_.empty() && top_object_ && !found_events_)
+      return fmt::format("'{}' is not a trace: it has no \"traceEvents\" array", path_);
+    return problem_;
+  }
+
+  std::string error;  ///< nlohmann's message when the text is not JSON, else ""
+  std::size_t error_at = 0;
+  bool too_deep = false;  ///< stopped at a container nested more than max_nesting deep
+
+ private:
+  static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+
+  void not_a_trace(std::string_view what) {
+    if (problem_.empty()) problem_ = fmt::format("'{}' is not a trace: {}", path_, what);
+  }
+
+  /// A value starts at depth_: it joins the value being built, starts one, or says what
+  /// the file holds.
+  bool begin(json v) {
+    const bool container = v.is_structured();
+    if (container && depth_ == max_nesting) {
+      too_deep = true;
+      return false;
+    }
+    json* built = nullptr;
+    if (!building_.empty()) {
+      json& parent = *building_.back();
+      built = parent.is_object() ? &(parent[key_] = std::move(v)) : &parent.emplace_back(std::move(v));
+    } else if (depth_ == events_depth_) {
+      if (v.is_object()) {
+        value_ = std::move(v);
+        built = &value_;
+        value_is_event_ = true;
+      } else {
+        not_a_trace(fmt::format("event {} is {}, not an object", events_, kind_name(v)));
+      }
+      ++events_;
+    } else if (depth_ == 0) {
+      top_object_ = v.is_object();
+      if (v.is_array())
+        events_depth_ = 1;
+      else if (!top_object_)
+        not_a_trace(fmt::format(
+            "it holds {}, not an object with \"traceEvents\" or an array", kind_name(v)));
+    } else if (depth_ == 1 && member_ == "traceEvents") {
+      if (v.is_array()) {
+        events_depth_ = 2;
+        found_events_ = true;
+      } else {
+        not_a_trace(fmt::format("\"traceEvents\" is {}, not an array", kind_name(v)));
+      }
+    } else if (depth_ == 1 && member_ == "otherData" && v.is_object()) {
+      value_ = std::move(v);
+      built = &value_;
+      value_is_event_ = false;
+    }
+    if (container) {
+      ++depth_;
+      // Inside a value being built every container is built; outside, none is pushed.
+      if (built != nullptr) building_.push_back(built);
+    }
+    return true;
+  }
+
+  bool end() {
+    --depth_;
+    if (!building_.empty()) {
+      building_.pop_back();
+      if (building_.empty()) {
+        if (!value_is_event_)
+          builder_.other_data(value_);
+        else if (problem_.empty())
+          builder_.add(value_);
+        value_ = nullptr;
+      }
+    } else if (depth_ + 1 == events_depth_) {
+      events_depth_ = none;  // the events array ended
+    }
+    return true;
+  }
+
+  std::string path_;
+  TraceBuilder& builder_;
+  std::size_t depth_ = 0;              // open containers
+  std::size_t events_depth_ = none;    // the depth of the events, while in their array
+  std::size_t events_ = 0;             // events seen
+  std::string member_;                 // the current member of the top-level object
+  std::string key_;                    // the key of the next member of what is built
+  json value_;                         // the event or otherData being built
+  bool value_is_event_ = false;
+  std::vector<json*> building_;        // its open containers, innermost last
+  bool top_object_ = false;
+  bool found_events_ = false;
+  std::string problem_;
+};
+
+/// The offset of the first '[' or '{' that opens more than `max` containers, outside
+/// strings; text.size() if none. `text` must be JSON up to there.
+std::size_t nesting_offset(std::string_view text, std::size_t max) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (depth++ == max) return i;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return text.size();
+}
+
 Trace read_trace(const std::string& path, const std::string& text) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
     throw UsageError(fmt::format("'{}' is empty", path));
   TraceBuilder builder(path);
+  TraceReader reader(path, builder);
+  json::sax_parse(text, &reader);
+  // nlohmann's lexer takes a NUL byte for the end of the input (it reads C strings too),
+  // so that "[1]\0x" would pass; JSON text never holds one.
+  const std::size_t nul = text.find('\0');
   // A JSON error anywhere outranks a structure that is not a trace, so that a truncated
-  // file is called truncated: the first structural problem waits until the end.
-  std::string problem;
-  try {
-    json::Reader r(text, max_nesting);
-    auto events = [&] {
-      r.begin_array();
-      for (std::size_t i = 0; r.next_element(); ++i) {
-        const json::Value event = r.value();
-        if (!problem.empty()) continue;
-        if (event.kind() == json::Kind::object)
-          builder.add(event);
-        else
-          problem = fmt::format("'{}' is not a trace: event {} is {}, not an object", path, i,
-                                json::kind_name(event.kind()));
-      }
-    };
-    const json::Kind top = r.peek();
-    if (top == json::Kind::array) {
-      events();
-    } else if (top == json::Kind::object) {
-      bool found = false;
-      r.begin_object();
-      while (const auto key = r.next_key()) {
-        const json::Kind k = r.peek();
-        if (*key == "traceEvents" && k == json::Kind::array) {
-          events();
-          found = true;
-        } else if (*key == "traceEvents") {
-          r.value();
-          problem = fmt::format("'{}' is not a trace: \"traceEvents\" is {}, not an array", path,
-                                json::kind_name(k));
-        } else if (*key == "otherData") {
-          builder.other_data(r.value());
-        } else {
-          r.value();
-        }
-      }
-      if (!found && problem.empty())
-        problem = fmt::format("'{}' is not a trace: it has no \"traceEvents\" array", path);
-    } else {
-      r.value();
-      problem = fmt::format(
-          "'{}' is not a trace: it holds {}, not an object with \"traceEvents\" or an array", path,
-          json::kind_name(top));
-    }
-    r.finish();
-  } catch (const json::ParseError& e) {
-    throw UsageError(fmt::format("'{}' is not valid JSON: {}{}", path, e.what(),
-                                 e.offset() >= text.size() ? " (truncated file?)" : ""));
-  }
-  if (!problem.empty()) throw UsageError(problem);
+  // file is called truncated: the problem waits until the end.
+  if (!reader.error.empty() && reader.error_at < nul)
+    throw UsageError(fmt::format("'{}' is not valid JSON: {} at byte {}{}", path, reader.error,
+                                 reader.error_at,
+                                 reader.error_at >= text.size() ? " (truncated file?)" : ""));
+  if (reader.too_deep)
+    throw UsageError(fmt::format("'{}' has arrays and objects nested more than {} deep, at byte {}",
+                                 path, max_nesting, nesting_offset(text, max_nesting)));
+  if (nul != std::string::npos)
+    throw UsageError(
+        fmt::format("'{}' is not valid JSON: unexpected byte 0x00 at byte {}", path, nul));
+  if (const std::string problem = reader.problem(); !problem.empty()) throw UsageError(problem);
   return builder.finish();
 }
 
@@ -1035,21 +1192,22 @@ int run(const Options& o) {
 
 void add_trace_view(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "trace-view",
-      "Draw a Chrome trace-event file (as --trace writes it) as one self-contained HTML page: "
-      "a Gantt chart of each pool's workers, utilisation over time, the slowest tasks and "
-      "the failures. The page loads nothing from the network.");
+  CLI::App* cmd = app.add_subcommand("trace-view", "Draw a --trace file as an HTML timeline");
   cmd->add_option("file", o->input, "The trace: {\"traceEvents\": [...]} or a bare array")
       ->type_name("FILE")
       ->required();
   cmd->add_option("-o,--output", o->output,
-                  "Where to write the page (default: FILE with its extension replaced by .html)")
+                  "Where to write the page (default: FILE.html)")
       ->type_name("OUT.html");
   cmd->add_flag("--quiet", o->quiet, "No summary line on stderr");
   cmd->footer(
-      "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, "
-      "is not JSON or is not a trace, or an output that cannot be written).");
+      "Draws a Chrome trace-event file (as --trace writes it) as one self-contained\n"
+      "HTML page: a Gantt chart of each pool's workers, utilisation over time, the\n"
+      "slowest tasks and the failures. The page loads nothing from the network. The default\n"
+      "output is FILE with its extension replaced by .html.\n"
+      "\n"
+      "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, is\n"
+      "not JSON or is not a trace, or an output that cannot be written).");
   cmd->callback([o, exit_code] { run_command("trace-view", exit_code, [&] { return run(*o); }); });
 }
 
