@@ -488,7 +488,6 @@ TEST_F(ComputeFiles, EveryCommandPrintsOneJsonObject) {
     EXPECT_EQ(j.at("workers"), 2);
     EXPECT_EQ(j.at("backend"), "thread");
     EXPECT_EQ(j.at("chunksize"), 0);
-    EXPECT_EQ(j.crbegin().key(), "seconds");
     ASSERT_TRUE(j.at("seconds").is_number()) << j;
     EXPECT_GE(j.at("seconds").get<double>(), 0.0);
     EXPECT_LT(j.at("seconds").get<double>(), 120.0);
