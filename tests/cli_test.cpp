@@ -161,4 +161,42 @@ TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
   EXPECT_THROW((void)mproc::loads<mproc::words::Counts>(bytes), mproc::SerializationError);
 }
 
+// The mpi line of `mproc info` against the build: mpi is built exactly when this test
+// build has mproc::mpi (MPROC_TEST_MPI_VERSION, the MPI standard version CMake found), and
+// the Open MPI version printed is the one `mpiexec --version` reports.
+TEST(Cli, InfoSaysWhetherTheMpiBackendIsBuiltAndWhichMpi) {
+  Result r = mproc({"info"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string line;
+  for (std::size_t at = 0, end; at < r.out.size(); at = end + 1) {
+    end = r.out.find('\n', at);
+    if (end == std::string::npos) end = r.out.size();
+    if (r.out.compare(at, 9, "  mpi    ") == 0) line = r.out.substr(at, end - at);
+  }
+#if defined(MPROC_TEST_MPI_VERSION)
+  const std::string tail = std::string(", MPI ") + MPROC_TEST_MPI_VERSION +
+                           "; run under mpirun: --backend mpi)";
+  FILE* f = ::popen("'" MPROC_TEST_MPIEXEC "' --version 2>&1", "r");
+  ASSERT_NE(f, nullptr);
+  std::string version;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) version.append(buf, n);
+  ::pclose(f);
+  // "mpiexec (OpenRTE) 4.1.4" (Open MPI 4), "mpiexec (Open MPI) 5.0.3" (Open MPI 5).
+  std::size_t at = version.find("(OpenRTE) ");
+  if (at == std::string::npos) at = version.find("(Open MPI) ");
+  if (at != std::string::npos) {
+    at = version.find(") ", at) + 2;
+    const std::string number =
+        version.substr(at, version.find_first_not_of("0123456789.", at) - at);
+    EXPECT_EQ(line, "  mpi      built (Open MPI " + number + tail) << version;
+  } else {
+    EXPECT_THAT(line, ::testing::StartsWith("  mpi      built (")) << version;
+    EXPECT_THAT(line, ::testing::EndsWith(tail));
+  }
+#else
+  EXPECT_EQ(line, "  mpi      not built (configure with Open MPI's dev files installed)");
+#endif
+}
+
 }  // namespace

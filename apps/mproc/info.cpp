@@ -5,6 +5,11 @@
 #include <mproc/cpu_count.hpp>
 #include <mproc/version.hpp>
 
+#if defined(MPROC_HAS_MPI)
+// Only for the version macros of the MPI this tool was built against.
+#include <mpi.h>
+#endif
+
 namespace mproc::cli {
 namespace {
 
@@ -15,6 +20,25 @@ std::string compiler() {
   return fmt::format("g++ {}.{}.{}", __GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__);
 #else
   return "unknown";
+#endif
+}
+
+/// The `mpi` line of the backends: whether this tool links the MPI backend
+/// (MPROC_HAS_MPI, from mproc::mpi) and the MPI library's version from its mpi.h.
+std::string mpi_backend() {
+#if defined(MPROC_HAS_MPI)
+#if defined(OMPI_MAJOR_VERSION)
+  const std::string library = fmt::format("Open MPI {}.{}.{}", OMPI_MAJOR_VERSION,
+                                          OMPI_MINOR_VERSION, OMPI_RELEASE_VERSION);
+#elif defined(MPICH_VERSION)
+  const std::string library = fmt::format("MPICH {}", MPICH_VERSION);
+#else
+  const std::string library = "an MPI library";
+#endif
+  return fmt::format("built ({}, MPI {}.{}; run under mpirun: --backend mpi)", library,
+                     MPI_VERSION, MPI_SUBVERSION);
+#else
+  return "not built (configure with Open MPI's dev files installed)";
 #endif
 }
 
@@ -39,14 +63,14 @@ void print_info() {
   fmt::print("backends:\n");
   fmt::print("  process  built (Pool: fork server, shared-memory rings)\n");
   fmt::print("  thread   built (Pool and ThreadPoolExecutor: work-stealing deques)\n");
-  fmt::print("  mpi      not built yet\n");
+  fmt::print("  mpi      {}\n", mpi_backend());
 }
 
 }  // namespace
 
 void add_info(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
-      "info", "Show the version, compiler, cpu_count() and how it was derived, and the backends");
+      "info", "Version, cpu_count() and the backends built");
   cmd->callback([exit_code] {
     print_info();
     *exit_code = ok;
