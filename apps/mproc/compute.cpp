@@ -11,6 +11,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <utility>
 
 #include <fmt/core.h>
 
@@ -20,8 +21,10 @@ namespace mproc::cli {
 
 unsigned ComputeOptions::resolved_workers() const { return workers != 0 ? workers : cpu_count(); }
 
-MapOptions ComputeOptions::map_options() const {
-  return MapOptions{.chunksize = chunksize, .progress = ProgressOption(progress)};
+MapOptions ComputeOptions::map_options(std::string label, std::string unit) const {
+  return MapOptions{.chunksize = chunksize,
+                    .progress = progress ? ProgressOption::bar(std::move(label), std::move(unit))
+                                         : ProgressOption()};
 }
 
 CLI::Validator integer_in(std::uint64_t min, std::uint64_t max) {
@@ -45,22 +48,22 @@ CLI::Validator integer_in(std::uint64_t min, std::uint64_t max) {
 }
 
 void add_compute_options(CLI::App& cmd, ComputeOptions& o) {
-  cmd.add_option("--backend", o.backend, "Where the workers run: process, thread, or mpi (the other ranks of an mpirun job)")
+  cmd.add_option("--backend", o.backend, "Where workers run: process, thread or mpi")
       ->check(CLI::IsMember({"process", "thread", "mpi"}))
       ->capture_default_str();
   // 4096 is the thread pool's limit; a bigger count is a typo, not a machine.
-  cmd.add_option("-j,--workers", o.workers, "Workers, at most 4096 (0: cpu_count())")
+  cmd.add_option("-j,--jobs,--workers", o.workers, "Workers, at most 4096 (0: cpu_count())")
+      ->option_text("N")
       ->check(integer_in(0, 4096))
       ->capture_default_str();
-  cmd.add_option("--chunksize", o.chunksize, "Items per chunk sent to a worker (0: adaptive)")
+  cmd.add_option("--chunksize", o.chunksize, "Items per chunk (0: adaptive)")
+      ->option_text("N")
       ->check(integer_in(0, std::uint64_t{1} << 32))
       ->capture_default_str();
-  cmd.add_flag("--json", o.json, "Print one JSON object (results and timings) instead of text");
-  cmd.add_flag("--progress", o.progress, "Draw a progress bar on stderr (when it is a terminal)");
+  cmd.add_flag("--json", o.json, "Print one JSON object instead of text");
+  cmd.add_flag("--progress", o.progress, "Progress bars on stderr (if a terminal)");
   cmd.add_flag("--quiet", o.quiet, "No summary line on stderr");
-  cmd.add_option("--trace", o.trace,
-                 "Write a Chrome trace-event timeline of every chunk to FILE (open it in "
-                 "Perfetto, or draw it with `mproc trace-view`)")
+  cmd.add_option("--trace", o.trace, "Write a timeline of every chunk (see trace-view)")
       ->option_text("FILE");
 }
 

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "text.hpp"
 #include <mproc/pool.hpp>
 
 namespace mproc::cli {
@@ -34,8 +35,9 @@ struct ComputeOptions {
 
   /// The worker count a pool built from these options has: `workers`, or cpu_count().
   unsigned resolved_workers() const;
-  /// MapOptions carrying --chunksize and --progress.
-  MapOptions map_options() const;
+  /// MapOptions carrying --chunksize and --progress (a bar labelled `label`, counting
+  /// `unit`).
+  MapOptions map_options(std::string label = "map", std::string unit = "items") const;
 };
 
 /// A validator for a decimal integer in [min, max] (digits only: no sign, no "0x", no

@@ -87,7 +87,7 @@ int run(const Options& o) {
   Pool pool = make_pool(o.common);
   const auto start = std::chrono::steady_clock::now();
   // One task per file: a chunk of small files would wait behind one big one.
-  MapOptions opts = o.common.map_options();
+  MapOptions opts = o.common.map_options("counting", "files");
   if (opts.chunksize == 0) opts.chunksize = 1;
   const std::vector<FileLines> results = pool.map(count_file, files, opts);
   const double seconds = seconds_since(start);
@@ -122,9 +122,9 @@ int run(const Options& o) {
     write_stdout(out);
   }
   if (!o.common.quiet)
-    fmt::print(stderr, "mproc countlines: {} files, {} lines, workers: {} ({}), {:.3f} s\n",
-               std::count(counted.begin(), counted.end(), true), total, pool.workers(),
-               o.common.backend, seconds);
+    fmt::print(stderr, "mproc countlines: {}, {}, {} ({}), {:.3f} s\n",
+               plural(static_cast<std::uint64_t>(std::count(counted.begin(), counted.end(), true)), "file"),
+               plural(total, "line"), plural(pool.workers(), "worker"), o.common.backend, seconds);
   return ok;
 }
 
@@ -132,16 +132,17 @@ int run(const Options& o) {
 
 void add_countlines(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "countlines",
-      "Count the lines of files as `wc -l` does (newline bytes), one pool task per file. "
-      "Directories are walked (files in sorted order). Prints \"count path\" per file in "
-      "argument order, then \"count total\".");
+  CLI::App* cmd = app.add_subcommand("countlines", "Count the lines of files, as wc -l does");
   cmd->add_option("paths", o->paths, "Files or directories")->required();
   cmd->add_flag("--skip-errors", o->skip_errors,
-                "Warn about and skip files that cannot be read instead of failing");
+                "Warn about and skip files that cannot be read");
   add_compute_options(*cmd, o->common);
-  cmd->footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+  cmd->footer(
+      "Count the lines of files as `wc -l` does (newline bytes), one pool task per\n"
+      "file. Directories are walked (files in sorted order). Prints \"count path\" per\n"
+      "file in argument order, then \"count total\".\n"
+      "\n"
+      "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
   cmd->callback([o, exit_code] { run_command("countlines", exit_code, [&] { return run(*o); }); });
 }
 

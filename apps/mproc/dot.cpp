@@ -181,8 +181,8 @@ int run(const Options& o) {
     write_stdout(out);
   }
   if (!o.common.quiet)
-    fmt::print(stderr, "mproc dot: {} elements, method {}, workers: {} ({}), {:.3f} s\n", n,
-               o.method, workers, o.common.backend, total_seconds);
+    fmt::print(stderr, "mproc dot: {}, method {}, {} ({}), {:.3f} s\n", plural(n, "element"),
+               o.method, plural(workers, "worker"), o.common.backend, total_seconds);
   return code;
 }
 
@@ -190,13 +190,7 @@ int run(const Options& o) {
 
 void add_dot(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "dot",
-      "The dot product of two float64 arrays in shared memory (x[i] = i % 7, y[i] = i % 5), "
-      "computed the seed's three ways and timed, each checked against a serial loop: queue "
-      "(child processes put partial sums on a Queue), shared (they add them to a shared "
-      "Value under its lock), map (Pool.map over slices of the shared arrays). queue and "
-      "shared start one process per worker whatever --backend; map uses the pool.");
+  CLI::App* cmd = app.add_subcommand("dot", "Dot product of two shared arrays, three ways");
   cmd->add_option("--size", o->size, "Elements per array")
       ->check(integer_in(1, max_size))
       ->capture_default_str();
@@ -205,8 +199,15 @@ void add_dot(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   add_compute_options(*cmd, o->common);
   cmd->footer(
-      "Exit codes: 0 success, 1 some tasks failed or a method disagreed with the serial loop, "
-      "2 usage or input error.");
+      "The dot product of two float64 arrays in shared memory (x[i] = i % 7,\n"
+      "y[i] = i % 5), computed the seed's three ways and timed, each checked against a\n"
+      "serial loop: queue (child processes put partial sums on a Queue), shared (they\n"
+      "add them to a shared Value under its lock), map (Pool.map over slices of the\n"
+      "shared arrays). queue and shared start one process per worker whatever\n"
+      "--backend; map uses the pool.\n"
+      "\n"
+      "Exit codes: 0 success, 1 some tasks failed or a method disagreed with the\n"
+      "serial loop, 2 usage or input error.");
   cmd->callback([o, exit_code] { run_command("dot", exit_code, [&] { return run(*o); }); });
 }
 

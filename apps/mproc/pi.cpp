@@ -92,7 +92,7 @@ int run(const Options& o) {
     return block_hits(seed, b, std::min(block_samples, samples - b * block_samples));
   };
   const std::vector<std::uint64_t> hits_per_block =
-      pool.map(per_block, mproc::range(blocks), o.common.map_options());
+      pool.map(per_block, mproc::range(blocks), o.common.map_options("sampling", "blocks"));
   const std::uint64_t hits =
       std::accumulate(hits_per_block.begin(), hits_per_block.end(), std::uint64_t{0});
   const double seconds = seconds_since(start);
@@ -110,8 +110,9 @@ int run(const Options& o) {
                              samples, error));
   }
   if (!o.common.quiet)
-    fmt::print(stderr, "mproc pi: {} samples in {} blocks, seed {}, workers: {} ({}), {:.3f} s, {:.1f} M samples/s\n",
-               samples, blocks, seed, pool.workers(), o.common.backend, seconds,
+    fmt::print(stderr, "mproc pi: {} in {}, seed {}, {} ({}), {:.3f} s, {:.1f} M samples/s\n",
+               plural(samples, "sample"), plural(blocks, "block"), seed,
+               plural(pool.workers(), "worker"), o.common.backend, seconds,
                static_cast<double>(samples) / 1e6 / std::max(seconds, 1e-9));
   return ok;
 }
@@ -120,12 +121,7 @@ int run(const Options& o) {
 
 void add_pi(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "pi",
-      "Estimate pi by Monte Carlo: the share of random points of the unit square that fall "
-      "inside the quarter circle, times 4. The result depends only on --samples and --seed, "
-      "never on -j, --backend or --chunksize (the samples come in fixed blocks of 2^20, each "
-      "from its own generator seeded from (seed, block)).");
+  CLI::App* cmd = app.add_subcommand("pi", "Estimate pi by Monte Carlo");
   cmd->add_option("--samples", o->samples, "Number of random points")
       ->check(integer_in(1, max_samples))
       ->capture_default_str();
@@ -133,7 +129,13 @@ void add_pi(CLI::App& app, int* exit_code) {
       ->check(integer_in(0, UINT64_MAX))
       ->capture_default_str();
   add_compute_options(*cmd, o->common);
-  cmd->footer("Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
+  cmd->footer(
+      "Estimate pi by Monte Carlo: the share of random points of the unit square that\n"
+      "fall inside the quarter circle, times 4. The result depends only on --samples\n"
+      "and --seed, never on -j, --backend or --chunksize (the samples come in fixed\n"
+      "blocks of 2^20, each from its own generator seeded from (seed, block)).\n"
+      "\n"
+      "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error.");
   cmd->callback([o, exit_code] { run_command("pi", exit_code, [&] { return run(*o); }); });
 }
 

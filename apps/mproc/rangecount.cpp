@@ -126,7 +126,7 @@ int run(const Options& o) {
   const auto all_start = std::chrono::steady_clock::now();
   for (const std::string& m : methods) {
     const auto start = std::chrono::steady_clock::now();
-    const std::vector<int> counts = counts_by(m, pool, rows, o.min, o.max, o.common.map_options());
+    const std::vector<int> counts = counts_by(m, pool, rows, o.min, o.max, o.common.map_options("counting", "rows"));
     const double seconds = seconds_since(start);
     outcomes.push_back({m, std::accumulate(counts.begin(), counts.end(), std::uint64_t{0}), seconds,
                         counts == reference});
@@ -161,8 +161,9 @@ int run(const Options& o) {
     write_stdout(out);
   }
   if (!o.common.quiet)
-    fmt::print(stderr, "mproc rangecount: {} rows within [{}, {}], method {}, workers: {} ({}), {:.3f} s\n",
-               o.rows, o.min, o.max, o.method, workers, o.common.backend, total_seconds);
+    fmt::print(stderr, "mproc rangecount: {} within [{}, {}], method {}, {} ({}), {:.3f} s\n",
+               plural(o.rows, "row"), o.min, o.max, o.method, plural(workers, "worker"),
+               o.common.backend, total_seconds);
   return code;
 }
 
@@ -170,13 +171,7 @@ int run(const Options& o) {
 
 void add_rangecount(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "rangecount",
-      "How many numbers of each row lie within [--min, --max], over --rows rows of 5 random "
-      "ints in [0, 10) (std::mt19937 seeded 100), by each pool method, with the time per "
-      "row. The lesson: apply waits for every row's answer before sending the next, so it "
-      "pays a full round trip per row with one worker busy; apply_async keeps them all in "
-      "flight; map and starmap send rows in chunks and pay the round trip once per chunk.");
+  CLI::App* cmd = app.add_subcommand("rangecount", "Count numbers in a range per row: map vs apply");
   cmd->add_option("--rows", o->rows, "Number of rows")
       ->check(integer_in(1, std::uint64_t{1} << 30))
       ->capture_default_str();
@@ -187,8 +182,16 @@ void add_rangecount(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   add_compute_options(*cmd, o->common);
   cmd->footer(
-      "apply on the default 100000 rows takes seconds on the process backend: that is the "
-      "point.\nExit codes: 0 success, 1 some tasks failed or a method disagreed with the "
+      "How many numbers of each row lie within [--min, --max], over --rows rows of 5\n"
+      "random ints in [0, 10) (std::mt19937 seeded 100), by each pool method, with\n"
+      "the time per row. The lesson: apply waits for every row's answer before\n"
+      "sending the next, so it pays a full round trip per row with one worker busy;\n"
+      "apply_async keeps them all in flight; map and starmap send rows in chunks and\n"
+      "pay the round trip once per chunk.\n"
+      "\n"
+      "apply on the default 100000 rows takes seconds on the process backend: that is\n"
+      "the point.\n"
+      "Exit codes: 0 success, 1 some tasks failed or a method disagreed with the\n"
       "serial loop, 2 usage or input error.");
   cmd->callback([o, exit_code] { run_command("rangecount", exit_code, [&] { return run(*o); }); });
 }

@@ -1192,21 +1192,22 @@ int run(const Options& o) {
 
 void add_trace_view(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand(
-      "trace-view",
-      "Draw a Chrome trace-event file (as --trace writes it) as one self-contained HTML page: "
-      "a Gantt chart of each pool's workers, utilisation over time, the slowest tasks and "
-      "the failures. The page loads nothing from the network.");
+  CLI::App* cmd = app.add_subcommand("trace-view", "Draw a --trace file as an HTML timeline");
   cmd->add_option("file", o->input, "The trace: {\"traceEvents\": [...]} or a bare array")
       ->type_name("FILE")
       ->required();
   cmd->add_option("-o,--output", o->output,
-                  "Where to write the page (default: FILE with its extension replaced by .html)")
+                  "Where to write the page (default: FILE.html)")
       ->type_name("OUT.html");
   cmd->add_flag("--quiet", o->quiet, "No summary line on stderr");
   cmd->footer(
-      "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, "
-      "is not JSON or is not a trace, or an output that cannot be written).");
+      "Draws a Chrome trace-event file (as --trace writes it) as one self-contained\n"
+      "HTML page: a Gantt chart of each pool's workers, utilisation over time, the\n"
+      "slowest tasks and the failures. The page loads nothing from the network.\n"
+      "The default output is FILE with its extension replaced by .html.\n"
+      "\n"
+      "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, is\n"
+      "not JSON or is not a trace, or an output that cannot be written).");
   cmd->callback([o, exit_code] { run_command("trace-view", exit_code, [&] { return run(*o); }); });
 }
 
