@@ -292,7 +292,7 @@ TEST_F(ComputeFiles, WordcountTopAndJson) {
   text += "delta\n";
   const fs::path f = write("w.txt", text);
 
-  Result top = mproc({"wordcount", "--top", "3", f.string()});
+  Result top = mproc({"wordcount", "--list", "--top", "3", f.string()});
   ASSERT_EQ(top.code, 0) << top.err;
   EXPECT_EQ(top.out, "alpha == 5\nbeta == 3\ngamma == 3\n");  // ties: by word
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using cli_test::lines;
 using cli_test::mproc;
@@ -113,7 +115,7 @@ TEST(Cli, WordcountOnThePlaysMatchesPython) {
   const fs::path plays = fs::path(MPROC_SOURCE_DIR) / "../shared/data/shakespeare/plays";
   if (!fs::exists(plays)) GTEST_SKIP() << "the Shakespeare corpus is not on this machine";
   if (std::system("python3 -c 'import re' >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
-  Result mine = mproc({"wordcount", plays.string()});
+  Result mine = mproc({"wordcount", "--list", plays.string()});
   ASSERT_EQ(mine.code, 0) << mine.err;
   const std::string py = std::string("python3 '") + MPROC_SOURCE_DIR +
                          "/bench/python/countwords.py' '" + plays.string() + "' 2>/dev/null";
@@ -132,6 +134,127 @@ TEST(Cli, WordcountSyntheticCorpusIsDeterministic) {
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_FALSE(a.out.empty());
   EXPECT_EQ(a.out, b.out);  // the pool and the serial count agree
+}
+
+TEST_F(TempDir, WordcountShowsATableOfTheMostFrequentAndOneSummaryLine) {
+  // 25 distinct words; word k is used 100 + k times, so the order is known.
+  std::string text;
+  for (int k = 0; k < 25; ++k)
+    for (int i = 0; i < 100 + k; ++i) {
+      text += 'w';
+      text += static_cast<char>('a' + k);
+      text += ' ';
+    }
+  const fs::path f = write("t.txt", text);
+  Result r = mproc({"wordcount", "-j", "2", f.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream out(r.out);
+  std::string line;
+  std::getline(out, line);
+  EXPECT_THAT(line, ::testing::MatchesRegex(" *rank +word +count +share"));
+  std::vector<std::string> rows;
+  while (std::getline(out, line)) rows.push_back(line);
+  ASSERT_EQ(rows.size(), 20u) << r.out;  // the 20 most frequent by default
+  // The first row: wy, 124 of the 2800 words in all.
+  EXPECT_THAT(rows[0], ::testing::MatchesRegex(" *1 +wy +124 +4\\.43%"));
+  EXPECT_THAT(rows[19], ::testing::MatchesRegex(" *20 +wf +105 +3\\.75%"));
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("1 file, "));
+  EXPECT_THAT(r.err, HasSubstr("25 distinct words"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("; 2 workers: [0-9.]+ s, [0-9]+ MB/s"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("[0-9.]+x one worker \\([0-9.]+ s\\)"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("files checked in [0-9.]+ s; [0-9.]+ s in all"));
+
+  Result top = mproc({"wordcount", "--top", "3", "--no-speedup", f.string()});
+  ASSERT_EQ(top.code, 0) << top.err;
+  EXPECT_EQ(lines(top.out), 4u) << top.out;
+  EXPECT_THAT(top.err, Not(HasSubstr("one worker")));
+
+  Result listing = mproc({"wordcount", "--list", "--min-count", "123", f.string()});
+  ASSERT_EQ(listing.code, 0) << listing.err;
+  EXPECT_EQ(listing.out, "wy == 124\n");
+  EXPECT_THAT(listing.err, Not(HasSubstr("one worker")));  // the listing skips the baseline
+}
+
+TEST(Cli, WordcountOfTheBuiltInCorpusStatesTheGenerationApart) {
+  Result r = mproc({"wordcount", "--size", "2M", "-j", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lines(r.out), 21u) << r.out;
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("synthetic corpus, 2.1 MB"));
+  EXPECT_THAT(r.err, ::testing::ContainsRegex("generated in [0-9.]+ s; [0-9.]+ s in all"));
+}
+
+TEST(Cli, AMistypedSubcommandGetsASuggestion) {
+  Result r = mproc({"wordcunt"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "mproc: unknown subcommand 'wordcunt'; did you mean 'wordcount'?\n");
+  Result tv = mproc({"trace-veiw", "x.json"});
+  EXPECT_EQ(tv.code, 2);
+  EXPECT_EQ(tv.err, "mproc: unknown subcommand 'trace-veiw'; did you mean 'trace-view'?\n");
+  Result far = mproc({"frobnicate"});
+  EXPECT_EQ(far.code, 2);
+  EXPECT_EQ(far.err, "mproc: unknown subcommand 'frobnicate' (see mproc --help)\n");
+  EXPECT_TRUE(r.out.empty() && far.out.empty());
+}
+
+TEST(Cli, HelpFitsEightyColumns) {
+  const std::vector<std::string> subcommands{"info", "wordcount", "countlines", "pi", "dot",
+                                             "rangecount", "run", "trace-view"};
+  Result top = mproc({"--help"});
+  ASSERT_EQ(top.code, 0) << top.err;
+  for (const auto& sub : subcommands) {
+    // One line per subcommand: its name, then its one-line description.
+    std::size_t found = 0;
+    std::istringstream in(top.out);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("  " + sub + " ", 0) == 0) ++found;
+    EXPECT_EQ(found, 1u) << sub << " in\n" << top.out;
+  }
+  std::vector<std::vector<std::string>> helps{{"--help"}};
+  for (const auto& sub : subcommands) helps.push_back({sub, "--help"});
+  for (const auto& args : helps) {
+    Result r = mproc(args);
+    ASSERT_EQ(r.code, 0) << args[0];
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);)
+      EXPECT_LE(line.size(), 80u) << args[0] << ": " << line;
+  }
+}
+
+TEST_F(TempDir, EverySubcommandTakesJobsWithWorkersAsAnAlias) {
+  const fs::path f = write("f.txt", "some words here\n");
+  const std::vector<std::vector<std::string>> commands{
+      {"pi", "--samples", "1000", "--json"}, {"dot", "--size", "1000", "--json"},
+      {"rangecount", "--rows", "100", "--json"}, {"countlines", "--json", f.string()},
+      {"wordcount", "--json", f.string()}};
+  for (const auto& cmd : commands)
+    for (const std::string flag : {"-j", "--jobs", "--workers"}) {
+      auto args = cmd;
+      args.insert(args.end(), {flag, "3"});
+      Result r = mproc(args);
+      ASSERT_EQ(r.code, 0) << cmd[0] << " " << flag << ": " << r.err;
+      EXPECT_THAT(r.out, HasSubstr("\"workers\":3")) << cmd[0] << " " << flag;
+    }
+  for (const std::string flag : {"-j", "--jobs", "--workers"}) {
+    Result r = mproc({"run", flag, "2", "echo", ":::", "a", "b"});
+    EXPECT_EQ(r.code, 0) << flag << ": " << r.err;
+    EXPECT_EQ(lines(r.out), 2u) << flag;
+  }
+}
+
+TEST_F(TempDir, SummariesSayOneFileAndOneWorker) {
+  const fs::path f = write("one.txt", "a line\n");
+  Result c = mproc({"countlines", "-j", "1", f.string()});
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_THAT(c.err, HasSubstr("1 file, 1 line, 1 worker "));
+  Result w = mproc({"wordcount", "-j", "1", f.string()});
+  ASSERT_EQ(w.code, 0) << w.err;
+  EXPECT_THAT(w.err, HasSubstr("1 file, "));
+  EXPECT_THAT(w.err, HasSubstr("2 distinct words; 1 worker: "));
+  Result p = mproc({"pi", "--samples", "1000", "-j", "1"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_THAT(p.err, HasSubstr("1000 samples in 1 block, "));
 }
 
 TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
