@@ -29,9 +29,9 @@
 #include <span>
 #include <vector>
 
-#include "futex.hpp"
-#include "ring.hpp"
-#include "shm.hpp"
+#include "os/futex.hpp"
+#include "pool/ring.hpp"
+#include "os/shm.hpp"
 
 namespace {
 

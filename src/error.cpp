@@ -1,5 +1,4 @@
 #include "mproc/error.hpp"
-#include "mproc/serialize.hpp"
 
 #include <utility>
 
@@ -34,16 +33,6 @@ TimeoutError::~TimeoutError() = default;
 Closed::~Closed() = default;
 BrokenBarrierError::~BrokenBarrierError() = default;
 SharedStateError::~SharedStateError() = default;
-
-namespace detail {
-namespace {
-// Initial-exec: libmproc is loaded with the program, and a decode should not pay a
-// __tls_get_addr call.
-__attribute__((tls_model("initial-exec"))) thread_local int depth = 0;
-}  // namespace
-
-int& decode_depth() noexcept { return depth; }
-}  // namespace detail
 
 RemoteError::RemoteError(std::string type_name, std::string message, std::string traceback,
                          std::optional<std::size_t> task_index, pid_t worker_pid)

@@ -8,40 +8,11 @@
 
 #include <fmt/format.h>
 
-#include "futex.hpp"
-#include "platform.hpp"
+#include "os/futex.hpp"
+#include "os/platform.hpp"
 #include "wait_helper.hpp"
 
 namespace mproc {
-namespace {
-
-std::mutex handler_mutex;
-CallbackErrorHandler& handler_slot() {
-  static CallbackErrorHandler handler;
-  return handler;
-}
-
-void default_callback_error(std::exception_ptr error) noexcept {
-  std::string type = "unknown";
-  std::string what;
-  try {
-    std::rethrow_exception(error);
-  } catch (...) {
-    type = detail::current_exception_type_name();
-    what = detail::current_exception_message();
-  }
-  const std::string line =
-      fmt::format("mproc: exception in a Future done callback: {}: {}\n", type, what);
-  detail::write_all(2, line);
-}
-
-}  // namespace
-
-CallbackErrorHandler set_callback_error_handler(CallbackErrorHandler handler) {
-  std::lock_guard lock(handler_mutex);
-  return std::exchange(handler_slot(), std::move(handler));
-}
-
 namespace detail {
 
 MPROC_INITIAL_EXEC thread_local WaitHelper* current_wait_helper = nullptr;
@@ -63,20 +34,6 @@ void set_process_wait_helper(WaitHelper* helper) noexcept {
     std::this_thread::yield();
 }
 
-void report_callback_error(std::exception_ptr error) noexcept {
-  CallbackErrorHandler handler;
-  {
-    std::lock_guard lock(handler_mutex);
-    handler = handler_slot();
-  }
-  if (!handler) return default_callback_error(error);
-  try {
-    handler(error);
-  } catch (...) {
-    // The handler itself failed: fall back to stderr rather than lose both.
-    default_callback_error(error);
-  }
-}
 
 namespace {
 

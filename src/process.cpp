@@ -23,8 +23,8 @@
 
 #include <fmt/format.h>
 
-#include "parent_watch.hpp"
-#include "platform.hpp"
+#include "os/parent_watch.hpp"
+#include "os/platform.hpp"
 
 namespace mproc {
 namespace detail {

@@ -16,8 +16,8 @@
 
 #include <fmt/format.h>
 
-#include "mproc/future.hpp"
-#include "platform.hpp"
+#include "mproc/callback_error.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 namespace {

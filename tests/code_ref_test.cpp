@@ -1,6 +1,6 @@
 // detail::code_ref / code_address: addresses as (module key, offset) that survive a trip
 // to another process whose executable and libraries were loaded at other addresses.
-#include "code_ref.hpp"
+#include "pool/code_ref.hpp"
 
 #include <mproc/cpu_count.hpp>
 #include <mproc/error.hpp>

@@ -3,7 +3,7 @@
 //
 // Under TSan only the *Threads* tests mean anything (TSan does not see the other process
 // of a fork), so the sanitizer job runs this binary with --gtest_filter='*Thread*'.
-#include "ring.hpp"
+#include "pool/ring.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -28,8 +28,8 @@
 #include <thread>
 #include <vector>
 
-#include "futex.hpp"
-#include "shm.hpp"
+#include "os/futex.hpp"
+#include "os/shm.hpp"
 
 namespace {
 

@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "callback_error.hpp"
 #include "error.hpp"
 #include "detail/deadline.hpp"
 #include "export.hpp"
@@ -59,15 +60,6 @@ enum class CancelMode {
   pending,       ///< Python's cancel(): only a task that has not started is cancelled
   kill_running,  ///< process backend: also kill the worker running the task (as pebble)
 };
-
-/// Receives the exceptions thrown by done callbacks.
-using CallbackErrorHandler = std::function<void(std::exception_ptr)>;
-
-/// Installs `handler` for exceptions thrown by done callbacks and returns the previous
-/// one; an empty handler restores the default, which prints one line on stderr
-/// ("mproc: exception in a Future done callback: <type>: <what>"). The handler runs in
-/// the thread that ran the callback and must not throw. Thread-safe.
-MPROC_API CallbackErrorHandler set_callback_error_handler(CallbackErrorHandler handler);
 
 namespace detail {
 
@@ -98,9 +90,6 @@ struct DoneNode {
   virtual ~DoneNode() = default;
   virtual void fire() noexcept = 0;
 };
-
-/// Reports an exception thrown by a done callback to the installed handler.
-MPROC_API void report_callback_error(std::exception_ptr error) noexcept;
 
 /// The state a Future and its producer share. The producer calls set_value/set_exception
 /// once; later calls return false and change nothing (a late result after a cancel).
@@ -310,6 +299,15 @@ template <class T>
 inline constexpr bool is_future_v = false;
 template <class T>
 inline constexpr bool is_future_v<Future<T>> = true;
+
+/// Finishes `promise` with `error`: as cancelled when `cancelled` (a cancel, a terminate),
+/// else as failed. Every backend's jobs fail their futures through this.
+inline void fail_promise(FutureStateBase& promise, std::exception_ptr error, bool cancelled) {
+  if (cancelled)
+    promise.finish_cancelled(std::move(error));
+  else
+    promise.set_exception(std::move(error));
+}
 
 /// The engine of as_completed(): hands out the indices of states as they finish.
 class MPROC_API CompletionQueue {

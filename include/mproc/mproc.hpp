@@ -3,6 +3,7 @@
 #pragma once
 
 #include "bind.hpp"
+#include "callback_error.hpp"
 #include "cpu_count.hpp"
 #include "error.hpp"
 #include "executor.hpp"

@@ -30,6 +30,7 @@
 #include <optional>
 
 #include "detail/deadline.hpp"
+#include "detail/lock_block.hpp"
 #include "detail/segment.hpp"
 #include "export.hpp"
 
@@ -39,8 +40,6 @@ class Condition;
 
 namespace detail {
 
-/// Bytes of a lock block; Value and Array put one at the start of their segment.
-inline constexpr std::size_t kLockBlockBytes = 128;
 /// Makes the lock block at `p` (kLockBlockBytes, 64-aligned, zeroed) a robust,
 /// process-shared mutex, recursive or not.
 MPROC_API void init_lock_block(std::byte* p, bool recursive);

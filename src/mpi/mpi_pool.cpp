@@ -36,15 +36,15 @@
 
 #include <fmt/format.h>
 
-#include "../code_ref.hpp"
-#include "../job_book.hpp"
-#include "../pool_protocol.hpp"
-#include "../wait_helper.hpp"
-#include "../wire.hpp"
-#include "mpi_world.hpp"
 #include "mproc/detail/trace.hpp"
 #include "mproc/error.hpp"
 #include "mproc/pool.hpp"
+#include "mpi/mpi_world.hpp"
+#include "pool/code_ref.hpp"
+#include "pool/job_book.hpp"
+#include "pool/pool_protocol.hpp"
+#include "pool/wire.hpp"
+#include "wait_helper.hpp"
 
 namespace mproc::detail::mpi {
 namespace {

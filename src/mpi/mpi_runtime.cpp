@@ -16,14 +16,14 @@
 
 #include <fmt/format.h>
 
-#include "../code_ref.hpp"
-#include "../pool_protocol.hpp"
-#include "../pool_worker.hpp"
-#include "../wire.hpp"
-#include "mpi_world.hpp"
 #include "mproc/error.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/runtime.hpp"
+#include "mpi/mpi_world.hpp"
+#include "pool/code_ref.hpp"
+#include "pool/pool_protocol.hpp"
+#include "pool/pool_worker.hpp"
+#include "pool/wire.hpp"
 
 namespace mproc::detail::mpi {
 

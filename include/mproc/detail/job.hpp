@@ -34,10 +34,8 @@ inline bool is_cancelled_error(const std::exception_ptr& e) {
 /// Fails `promise` with `e`; a Cancelled error (terminate, a kill on cancel) marks it
 /// cancelled.
 inline void abort_promise(FutureStateBase& promise, std::exception_ptr e) {
-  if (is_cancelled_error(e))
-    promise.finish_cancelled(std::move(e));
-  else
-    promise.set_exception(std::move(e));
+  const bool cancelled = is_cancelled_error(e);
+  fail_promise(promise, std::move(e), cancelled);
 }
 
 class PoolCore;

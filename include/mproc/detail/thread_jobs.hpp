@@ -33,14 +33,6 @@ namespace mproc::detail {
 template <class R>
 using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
-/// Finishes `promise` with `error`, as cancelled if the error is Cancelled.
-inline void fail_promise(FutureStateBase& promise, std::exception_ptr error, bool cancelled) {
-  if (cancelled)
-    promise.finish_cancelled(std::move(error));
-  else
-    promise.set_exception(std::move(error));
-}
-
 /// Records a chunk that started at `start_ns` and ends now on `tracer`'s timeline, in the
 /// calling worker's lane.
 inline void trace_chunk(Tracer& tracer, const char* method, std::size_t first, std::size_t items,

@@ -4,7 +4,7 @@
 // a backtrace when the calling thread asked for it, and forwards to the C++ runtime's
 // own __cxa_throw found with dlsym(RTLD_NEXT). Rethrows (`throw;`,
 // std::rethrow_exception) do not pass here, so a trace survives them.
-#include "traceback.hpp"
+#include "os/traceback.hpp"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -17,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 namespace {

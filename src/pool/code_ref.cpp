@@ -1,4 +1,4 @@
-#include "code_ref.hpp"
+#include "pool/code_ref.hpp"
 
 #include <elf.h>
 #include <link.h>

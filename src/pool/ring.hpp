@@ -83,7 +83,7 @@
 #include <vector>
 
 #include "mproc/error.hpp"
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 

@@ -1,4 +1,4 @@
-#include "shm.hpp"
+#include "os/shm.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>

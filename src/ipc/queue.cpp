@@ -83,10 +83,11 @@
 
 #include <fmt/format.h>
 
-#include "futex.hpp"
 #include "mproc/error.hpp"
-#include "platform.hpp"
-#include "sync_block.hpp"
+#include "mproc/sync.hpp"
+#include "ipc/sync_block.hpp"
+#include "os/futex.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 
@@ -276,16 +277,6 @@ class Unlocker {
  private:
   std::byte* block_;
 };
-
-// Clears a sleep flag and wakes its sleeper if it was set; the exchange makes sure that
-// of several wakers only one pays for the FUTEX_WAKE. The caller has published its change
-// and executed the seq_cst fence of the handshake.
-void wake_if_sleeping(std::atomic<std::uint32_t>& flag) noexcept {
-  if (flag.load(std::memory_order_relaxed) != 0 &&
-      flag.exchange(0, std::memory_order_relaxed) != 0) {
-    futex_wake(&flag, 1);
-  }
-}
 
 enum class Wait { ready, closed, timed_out };
 

@@ -1,4 +1,4 @@
-#include "parent_watch.hpp"
+#include "os/parent_watch.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail::parent_watch {
 namespace {

@@ -15,7 +15,7 @@
 
 #include "mproc/detail/job.hpp"
 #include "mproc/error.hpp"
-#include "pool_protocol.hpp"
+#include "pool/pool_protocol.hpp"
 
 namespace mproc::detail {
 

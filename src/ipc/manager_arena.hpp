@@ -22,9 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mproc/detail/lock_block.hpp"
 #include "mproc/detail/segment.hpp"
-#include "mproc/manager.hpp"
-#include "sync_block.hpp"
+#include "ipc/sync_block.hpp"
+#include "mproc/manager.hpp"  // ManagerCrashPoint, which the tests arm through ManagerCore
 
 namespace mproc::detail::arena {
 

@@ -1,4 +1,4 @@
-#include "ring.hpp"
+#include "pool/ring.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "futex.hpp"
+#include "os/futex.hpp"
 
 namespace mproc::detail {
 
@@ -62,16 +62,6 @@ timespec to_timespec(std::chrono::nanoseconds d) noexcept {
   if (d.count() < 0) d = std::chrono::nanoseconds(0);
   const auto s = std::chrono::duration_cast<std::chrono::seconds>(d);
   return timespec{static_cast<time_t>(s.count()), static_cast<long>((d - s).count())};
-}
-
-// Clears a sleep flag the waiter set, waking the waiter if it was set. The exchange
-// makes sure that of several wakers (producer and close(), say) only one pays for the
-// FUTEX_WAKE. The caller has published its change and executed the seq_cst fence.
-void wake_if_sleeping(std::atomic<std::uint32_t>& flag) noexcept {
-  if (flag.load(std::memory_order_relaxed) != 0 &&
-      flag.exchange(0, std::memory_order_relaxed) != 0) {
-    futex_wake(&flag, 1);
-  }
 }
 
 // The waiter's half of the handshake described in ring.hpp ("Wake-ups"): spin, then

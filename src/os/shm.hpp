@@ -16,7 +16,7 @@
 #include <cstddef>
 #include <string_view>
 
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 

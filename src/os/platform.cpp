@@ -1,4 +1,4 @@
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 #include <cxxabi.h>
 #include <sys/wait.h>

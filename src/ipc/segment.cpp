@@ -19,7 +19,7 @@
 #include <fmt/format.h>
 
 #include "mproc/error.hpp"
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 

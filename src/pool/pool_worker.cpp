@@ -1,7 +1,7 @@
 // The two programs a process pool forks: the fork server (single-threaded; forks and
 // reaps the workers) and the worker loop (runs chunks of items). Both run in processes
 // forked from the user's program, so they share its code and its memory snapshot.
-#include "pool_worker.hpp"
+#include "pool/pool_worker.hpp"
 
 #include <poll.h>
 #include <signal.h>
@@ -24,21 +24,11 @@
 #include "mproc/detail/task.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
-#include "platform.hpp"
-#include "traceback.hpp"
-#include "wire.hpp"
+#include "os/platform.hpp"
+#include "os/traceback.hpp"
+#include "pool/wire.hpp"
 
 namespace mproc {
-
-namespace {
-thread_local std::optional<TaskInfo> tls_current_task;
-}
-
-std::optional<TaskInfo> current_task() noexcept { return tls_current_task; }
-
-namespace detail {
-std::optional<TaskInfo>* current_task_slot() noexcept { return &tls_current_task; }
-}  // namespace detail
 
 namespace detail::pool {
 namespace {
@@ -170,7 +160,8 @@ class Worker {
     SlotControl& ctl = *opt_.control;
     ctl.job.store(id, std::memory_order_relaxed);
     ctl.running.store(first + 1, std::memory_order_release);
-    tls_current_task = TaskInfo{first, first, count};
+    std::optional<TaskInfo>& task = *current_task_slot();
+    task = TaskInfo{first, first, count};
     for (std::uint64_t i = 0; i < count;) {
       out_.clear();
       put(out_, FromWorker::items_packed);
@@ -179,10 +170,10 @@ class Worker {
       const std::size_t at = out_.size();
       out_.resize(at + (count - i) * vt.packed_out);
       std::exception_ptr error;
-      tls_current_task->index = first + i;
+      task->index = first + i;
       const std::uint64_t done = vt.call_packed(job.fn, items.data() + i * vt.packed_in,
                                                 out_.data() + at, count - i,
-                                                &*tls_current_task, error);
+                                                &*task, error);
       out_.resize(at + done * vt.packed_out);
       std::memcpy(out_.data() + n_at, &done, sizeof done);
       if (done > 0) link_.send_item(out_);
@@ -199,7 +190,7 @@ class Worker {
       ++i;
       ++items_run_;
     }
-    tls_current_task.reset();
+    task.reset();
     ctl.running.store(0, std::memory_order_release);
   }
 
@@ -209,7 +200,8 @@ class Worker {
     if (opt_.timed) ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
     ctl.job.store(id, std::memory_order_relaxed);
     ctl.running.store(index + 1, std::memory_order_release);
-    tls_current_task = info;
+    std::optional<TaskInfo>& task = *current_task_slot();
+    task = info;
     out_.clear();
     put(out_, FromWorker::item_ok);
     try {
@@ -222,7 +214,7 @@ class Worker {
     } catch (...) {
       put_current_error(out_, FromWorker::item_error);
     }
-    tls_current_task.reset();
+    task.reset();
     ++items_run_;
     // The result is sent before `running` is cleared: a parent that finds the worker dead
     // with `running` still set checks whether that item's result arrived.

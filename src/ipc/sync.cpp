@@ -17,11 +17,11 @@
 #include <stdexcept>
 #include <string>
 
-#include "futex.hpp"
 #include "mproc/error.hpp"
 #include "mproc/serialize.hpp"
-#include "platform.hpp"
-#include "sync_block.hpp"
+#include "ipc/sync_block.hpp"
+#include "os/futex.hpp"
+#include "os/platform.hpp"
 
 namespace mproc {
 

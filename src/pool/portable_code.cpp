@@ -2,9 +2,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "code_ref.hpp"
 #include "mproc/detail/task.hpp"
-#include "wire.hpp"
+#include "pool/code_ref.hpp"
+#include "pool/wire.hpp"
 
 namespace mproc::detail {
 

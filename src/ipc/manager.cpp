@@ -21,10 +21,10 @@
 
 #include <fmt/format.h>
 
-#include "manager_arena.hpp"
 #include "mproc/error.hpp"
 #include "mproc/sync.hpp"
-#include "platform.hpp"
+#include "ipc/manager_arena.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 

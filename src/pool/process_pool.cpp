@@ -33,19 +33,17 @@
 #include "mproc/detail/trace.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/runtime.hpp"
-#include "futex.hpp"
-#include "job_book.hpp"
-#include "platform.hpp"
-#include "pool_protocol.hpp"
-#include "pool_worker.hpp"
-#include "ring.hpp"
-#include "shm.hpp"
-#include "wire.hpp"
+#include "os/futex.hpp"
+#include "os/platform.hpp"
+#include "os/shm.hpp"
+#include "pool/job_book.hpp"
+#include "pool/pool_protocol.hpp"
+#include "pool/pool_worker.hpp"
+#include "pool/ring.hpp"
+#include "pool/wire.hpp"
 
 namespace mproc {
 namespace detail {
-
-Job::~Job() = default;
 PoolCore::~PoolCore() = default;
 
 namespace pool {
@@ -1077,98 +1075,6 @@ std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options) {
   return std::make_unique<pool::ProcessPoolCore>(options);
 }
 
-void throw_not_shippable(const char* method, bool callable_ok, bool) {
-  if (!callable_ok)
-    throw std::invalid_argument(fmt::format(
-        "Pool::{}: this callable cannot be sent to a worker process: its state is not "
-        "trivially copyable (for example a lambda capturing a std::string by value). Capture "
-        "nothing or only numbers and pointers and pass the data with mproc::bind(f, value, "
-        "...), or use Backend::thread",
-        method));
-  throw std::invalid_argument(fmt::format(
-      "Pool::{}: the arguments or the result of this call cannot be sent between processes: "
-      "they must be serializable (mproc/serialize.hpp) and default-constructible, and the "
-      "callable must return the same type for a moved argument as for a stored one; or use "
-      "Backend::thread",
-      method));
-}
-
 }  // namespace detail
-
-// ---- Pool -----------------------------------------------------------------------------
-
-Pool::Pool(PoolOptions options)
-    : backend_(options.backend), chunksize_(options.chunksize), progress_bar_(options.progress) {
-  switch (options.backend) {
-    case Backend::process:
-      core_ = detail::make_process_pool(options);
-      break;
-    case Backend::thread:
-      if (options.task_timeout.count() > 0)
-        throw std::invalid_argument(
-            "Pool: task_timeout needs Backend::process (a thread cannot be stopped)");
-      if (options.workers > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
-      threads_ = std::make_unique<detail::ThreadCore>(
-          detail::ThreadCoreOptions{options.workers, options.initializer, options.trace});
-      break;
-    case Backend::mpi: {
-      const detail::MpiHooks* mpi = detail::active_mpi_hooks();
-      if (mpi == nullptr)
-        throw std::invalid_argument(
-            "Pool: Backend::mpi needs MPI: link mproc::mpi and construct an mproc::Runtime "
-            "at the start of main");
-      if (mpi->size() > 1) {
-        core_ = mpi->make_pool(options);
-        break;
-      }
-      // One rank, no other rank to run tasks: they run in this process, on one thread.
-      if (options.task_timeout.count() > 0)
-        throw std::invalid_argument("Pool: task_timeout needs Backend::process");
-      threads_ = std::make_unique<detail::ThreadCore>(
-          detail::ThreadCoreOptions{1, options.initializer, options.trace});
-      break;
-    }
-  }
-}
-
-Pool::Pool(unsigned workers) : Pool(PoolOptions{.workers = workers}) {}
-
-Pool::~Pool() {
-  try {
-    close();
-    join();
-  } catch (...) {
-  }
-}
-
-unsigned Pool::workers() const noexcept {
-  return threads_ ? threads_->workers() : core_->workers();
-}
-void Pool::close() {
-  if (threads_)
-    threads_->close();
-  else
-    core_->close();
-}
-void Pool::join() {
-  if (threads_)
-    threads_->join();
-  else
-    core_->join();
-}
-void Pool::terminate() {
-  if (threads_)
-    threads_->terminate();
-  else
-    core_->terminate();
-}
-void Pool::cancel_pending() {
-  if (threads_)
-    threads_->cancel_pending();
-  else
-    core_->cancel_pending();
-}
-
-std::size_t Pool::stream_window() const noexcept { return std::size_t{1024} * workers(); }
 
 }  // namespace mproc

@@ -19,10 +19,10 @@
 #include <thread>
 #include <vector>
 
-#include "futex.hpp"
 #include "mproc/cpu_count.hpp"
 #include "mproc/detail/trace.hpp"
 #include "mproc/error.hpp"
+#include "os/futex.hpp"
 #include "wait_helper.hpp"
 
 namespace mproc::detail {

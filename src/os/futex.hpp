@@ -36,6 +36,18 @@ int futex_wake(std::atomic<std::uint32_t>* word, int count = 1);
 /// Wakes every sleeper on `word`.
 int futex_wake_all(std::atomic<std::uint32_t>* word);
 
+/// The waker's half of a sleep-flag handshake (src/pool/ring.hpp, "Wake-ups"; the
+/// Queue's ring uses the same): clears the flag a waiter set before sleeping on it, and
+/// wakes that waiter if it was set. The exchange makes sure that of several wakers
+/// (a producer and close(), say) only one pays for the FUTEX_WAKE. The caller has
+/// published its change and executed the seq_cst fence of the handshake. Process-safe.
+inline void wake_if_sleeping(std::atomic<std::uint32_t>& flag) noexcept {
+  if (flag.load(std::memory_order_relaxed) != 0 &&
+      flag.exchange(0, std::memory_order_relaxed) != 0) {
+    futex_wake(&flag, 1);
+  }
+}
+
 /// One iteration's worth of politeness in a spin loop: PAUSE on x86 (lets the sibling
 /// hyper-thread run and avoids the memory-order mis-speculation flush on loop exit),
 /// YIELD on arm64.

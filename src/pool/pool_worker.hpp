@@ -11,8 +11,8 @@
 
 #include "mproc/export.hpp"
 
-#include "pool_protocol.hpp"
-#include "ring.hpp"
+#include "pool/pool_protocol.hpp"
+#include "pool/ring.hpp"
 
 namespace mproc::detail::pool {
 

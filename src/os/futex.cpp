@@ -1,4 +1,4 @@
-#include "futex.hpp"
+#include "os/futex.hpp"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <climits>
 
-#include "platform.hpp"
+#include "os/platform.hpp"
 
 namespace mproc::detail {
 

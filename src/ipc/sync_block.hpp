@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "mproc/detail/deadline.hpp"
-#include "mproc/sync.hpp"
+#include "mproc/detail/lock_block.hpp"
 
 namespace mproc::detail {
 
