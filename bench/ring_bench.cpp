@@ -1,7 +1,7 @@
-// Micro-benchmarks of the process transport (src/ring, src/futex), between two real
+// Micro-benchmarks of the process transport (src/pool/ring, src/os/futex), between two real
 // processes: each benchmark forks its peer before the timed loop.
 //
-//   BM_Futex_pingpong        the anchor of DESIGN.md §6 ("apply round trip <= 2x raw
+//   BM_Futex_pingpong        the anchor of the design's targets ("apply round trip <= 2x raw
 //                            futex ping-pong"): one shared word flipped back and forth,
 //                            spin first, then FUTEX_WAIT; FUTEX_WAKE only for a sleeper.
 //   BM_Ring_roundtrip/size   a message of `size` bytes there and back through two rings

@@ -837,7 +837,7 @@ TEST_P(Executors, RaceCancelWithStart) {
 
 // LIBRARY BUG (process backend; fixed in 297a3dd and a2dd17e): as many tasks as workers
 // did not all start. The process pool hands each worker a second task while it runs the
-// first (chunks_in_flight = 2 in src/process_pool.cpp), and ProcessPoolCore::dispatch
+// first (chunks_in_flight = 2 in src/pool/process_pool.cpp), and ProcessPoolCore::dispatch
 // filled worker by worker, so of four tasks submitted to four idle workers two waited
 // behind the first two while two workers stayed idle, for as long as the first tasks ran
 // (exactly half started on 2, 4 and 8 workers). Python's executors and Pool feed one
@@ -860,7 +860,7 @@ TEST_P(Executors, AsManyTasksAsWorkersAllStartAtOnce) {
 
 // LIBRARY BUG (process backend; fixed in a2dd17e): a task still queued when
 // shutdown({.cancel_futures = true}) returned could run anyway. ProcessPoolCore::loop
-// (src/process_pool.cpp) copied cancel_generation_ into cancel_generation_seen_ in
+// (src/pool/process_pool.cpp) copied cancel_generation_ into cancel_generation_seen_ in
 // take_incoming() at the top of an iteration, then drained results and dispatched with
 // that copy; when cancel_pending() landed between the two and a worker freed up in the
 // same iteration, give_chunk() handed out a job submitted before the cancel as if it had

@@ -1,4 +1,4 @@
-// Tests of the shared-memory transport (src/shm, src/futex, src/ring) between real
+// Tests of the shared-memory transport (src/os/shm, src/os/futex, src/pool/ring) between real
 // processes: fork() a peer, move bytes, check every byte, kill peers.
 //
 // Under TSan only the *Threads* tests mean anything (TSan does not see the other process

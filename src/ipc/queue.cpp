@@ -52,7 +52,7 @@
 // peer's line is read only when the cached value says "full" or "empty".
 //
 // Sleeping. Only lock holders wait for data or space; the others wait in the mutex.
-// A waiter spins for kSpin, then uses the Dekker handshake of src/ring.hpp ("Wake-ups"):
+// A waiter spins for kSpin, then uses the Dekker handshake of src/pool/ring.hpp ("Wake-ups"):
 // store sleeping = 1, seq_cst fence, re-check, futex_wait on the flag; the waker stores
 // its index, seq_cst fence, and makes a FUTEX_WAKE only if it reads the flag set. So a
 // put or get in steady state makes no system call.
@@ -111,7 +111,7 @@ constexpr auto kSpin = 5us;
 constexpr auto kStreamSpin = 50us;
 // Most payload bytes in one frame of a multi-frame message: a frame is released only once
 // copied out, so smaller frames let the producer refill the ring sooner (as SpscRing's
-// publish chunks, src/ring.hpp). WHOLE frames go up to max_payload: they are decoded in
+// publish chunks, src/pool/ring.hpp). WHOLE frames go up to max_payload: they are decoded in
 // place, and a bigger message costs an assembly buffer and a copy.
 constexpr std::uint64_t kStreamPayload = (std::uint64_t{64} << 10) - 16;
 // How often a consumer waiting for the rest of a message checks for a dead producer.
@@ -123,7 +123,7 @@ constexpr auto kProducerCheck = 50ms;
 // thread for the life of the process.
 constexpr std::size_t kKeepBuffer = std::size_t{64} << 20;
 // Multi-frame messages this big are assembled in memory advised for huge pages: faulting
-// 4 KiB pages one by one dominates receiving a huge message (see src/ring.cpp).
+// 4 KiB pages one by one dominates receiving a huge message (see src/pool/ring.cpp).
 constexpr std::uint64_t kHugeMessage = std::uint64_t{2} << 20;
 // Sanity bound on a message length read from shared memory.
 constexpr std::uint64_t kMaxMessage = std::uint64_t{1} << 46;

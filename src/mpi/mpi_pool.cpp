@@ -53,7 +53,7 @@ using pool::FromWorker;
 using pool::ToWorker;
 using Clock = std::chrono::steady_clock;
 
-/// Adaptive chunks aim at this much work per chunk (DESIGN §2: 0.1-1 ms); a message
+/// Adaptive chunks aim at this much work per chunk (the design aims at 0.1-1 ms); a message
 /// between ranks costs microseconds, more over a network, so aim at the top of the range.
 constexpr double target_chunk_ns = 1'000'000;
 constexpr std::size_t max_chunk_items = std::size_t{1} << 20;

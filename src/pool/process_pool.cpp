@@ -52,7 +52,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t ring_capacity = std::size_t{1} << 20;
-/// Adaptive chunks aim at this much work per chunk (DESIGN §2: 0.1-1 ms).
+/// Adaptive chunks aim at this much work per chunk (the design aims at 0.1-1 ms).
 constexpr double target_chunk_ns = 500'000;
 constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
 /// After its last event the dispatcher polls this long before it sleeps: a result or a

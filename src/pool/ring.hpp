@@ -1,6 +1,6 @@
 // SpscRing: a single-producer single-consumer byte ring in shared memory, carrying
 // length-prefixed messages between two processes: the transport between the process
-// Pool's parent and each worker (DESIGN.md §3). Internal to libmproc.
+// Pool's parent and each worker (docs/architecture.md). Internal to libmproc.
 //
 // Layout. A ring is a control block followed by a power-of-two data area of `capacity`
 // bytes; bytes_needed(capacity) is the total and a multiple of 64, so rings (and
