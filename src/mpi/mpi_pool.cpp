@@ -197,9 +197,6 @@ class MpiPoolCore final : public PoolCore,
 
   // Shared with user threads.
   std::condition_variable cv_;       // wakes the dispatcher
-  bool closed_ = false;
-  bool stop_ = false;
-  bool terminate_ = false;
   bool finished_ = false;  // the dispatcher has released the ranks
   bool long_nap_ = false;  // the pool's thread sleeps up to idle_nap: wake it to submit
   Clock::time_point last_submit_{};
@@ -274,15 +271,7 @@ void MpiPoolCore::submit(std::shared_ptr<Job> job) {
     std::lock_guard lock(mutex_);
     if (runtime_ended_.load())
       throw BrokenPool("Pool: the mproc::Runtime has ended; the ranks are gone");
-    if (broken_error_) std::rethrow_exception(broken_error_);
-    if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
-    job->generation = cancel_generation_;
-    {
-      std::lock_guard link(job->link_mutex);
-      job->link = this;
-    }
-    incoming_.push_back(std::move(job));
-    ++active_jobs_;
+    enqueue_locked(std::move(job));
     last_submit_ = Clock::now();
     wake = long_nap_;
   }
@@ -384,25 +373,14 @@ void MpiPoolCore::release_sends() noexcept {
 }
 
 void MpiPoolCore::cancel_pending() {
-  std::unique_lock lock(mutex_);
-  const std::uint64_t mine = ++cancel_generation_;
-  cv_.notify_one();
-  idle_cv_.wait(lock, [&] { return cancel_acked_ >= mine || finished_; });
+  cancel_unstarted_jobs([&] { cv_.notify_one(); }, [&] { return finished_; });
 }
 
-void MpiPoolCore::close() {
-  std::lock_guard lock(mutex_);
-  closed_ = true;
-}
+void MpiPoolCore::close() { close_book(); }
 
 void MpiPoolCore::join() {
   std::lock_guard join_lock(join_mutex_);
-  {
-    std::unique_lock lock(mutex_);
-    closed_ = true;
-    idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_ || finished_; });
-    stop_ = true;
-  }
+  wait_idle_then_stop([&] { return finished_; });
   leaving_ = true;
   cv_.notify_one();
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
@@ -417,13 +395,8 @@ void MpiPoolCore::join() {
 }
 
 void MpiPoolCore::terminate() {
-  {
-    std::lock_guard lock(mutex_);
-    closed_ = true;
-    terminate_ = true;
-  }
+  mark_terminating();
   cv_.notify_one();
-  idle_cv_.notify_all();
   join();
 }
 
@@ -617,30 +590,15 @@ void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
   const RankInfo& info = ranks_[static_cast<std::size_t>(s.rank)];
   if (kind == FromWorker::init_failed) {
     std::string type = r.get_string(), what = r.get_string();
-    if (!broken_) {
-      broken_ = std::make_exception_ptr(
-          BrokenPool(fmt::format("Pool: {} failed: {}: {}", rank_name(s.rank), type, what)));
-      fail_everything(broken_);
-    }
+    initializer_failed(fmt::format("Pool: {} failed: {}: {}", rank_name(s.rank), type, what));
     return;
   }
   if (kind == FromWorker::partial) {
     const auto id = r.get<std::uint64_t>();
     const auto status = r.get<std::uint8_t>();
     if (s.flushes > 0) --s.flushes;
-    JobEntry* j = find_job(id);
-    if (j == nullptr) return;
-    if (status == 1) {
-      j->job->on_partial(r.rest());
-    } else if (status == 0) {
-      std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
-      j->job->on_error(std::nullopt,
-                       std::make_exception_ptr(RemoteError(
-                           std::move(type), std::move(what),
-                           fmt::format("on {}\n{}", rank_name(s.rank), tb), std::nullopt,
-                           info.pid)));
-    }
-    if (j->awaiting_partials > 0) --j->awaiting_partials;
+    if (JobEntry* j = find_job(id))
+      partial_received(*j, status, r, info.pid, fmt::format("on {}", rank_name(s.rank)));
     return;
   }
   if (s.chunks.empty()) throw SerializationError("MPI pool: a result for no chunk");
@@ -666,10 +624,7 @@ void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
       e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
       tracer_->record(e);
     }
-    if (j != nullptr) {
-      const double per_item = static_cast<double>(ns) / static_cast<double>(c.count);
-      j->cost_ns = j->cost_ns < 0 ? per_item : 0.7 * j->cost_ns + 0.3 * per_item;
-    }
+    if (j != nullptr) update_item_cost(j->cost_ns, static_cast<double>(ns), c.count);
     s.chunks.pop_front();
     return;
   }
@@ -695,31 +650,20 @@ void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
   else
     ++c.errors;
   if (j == nullptr) return;
-  --j->in_flight;
-  ++j->accounted;
   if (kind == FromWorker::item_ok) {
-    j->job->on_result(index, j->reduce ? std::span<const std::byte>() : r.rest());
+    item_finished(*j, index, r.rest());
   } else {
-    std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
-    j->job->on_error(index, std::make_exception_ptr(RemoteError(
-                                std::move(type), std::move(what),
-                                fmt::format("on {}\n{}", rank_name(s.rank), tb), index,
-                                info.pid)));
+    RemoteFailure f = RemoteFailure::read(r);
+    f.traceback = fmt::format("on {}\n{}", rank_name(s.rank), f.traceback);
+    item_failed(*j, index, std::move(f), info.pid);
   }
 }
 
 std::size_t MpiPoolCore::chunk_size(const JobEntry& j) const {
   if (j.job->chunksize != 0) return j.job->chunksize;
   if (options_.chunksize != 0) return options_.chunksize;
-  if (j.cost_ns < 0) return 1;
-  std::size_t n = static_cast<std::size_t>(std::clamp(
-      target_chunk_ns / std::max(j.cost_ns, 1.0), 1.0, static_cast<double>(max_chunk_items)));
-  if (auto total = j.job->total()) {
-    // Shrink towards the end so that all ranks finish together.
-    const std::size_t remaining = *total - std::min(*total, j.job->consumed());
-    n = std::min(n, std::max<std::size_t>(1, remaining / (2 * slots_.size())));
-  }
-  return n;
+  return adaptive_chunk(j.cost_ns, target_chunk_ns, max_chunk_items, remaining_items(j),
+                        slots_.size());
 }
 
 bool MpiPoolCore::dispatch() {

@@ -11,11 +11,18 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
+#include <string>
 #include <utility>
 
+#include <sys/types.h>
+
+#include "mproc/detail/chunking.hpp"
 #include "mproc/detail/job.hpp"
 #include "mproc/error.hpp"
 #include "pool/pool_protocol.hpp"
+#include "pool/wire.hpp"
 
 namespace mproc::detail {
 
@@ -32,6 +39,26 @@ struct JobBookEntry {
   bool flushing = false;
   bool done = false;
   bool started = false;  // start() was called
+};
+
+/// A task's exception as a worker reports it: the payload of item_error, and of a
+/// partial that failed.
+struct RemoteFailure {
+  std::string type, what, traceback;
+
+  static RemoteFailure read(WireReader& r) {
+    RemoteFailure f;
+    f.type = r.get_string();
+    f.what = r.get_string();
+    f.traceback = r.get_string();
+    return f;
+  }
+  /// The RemoteError the caller receives, for item `index` (none: a partial) run by
+  /// process `pid`.
+  std::exception_ptr error(std::optional<std::size_t> index, pid_t pid) {
+    return std::make_exception_ptr(
+        RemoteError(std::move(type), std::move(what), std::move(traceback), index, pid));
+  }
 };
 
 /// Detaches `job` from its pool (Future::cancel(kill_running) looks there).
@@ -71,6 +98,99 @@ class JobBook {
     e.job = std::move(job);
     e.reduce = reduce;
     return e;
+  }
+
+  // What user threads call, under the book's mutex_ where it says so.
+
+  /// Queues `job` for the dispatcher. The caller holds mutex_. Throws the pool's
+  /// BrokenPool error once it is broken, and PoolClosed after close() or terminate().
+  void enqueue_locked(std::shared_ptr<Job> job) {
+    if (broken_error_) std::rethrow_exception(broken_error_);
+    if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
+    job->generation = cancel_generation_;
+    {
+      std::lock_guard link(job->link_mutex);
+      job->link = &pool();
+    }
+    incoming_.push_back(std::move(job));
+    ++active_jobs_;
+  }
+  /// No more submissions.
+  void close_book() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+  }
+  /// No more submissions, and the dispatcher is to stop what runs.
+  void mark_terminating() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+      terminate_ = true;
+    }
+    idle_cv_.notify_all();
+  }
+  /// Blocks until every job submitted has finished (or the pool terminates, or `over()`
+  /// says the dispatcher is gone), then tells the dispatcher to stop.
+  template <class Over>
+  void wait_idle_then_stop(Over over) {
+    std::unique_lock lock(mutex_);
+    closed_ = true;
+    idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_ || over(); });
+    stop_ = true;
+  }
+  /// Asks the dispatcher to cancel every job not started yet, wakes it with `wake`, and
+  /// blocks until it has (or the pool stops, or `over()`).
+  template <class Wake, class Over>
+  void cancel_unstarted_jobs(Wake wake, Over over) {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t mine = ++cancel_generation_;
+    lock.unlock();
+    wake();
+    lock.lock();
+    idle_cv_.wait(lock, [&] { return cancel_acked_ >= mine || stop_ || terminate_ || over(); });
+  }
+
+  /// The items of `j`'s sized input not yet taken for a chunk; none for an unsized input.
+  static std::optional<std::size_t> remaining_items(const Entry& j) {
+    const auto total = j.job->total();
+    if (!total) return std::nullopt;
+    return *total - std::min(*total, j.job->consumed());
+  }
+
+  // What a worker's results do to their job, on every transport: the pool decodes the
+  // frame, checks it against the chunk it belongs to, and calls one of these.
+
+  /// Item `index` of `j` finished with `result` (not kept for a map_reduce item: it was
+  /// folded in the worker, and is only counted here).
+  static void item_finished(Entry& j, std::size_t index, std::span<const std::byte> result) {
+    --j.in_flight;
+    ++j.accounted;
+    j.job->on_result(index, j.reduce ? std::span<const std::byte>() : result);
+  }
+  /// Item `index` of `j`, run by process `pid`, threw `failure`.
+  static void item_failed(Entry& j, std::size_t index, RemoteFailure failure, pid_t pid) {
+    --j.in_flight;
+    ++j.accounted;
+    j.job->on_error(index, failure.error(index, pid));
+  }
+  /// A worker's partial of map_reduce job `j` arrived: `status` 1 and the partial's bytes
+  /// in `r`, or 0 and the failure (its traceback prefixed with `where`, when not empty).
+  static void partial_received(Entry& j, std::uint8_t status, WireReader& r, pid_t pid,
+                               const std::string& where = {}) {
+    if (status == 1) {
+      j.job->on_partial(r.rest());
+    } else if (status == 0) {
+      RemoteFailure f = RemoteFailure::read(r);
+      if (!where.empty()) f.traceback = where + "\n" + f.traceback;
+      j.job->on_error(std::nullopt, f.error(std::nullopt, pid));
+    }
+    if (j.awaiting_partials > 0) --j.awaiting_partials;
+  }
+  /// The pool's initializer failed in a worker: the pool is broken, with `message`.
+  void initializer_failed(std::string message) {
+    if (broken_) return;
+    broken_ = std::make_exception_ptr(BrokenPool(std::move(message)));
+    fail_everything(broken_);
   }
 
   /// Marks `j` done and reports it: on_done, on_abort(error), or nothing (`report`
@@ -169,6 +289,9 @@ class JobBook {
   std::uint64_t cancel_acked_ = 0;       // the generation the dispatcher has applied
   std::size_t active_jobs_ = 0;          // submitted and not finished
   std::exception_ptr broken_error_;
+  bool closed_ = false;     // close(), join() or terminate(): no more submissions
+  bool stop_ = false;       // join: finish what was submitted, then shut down
+  bool terminate_ = false;  // terminate: stop now
 
  private:
   Pool& pool() { return static_cast<Pool&>(*this); }

@@ -293,9 +293,6 @@ class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, 
 
   // Shared with user threads.
   std::vector<const Job*> kill_requests_;
-  bool closed_ = false;
-  bool stop_ = false;       // join: finish and shut down
-  bool terminate_ = false;  // terminate: kill now
 
   std::mutex join_mutex_;
   std::thread thread_;
@@ -391,15 +388,7 @@ void ProcessPoolCore::spawn(WorkerSlot& w) {
 void ProcessPoolCore::submit(std::shared_ptr<Job> job) {
   {
     std::lock_guard lock(mutex_);
-    if (broken_error_) std::rethrow_exception(broken_error_);
-    if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
-    job->generation = cancel_generation_;
-    {
-      std::lock_guard link(job->link_mutex);
-      job->link = this;
-    }
-    incoming_.push_back(std::move(job));
-    ++active_jobs_;
+    enqueue_locked(std::move(job));
   }
   ring_bell();
 }
@@ -415,29 +404,15 @@ bool ProcessPoolCore::kill_running(const Job* job) {
 }
 
 void ProcessPoolCore::cancel_pending() {
-  std::unique_lock lock(mutex_);
-  const std::uint64_t mine = ++cancel_generation_;
-  lock.unlock();
-  ring_bell();
-  // Wait until the dispatcher has cancelled every job that had not started, so that none
-  // of them can be handed to a worker after this returns.
-  lock.lock();
-  idle_cv_.wait(lock, [&] { return cancel_acked_ >= mine || stop_ || terminate_; });
+  // Once this returns, no job that had not started can be handed to a worker.
+  cancel_unstarted_jobs([&] { ring_bell(); }, [] { return false; });
 }
 
-void ProcessPoolCore::close() {
-  std::lock_guard lock(mutex_);
-  closed_ = true;
-}
+void ProcessPoolCore::close() { close_book(); }
 
 void ProcessPoolCore::join() {
   std::lock_guard join_lock(join_mutex_);
-  {
-    std::unique_lock lock(mutex_);
-    closed_ = true;
-    idle_cv_.wait(lock, [&] { return active_jobs_ == 0 || terminate_; });
-    stop_ = true;
-  }
+  wait_idle_then_stop([] { return false; });
   ring_bell();
   if (thread_.joinable()) {
     thread_.join();
@@ -451,12 +426,7 @@ void ProcessPoolCore::join() {
 }
 
 void ProcessPoolCore::terminate() {
-  {
-    std::lock_guard lock(mutex_);
-    closed_ = true;
-    terminate_ = true;
-  }
-  idle_cv_.notify_all();
+  mark_terminating();
   ring_bell();
   join();
 }
@@ -627,29 +597,15 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
   const auto kind = r.get<FromWorker>();
   if (kind == FromWorker::init_failed) {
     std::string type = r.get_string(), what = r.get_string();
-    if (!broken_) {
-      broken_ = std::make_exception_ptr(
-          BrokenPool(fmt::format("Pool: the initializer failed in worker {}: {}: {}", w.pid,
-                                 type, what)));
-      fail_everything(broken_);
-    }
+    initializer_failed(
+        fmt::format("Pool: the initializer failed in worker {}: {}: {}", w.pid, type, what));
     return;
   }
   if (kind == FromWorker::partial) {
     const auto id = r.get<std::uint64_t>();
     const auto status = r.get<std::uint8_t>();
     w.folded.erase(id);
-    JobEntry* j = find_job(id);
-    if (j == nullptr) return;
-    if (status == 1) {
-      j->job->on_partial(r.rest());
-    } else if (status == 0) {
-      std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
-      j->job->on_error(std::nullopt, std::make_exception_ptr(RemoteError(
-                                         std::move(type), std::move(what), std::move(tb),
-                                         std::nullopt, w.pid)));
-    }
-    if (j->awaiting_partials > 0) --j->awaiting_partials;
+    if (JobEntry* j = find_job(id)) partial_received(*j, status, r, w.pid);
     return;
   }
   if (w.chunks.empty()) return;  // a protocol error; ignore rather than crash the pool
@@ -666,10 +622,7 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
       e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
       tracer_->record(e);
     }
-    if (j) {
-      const double per_item = static_cast<double>(ns) / static_cast<double>(c.seg.count());
-      j->cost_ns = j->cost_ns < 0 ? per_item : 0.7 * j->cost_ns + 0.3 * per_item;
-    }
+    if (j) update_item_cost(j->cost_ns, static_cast<double>(ns), c.seg.count());
     w.chunks.pop_front();
     return;
   }
@@ -683,19 +636,15 @@ void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> b
       ++c.errors;
   }
   if (j == nullptr) return;
-  --j->in_flight;
-  ++j->accounted;
   if (kind == FromWorker::item_ok) {
-    if (j->reduce) {
-      w.folded.insert(j->id);
-      j->job->on_result(index, {});  // the item is folded in the worker: only counted here
-    } else {
-      j->job->on_result(index, r.rest());
-    }
+    if (j->reduce) w.folded.insert(j->id);
+    item_finished(*j, index, r.rest());
   } else if (kind == FromWorker::item_error) {
-    std::string type = r.get_string(), what = r.get_string(), tb = r.get_string();
-    j->job->on_error(index, std::make_exception_ptr(RemoteError(
-                                std::move(type), std::move(what), std::move(tb), index, w.pid)));
+    item_failed(*j, index, RemoteFailure::read(r), w.pid);
+  } else {
+    // No worker sends anything else inside a chunk; count the item rather than lose it.
+    --j->in_flight;
+    ++j->accounted;
   }
 }
 
@@ -708,14 +657,7 @@ std::size_t ProcessPoolCore::chunk_size(const JobEntry& j, const WorkerSlot& w) 
   } else if (options_.task_timeout.count() > 0 || j.cost_ns < 0) {
     n = 1;
   } else {
-    n = static_cast<std::size_t>(
-        std::clamp(target_chunk_ns / std::max(j.cost_ns, 1.0), 1.0,
-                   static_cast<double>(max_chunk_items)));
-    if (auto total = j.job->total()) {
-      // Shrink towards the end so that all workers finish together.
-      const std::size_t remaining = *total - std::min(*total, j.job->consumed());
-      n = std::min(n, std::max<std::size_t>(1, remaining / (2 * n_)));
-    }
+    n = adaptive_chunk(j.cost_ns, target_chunk_ns, max_chunk_items, remaining_items(j), n_);
   }
   return static_cast<std::size_t>(std::min<std::uint64_t>(n, w.budget));
 }

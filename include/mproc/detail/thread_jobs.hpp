@@ -24,6 +24,7 @@
 
 #include "../future.hpp"
 #include "../progress.hpp"
+#include "chunking.hpp"
 #include "task.hpp"
 #include "thread_core.hpp"
 #include "trace.hpp"
@@ -444,11 +445,8 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
       const auto spent = std::chrono::steady_clock::now() - t0;
       {
         std::lock_guard lock(mutex_);
-        if (!batch.empty()) {
-          const double per_item = std::chrono::duration<double, std::nano>(spent).count() /
-                                  static_cast<double>(batch.size());
-          cost_ns_ = cost_ns_ < 0 ? per_item : 0.7 * cost_ns_ + 0.3 * per_item;
-        }
+        update_item_cost(cost_ns_, std::chrono::duration<double, std::nano>(spent).count(),
+                         batch.size());
         for (auto& [index, slot] : done) ready_.emplace(index, std::move(slot));
         cv_.notify_all();
       }
@@ -536,8 +534,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
   std::size_t batch_size() const {
     if (chunksize_ != 0) return chunksize_;
     // About half a millisecond of work per batch once the cost is known.
-    if (cost_ns_ <= 0) return 1;
-    return static_cast<std::size_t>(std::clamp(500'000.0 / cost_ns_, 1.0, 4096.0));
+    return adaptive_chunk(cost_ns_, 500'000.0, 4096);
   }
 
   void spawn(std::unique_lock<std::mutex>&) {

@@ -1,0 +1,36 @@
+// Adaptive chunk sizing, the same for every backend's dispatcher (the process pool, the
+// mpi pool, the thread pool's streams): a running estimate of one item's cost, and the
+// number of items that makes about a target amount of work per chunk. Internal to mproc.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+
+namespace mproc::detail {
+
+/// Folds one chunk's report (`chunk_ns` for `items` items) into `cost_ns`, the running
+/// estimate of one item's cost in nanoseconds (negative: nothing known yet). The newest
+/// chunk weighs 30%: a change of cost shows within a few chunks, while one slow chunk
+/// does not swing the size.
+inline void update_item_cost(double& cost_ns, double chunk_ns, std::size_t items) noexcept {
+  if (items == 0) return;
+  const double per_item = chunk_ns / static_cast<double>(items);
+  cost_ns = cost_ns < 0 ? per_item : 0.7 * cost_ns + 0.3 * per_item;
+}
+
+/// Items per chunk for about `target_ns` of work at `cost_ns` per item, from 1 (also
+/// while the cost is unknown: the first chunks are probes) to `max_items`. Given the
+/// items `remaining` of a sized input, the size shrinks towards the end so that all
+/// `workers` finish together.
+inline std::size_t adaptive_chunk(double cost_ns, double target_ns, std::size_t max_items,
+                                  std::optional<std::size_t> remaining = std::nullopt,
+                                  std::size_t workers = 1) noexcept {
+  if (cost_ns < 0) return 1;
+  auto n = static_cast<std::size_t>(
+      std::clamp(target_ns / std::max(cost_ns, 1.0), 1.0, static_cast<double>(max_items)));
+  if (remaining) n = std::min(n, std::max<std::size_t>(1, *remaining / (2 * workers)));
+  return n;
+}
+
+}  // namespace mproc::detail
