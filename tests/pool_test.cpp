@@ -1,5 +1,9 @@
-// Pool with Backend::process: results, scheduling, and every failure done for real
-// (SIGKILL, segfault, exit, abort, hang, bad bytes).
+// Pool with Backend::process, what is its own: bound values shipped once per worker,
+// adaptive chunking, endless inputs, errors as RemoteError with the worker's stack, and
+// every failure done for real (SIGKILL, segfault, exit, abort, hang, bad bytes, retries,
+// timeouts, a 1 GiB result, leaks, a killed parent). The semantics every backend shares
+// (results of every method, order, chunk sizes, errors by input order, initializers,
+// close, terminate, several threads) are in pool_semantics.cpp, run on this backend too.
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 
@@ -18,7 +22,6 @@
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <numeric>
 #include <set>
 #include <string>
@@ -66,73 +69,6 @@ bool alive(pid_t pid) {
          stat[close + 2] != 'X';
 }
 
-class PoolWorkers : public ::testing::TestWithParam<unsigned> {};
-
-TEST_P(PoolWorkers, MapSquaresInInputOrder) {
-  mproc::Pool pool(GetParam());
-  EXPECT_EQ(pool.workers(), GetParam());
-  std::vector<long> squares = pool.map(square, mproc::range(1L, 5001L));
-  ASSERT_EQ(squares.size(), 5000u);
-  for (long i = 1; i <= 5000; ++i) ASSERT_EQ(squares[i - 1], i * i);
-  EXPECT_EQ(std::accumulate(squares.begin(), squares.end(), 0L), 41679167500L);
-}
-
-TEST_P(PoolWorkers, StarmapApplyAndAsync) {
-  mproc::Pool pool(GetParam());
-  std::vector<std::pair<int, int>> pairs;
-  for (int i = 0; i < 100; ++i) pairs.emplace_back(i, 1000 * i);
-  std::vector<int> sums = pool.starmap(add, pairs);
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(sums[i], 1001 * i);
-
-  EXPECT_EQ(pool.apply(add, 2, 40), 42);
-  mproc::Future<int> f = pool.apply_async(add, 20, 22);
-  auto g = pool.map_async(square, std::vector<long>{3, 4});
-  EXPECT_EQ(f.get(), 42);
-  EXPECT_EQ(g.get(), (std::vector<long>{9, 16}));
-  EXPECT_TRUE(f.done());
-}
-
-TEST_P(PoolWorkers, ImapKeepsOrderImapUnorderedKeepsEverything) {
-  mproc::Pool pool(GetParam());
-  std::vector<long> in(1000);
-  std::iota(in.begin(), in.end(), 0L);
-  std::vector<long> ordered;
-  for (long r : pool.imap(square, in)) ordered.push_back(r);
-  ASSERT_EQ(ordered.size(), in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) EXPECT_EQ(ordered[i], in[i] * in[i]);
-
-  std::multiset<long> unordered;
-  for (long r : pool.imap_unordered(square, in, {.chunksize = 1})) unordered.insert(r);
-  std::multiset<long> expected;
-  for (long x : in) expected.insert(x * x);
-  EXPECT_EQ(unordered, expected);
-}
-
-INSTANTIATE_TEST_SUITE_P(Workers, PoolWorkers, ::testing::Values(1u, 2u, 4u, 8u));
-
-std::map<std::string, int> count_letters(std::string word) {
-  std::map<std::string, int> m;
-  for (char c : word) ++m[std::string(1, c)];
-  return m;
-}
-void merge_counts(std::map<std::string, int>& acc, std::map<std::string, int>&& m) {
-  for (auto& [k, v] : m) acc[k] += v;
-}
-
-TEST(Pool, MapReduceFoldsInWorkers) {
-  mproc::Pool pool(3);
-  const long total = pool.map_reduce(square, [](long a, long b) { return a + b; },
-                                     mproc::range(1L, 5001L));
-  EXPECT_EQ(total, 41679167500L);
-
-  std::vector<std::string> words;
-  for (int i = 0; i < 3000; ++i) words.push_back(i % 2 ? "abc" : "aab");
-  auto counts = pool.map_reduce(count_letters, merge_counts, words);
-  EXPECT_EQ(counts["a"], 1500 * 1 + 1500 * 2);
-  EXPECT_EQ(counts["b"], 3000);
-  EXPECT_EQ(counts["c"], 1500);
-}
-
 std::string greet(const std::string& greeting, const std::string& name) {
   return greeting + ", " + name;
 }
@@ -174,18 +110,6 @@ TEST(Pool, BoundValuesTravelOncePerWorkerNotPerItem) {
 }
 
 mproc::TaskInfo where(int) { return *mproc::current_task(); }
-
-TEST(Pool, ExplicitChunksizeIsHonouredExactly) {
-  mproc::Pool pool(3);
-  for (std::size_t cs : {1u, 3u, 7u, 64u}) {
-    auto infos = pool.map(where, mproc::range(0, 200), {.chunksize = cs});
-    for (std::size_t i = 0; i < infos.size(); ++i) {
-      EXPECT_EQ(infos[i].index, i);
-      EXPECT_EQ(infos[i].chunk_first, i / cs * cs) << "chunksize " << cs << " item " << i;
-      EXPECT_EQ(infos[i].chunk_size, std::min(cs, 200 - i / cs * cs));
-    }
-  }
-}
 
 TEST(Pool, AdaptiveChunkingBatchesCheapItems) {
   mproc::Pool pool(2);
@@ -531,38 +455,11 @@ TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
   EXPECT_TRUE(children_of(::getpid()).empty());
 }
 
-TEST(Pool, SeveralThreadsShareOnePool) {
-  mproc::Pool pool(2);
-  std::vector<std::thread> threads;
-  std::atomic<int> ok{0};
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] {
-      for (int k = 0; k < 5; ++k) {
-        auto v = pool.map(square, mproc::range(0L, 100L + t));
-        if (v.size() == static_cast<std::size_t>(100 + t) && v[99] == 99 * 99) ++ok;
-        if (pool.apply(add, t, k) == t + k) ++ok;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(ok.load(), 40);
-}
-
 TEST(Pool, MadeInAShortLivedThreadKeepsItsWorkers) {
   std::unique_ptr<mproc::Pool> pool;
   std::thread([&] { pool = std::make_unique<mproc::Pool>(2); }).join();
   std::this_thread::sleep_for(100ms);  // a death signal tied to that thread would fire now
   EXPECT_EQ(pool->map(square, mproc::range(0L, 100L))[99], 99L * 99L);
-}
-
-TEST(Pool, InitializerFailureBreaksThePoolWithItsMessage) {
-  mproc::Pool pool({.workers = 2, .initializer = [] { throw std::runtime_error("no config"); }});
-  try {
-    pool.map(square, mproc::range(0L, 10L));
-    FAIL() << "no exception";
-  } catch (const mproc::BrokenPool& e) {
-    EXPECT_THAT(e.what(), HasSubstr("no config"));
-  }
 }
 
 TEST(Pool, ParentKilledTakesForkServerAndWorkersWithIt) {

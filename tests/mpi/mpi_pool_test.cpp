@@ -1,7 +1,11 @@
 // The mpi backend under `mpiexec -n N` (ctest runs it with 3 ranks, over shared memory and
 // over TCP, and with 1 rank). Rank 0 runs the tests; the other ranks serve the tasks
-// inside mproc::Runtime and exit when it ends. Every Pool method and the executor are
-// checked for exact results, and for which ranks computed them.
+// inside mproc::Runtime and exit when it ends. The semantics every backend shares (every
+// Pool method's exact results, order, errors, close, terminate, several threads) are
+// pool_semantics.cpp, built into this binary and run here on an mpi pool over the ranks
+// (pool_cases() below). This file keeps what is the mpi backend's own: which ranks compute,
+// packed chunks, errors from a given rank, one pool at a time, refused options, terminate
+// and the next pool, calls nobody waits for, waits across pools, the executor and the trace.
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +32,14 @@
 #include <gtest/gtest.h>
 
 #include <mproc/mproc.hpp>
+
+#include "pool_semantics.hpp"
+
+/// pool_semantics.cpp on one mpi pool over every other rank (rank 0 itself when alone).
+std::vector<PoolCase> pool_cases() {
+  const int size = mproc::Runtime::size();
+  return {{mproc::Backend::mpi, static_cast<unsigned>(size > 1 ? size - 1 : 1)}};
+}
 
 namespace {
 
@@ -74,70 +86,6 @@ TEST(MpiPool, MapRunsOnEveryOtherRank) {
 }
 
 int add(int a, int b) { return a + b; }
-std::string shout(const std::string& s) { return s + "!"; }
-
-TEST(MpiPool, EveryPoolMethodGivesExactResults) {
-  auto pool = mpi_pool();
-  std::vector<std::string> words{"alpha", "beta", "", std::string(100000, 'x')};
-  auto shouted = pool.map(shout, words);
-  ASSERT_EQ(shouted.size(), words.size());
-  for (std::size_t i = 0; i < words.size(); ++i) EXPECT_EQ(shouted[i], words[i] + "!");
-
-  std::vector<std::tuple<int, int>> pairs;
-  for (int i = 0; i < 500; ++i) pairs.emplace_back(i, 2 * i);
-  auto sums = pool.starmap(add, pairs);
-  for (int i = 0; i < 500; ++i) EXPECT_EQ(sums[static_cast<std::size_t>(i)], 3 * i);
-
-  long in_order = 0;
-  int expected = 0;
-  for (auto [rank, sq] : pool.imap(rank_and_square, mproc::range(300))) {
-    EXPECT_EQ(sq, static_cast<long>(expected) * expected);
-    ++expected;
-    in_order += sq;
-  }
-  EXPECT_EQ(expected, 300);
-  long unordered = 0;
-  for (auto [rank, sq] : pool.imap_unordered(rank_and_square, mproc::range(300), {.chunksize = 1}))
-    unordered += sq;
-  EXPECT_EQ(unordered, in_order);
-
-  EXPECT_EQ(pool.apply(add, 20, 22), 42);
-  auto f = pool.apply_async(shout, std::string("hey"));
-  EXPECT_EQ(f.get(), "hey!");
-  auto m = pool.map_async(rank_and_square, mproc::range(50));
-  EXPECT_EQ(m.get()[49].second, 49L * 49);
-  auto s = pool.starmap_async(add, pairs);
-  EXPECT_EQ(s.get()[499], 1497);
-
-  // map_reduce folds on the ranks; one partial per rank comes back.
-  auto total = pool.map_reduce([](int x) { return static_cast<long>(x); },
-                               [](long a, long b) { return a + b; }, mproc::range(1, 100001));
-  EXPECT_EQ(total, 100000L * 100001 / 2);
-}
-
-std::map<std::string, int> count_letters(const std::string& word) {
-  std::map<std::string, int> m;
-  for (char c : word) ++m[std::string(1, c)];
-  return m;
-}
-
-TEST(MpiPool, MapReduceMergesMapsOnTheRanks) {
-  std::vector<std::string> words;
-  std::map<std::string, int> expected;
-  for (int i = 0; i < 2000; ++i) {
-    std::string w(static_cast<std::size_t>(1 + i % 7), static_cast<char>('a' + i % 26));
-    for (char c : w) ++expected[std::string(1, c)];
-    words.push_back(std::move(w));
-  }
-  auto pool = mpi_pool();
-  auto merged = pool.map_reduce(
-      count_letters,
-      [](std::map<std::string, int>& acc, std::map<std::string, int>&& m) {
-        for (auto& [k, v] : m) acc[k] += v;
-      },
-      words);
-  EXPECT_EQ(merged, expected);
-}
 
 int fail_on_rank_2(int x) {
   if (mproc::Runtime::rank() == 2) throw std::out_of_range("rank 2 says no to " + std::to_string(x));
@@ -346,26 +294,6 @@ TEST(MpiPool, CallsFinishWithNobodyWaitingOnThem) {
   std::unique_lock lock(m);
   ASSERT_TRUE(cv.wait_for(lock, 60s, [&] { return done == calls; }));
   EXPECT_EQ(sum, static_cast<long>(calls - 1) * calls * (2 * calls - 1) / 6);
-}
-
-// Several threads wait on the pool at once; one of them drives at a time, and each gets
-// its own results.
-TEST(MpiPool, ManyThreadsCallAtOnce) {
-  auto pool = mpi_pool();
-  std::vector<std::thread> threads;
-  std::vector<int> wrong(4, 0);
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < 300; ++i)
-        if (pool.apply(add, t * 1000, i) != t * 1000 + i) ++wrong[static_cast<std::size_t>(t)];
-      auto out = pool.map(rank_and_square, mproc::range(t * 100, t * 100 + 100));
-      for (int i = 0; i < 100; ++i) {
-        const long x = t * 100 + i;
-        if (out[static_cast<std::size_t>(i)].second != x * x) ++wrong[static_cast<std::size_t>(t)];
-      }
-    });
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(wrong, std::vector<int>(4, 0));
 }
 
 // A timed wait on an mpi call times out while the task runs, and a wait on another pool's

@@ -1,0 +1,534 @@
+// What every Pool backend shares, written once and run on each (the cases come from
+// pool_cases(), see pool_semantics.hpp): exact results of every method over every kind of
+// input, input order, chunk sizes, errors by input order, initializers, close, terminate,
+// and several threads on one pool. Callables are plain functions or captureless lambdas,
+// which every backend can ship, and errors are checked by their message, which every
+// backend keeps (the process and mpi backends deliver a task's exception as
+// mproc::RemoteError, the thread backend as itself). What one backend alone does is in
+// pool_test.cpp (process), thread_pool_test.cpp (thread) and mpi/mpi_pool_test.cpp (mpi).
+#include "pool_semantics.hpp"
+
+#include <mproc/pool.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <list>
+#include <map>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class PoolSemantics : public ::testing::TestWithParam<PoolCase> {
+ protected:
+  mproc::Pool make_pool(mproc::PoolOptions o = {}) const {
+    o.workers = GetParam().workers;
+    o.backend = GetParam().backend;
+    return mproc::Pool(o);
+  }
+  bool mpi() const { return GetParam().backend == mproc::Backend::mpi; }
+};
+
+long square(long x) { return x * x; }
+int add(int a, int b) { return a + b; }
+std::string shout(const std::string& s) { return s + "!"; }
+
+/// A single-pass input whose values are made as it advances, like a generator: it cannot
+/// be read twice, so the pool must consume it exactly once, in order.
+class Generator {
+ public:
+  explicit Generator(int n) : n_(n) {}
+  struct iterator {
+    using value_type = int;
+    using difference_type = std::ptrdiff_t;
+    Generator* g = nullptr;
+    int operator*() const { return g->current_ * 10; }
+    iterator& operator++() {
+      ++g->current_;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return g->current_ >= g->n_; }
+  };
+  iterator begin() { return {this}; }
+  std::default_sentinel_t end() const { return {}; }
+
+ private:
+  int n_;
+  int current_ = 0;
+};
+static_assert(std::ranges::input_range<Generator>);
+static_assert(!std::ranges::forward_range<Generator>);
+
+// ---- every Pool method, exact results ----------------------------------------------------
+
+TEST_P(PoolSemantics, MapOverRangeStringsListAndSinglePassInputs) {
+  auto pool = make_pool();
+  EXPECT_EQ(pool.workers(), GetParam().workers);
+  EXPECT_EQ(pool.backend(), GetParam().backend);
+
+  auto squares = pool.map(square, mproc::range(1L, 20001L));
+  ASSERT_EQ(squares.size(), 20000u);
+  for (long i = 1; i <= 20000; ++i) ASSERT_EQ(squares[i - 1], i * i) << i;
+  EXPECT_EQ(std::accumulate(squares.begin(), squares.begin() + 5000, 0L), 41679167500L);
+
+  // Results keep input order, long strings included.
+  std::vector<std::string> words{"alpha", "beta", "", std::string(100000, 'x')};
+  for (int i = 0; i < 500; ++i)
+    words.push_back(std::string(i % 17, static_cast<char>('a' + i % 26)) + std::to_string(i));
+  auto shouted = pool.map(shout, words);
+  ASSERT_EQ(shouted.size(), words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) EXPECT_EQ(shouted[i], words[i] + "!");
+
+  // A linked list is not random access: the pool must still keep the order.
+  std::list<int> linked;
+  for (int i = 0; i < 777; ++i) linked.push_back(i * 7 % 1000);
+  auto tripled = pool.map([](int x) { return 3 * x; }, linked);
+  ASSERT_EQ(tripled.size(), linked.size());
+  std::size_t k = 0;
+  for (int x : linked) EXPECT_EQ(tripled[k++], 3 * x);
+
+  // Single-pass inputs: a stream of numbers and a generator.
+  std::string text;
+  for (int i = 0; i < 1000; ++i) text += std::to_string(i * i) + " ";
+  std::istringstream in(text);
+  auto plus_one = pool.map([](long x) { return x + 1; }, std::views::istream<long>(in));
+  ASSERT_EQ(plus_one.size(), 1000u);
+  for (long i = 0; i < 1000; ++i) EXPECT_EQ(plus_one[i], i * i + 1);
+
+  Generator gen(600);
+  auto halves = pool.map([](int x) { return x / 2; }, gen);
+  ASSERT_EQ(halves.size(), 600u);
+  for (int i = 0; i < 600; ++i) EXPECT_EQ(halves[i], i * 5);
+
+  // Empty inputs give empty results at once.
+  EXPECT_TRUE(pool.map([](int x) { return x; }, mproc::range(0)).empty());
+  EXPECT_TRUE(pool.map(shout, std::vector<std::string>{}).empty());
+  EXPECT_TRUE(pool.map([](int x) { return x; }, std::list<int>{}).empty());
+  EXPECT_TRUE(pool.map_async([](int x) { return x; }, mproc::range(5, 5)).get().empty());
+  EXPECT_EQ(pool.map_reduce([](int x) { return x; }, std::plus<>{}, mproc::range(0)), 0);
+}
+
+TEST_P(PoolSemantics, MapAsyncStarmapAndStarmapAsync) {
+  auto pool = make_pool();
+  auto lengths = pool.map_async([](const std::string& s) { return s.size(); },
+                                std::vector<std::string>{"", "a", "bb", "ccc"});
+  auto cubes = pool.map_async([](long x) { return x * x * x; }, mproc::range(0L, 3000L));
+  auto small = pool.map_async(square, std::vector<long>{3, 4});
+
+  std::vector<std::tuple<int, std::string, double>> rows;
+  for (int i = 0; i < 300; ++i)
+    rows.emplace_back(i, std::string(1, static_cast<char>('a' + i % 26)), i * 0.5);
+  auto labels = pool.starmap(
+      [](int i, const std::string& s, double d) {
+        return s + std::to_string(i) + ":" + std::to_string(d * 2 == i);
+      },
+      rows);
+  ASSERT_EQ(labels.size(), rows.size());
+  for (int i = 0; i < 300; ++i)
+    EXPECT_EQ(labels[i], std::string(1, static_cast<char>('a' + i % 26)) + std::to_string(i) + ":1");
+
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 100; ++i) pairs.emplace_back(i, 1000 * i);
+  std::vector<int> pair_sums = pool.starmap(add, pairs);
+  ASSERT_EQ(pair_sums.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(pair_sums[i], 1001 * i);
+
+  std::list<std::tuple<int, int>> linked;  // not random access either
+  for (int i = 0; i < 200; ++i) linked.emplace_back(i, 1000 * i);
+  auto sums = pool.starmap_async(add, linked);
+
+  EXPECT_EQ(lengths.get(), (std::vector<std::size_t>{0, 1, 2, 3}));
+  const auto& c = cubes.get();
+  ASSERT_EQ(c.size(), 3000u);
+  for (long i = 0; i < 3000; ++i) EXPECT_EQ(c[i], i * i * i);
+  EXPECT_EQ(small.get(), (std::vector<long>{9, 16}));
+  const auto& s = sums.get();
+  ASSERT_EQ(s.size(), 200u);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(s[i], 1001 * i);
+  EXPECT_TRUE(sums.done());
+}
+
+TEST_P(PoolSemantics, ApplyAndApplyAsync) {
+  auto pool = make_pool();
+  EXPECT_EQ(pool.apply(add, 2, 40), 42);
+  EXPECT_EQ(pool.apply([](int a, int b) { return a * b; }, 6, 7), 42);
+  EXPECT_EQ(pool.apply([](const std::string& a, std::string b) { return a + b; },
+                       std::string("con"), std::string("cat")),
+            "concat");
+  EXPECT_EQ(pool.apply([] { return 5; }), 5);
+
+  mproc::Future<int> f = pool.apply_async(add, 20, 22);
+  auto hey = pool.apply_async(shout, std::string("hey"));
+  std::vector<mproc::Future<std::string>> futures;
+  for (int i = 0; i < 200; ++i)
+    futures.push_back(pool.apply_async([](int x) { return std::to_string(x * x); }, i));
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(futures[i].get(), std::to_string(i * i));
+  EXPECT_EQ(f.get(), 42);
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.cancelled());
+  EXPECT_EQ(hey.get(), "hey!");
+}
+
+TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {
+  auto pool = make_pool();
+  std::vector<long> ordered;
+  for (long r : pool.imap(square, mproc::range(0L, 5000L))) ordered.push_back(r);
+  ASSERT_EQ(ordered.size(), 5000u);
+  for (long i = 0; i < 5000; ++i) ASSERT_EQ(ordered[i], i * i);
+
+  std::vector<std::string> words{"x", "yy", "zzz", "", "wwww"};
+  std::vector<std::string> echoed;
+  for (auto& w : pool.imap([](const std::string& s) { return s + s; }, words, {.chunksize = 1}))
+    echoed.push_back(w);
+  EXPECT_EQ(echoed, (std::vector<std::string>{"xx", "yyyy", "zzzzzz", "", "wwwwwwww"}));
+
+  for (std::size_t cs : {std::size_t{1}, std::size_t{3}}) {
+    std::multiset<long> unordered;
+    for (long r : pool.imap_unordered([](long x) { return 2 * x; }, mproc::range(0L, 3000L),
+                                      {.chunksize = cs}))
+      unordered.insert(r);
+    std::multiset<long> expected;
+    for (long i = 0; i < 3000; ++i) expected.insert(2 * i);
+    EXPECT_EQ(unordered, expected) << "chunksize " << cs;
+  }
+
+  // Empty input: the stream ends at once.
+  int n = 0;
+  for ([[maybe_unused]] int r : pool.imap([](int x) { return x; }, mproc::range(0))) ++n;
+  for ([[maybe_unused]] int r : pool.imap_unordered([](int x) { return x; }, std::list<int>{})) ++n;
+  EXPECT_EQ(n, 0);
+}
+
+std::map<std::string, int> count_words(const std::string& line) {
+  std::map<std::string, int> m;
+  std::istringstream in(line);
+  for (std::string w; in >> w;) ++m[w];
+  return m;
+}
+std::map<std::string, int> count_letters(const std::string& word) {
+  std::map<std::string, int> m;
+  for (char c : word) ++m[std::string(1, c)];
+  return m;
+}
+void merge_counts(std::map<std::string, int>& acc, std::map<std::string, int>&& m) {
+  for (auto& [k, v] : m) acc[k] += v;
+}
+
+TEST_P(PoolSemantics, MapReduce) {
+  auto pool = make_pool();
+  const long long sum = pool.map_reduce([](long long x) { return x * x; },
+                                        [](long long a, long long b) { return a + b; },
+                                        mproc::range(1LL, 100001LL));
+  EXPECT_EQ(sum, 100000LL * 100001LL * 200001LL / 6);  // 333338333350000
+  EXPECT_EQ(pool.map_reduce([](int x) { return static_cast<long>(x); },
+                            [](long a, long b) { return a + b; }, mproc::range(1, 100001)),
+            100000L * 100001 / 2);
+
+  const char* vocabulary[] = {"the", "cat", "sat", "on", "mat", "a", "dog"};
+  std::vector<std::string> lines;
+  std::map<std::string, int> expected;
+  for (int i = 0; i < 2000; ++i) {
+    std::string line;
+    for (int j = 0; j <= i % 9; ++j) {
+      const char* w = vocabulary[(i * 3 + j * 5) % 7];
+      line += std::string(w) + " ";
+      ++expected[w];
+    }
+    lines.push_back(line);
+  }
+  // The in-place form void(R&, R&&) merges maps without copying the accumulator.
+  EXPECT_EQ(pool.map_reduce(count_words, merge_counts, lines), expected);
+
+  std::vector<std::string> words;
+  for (int i = 0; i < 3000; ++i) words.push_back(i % 2 ? "abc" : "aab");
+  auto letters = pool.map_reduce(count_letters, merge_counts, words);
+  EXPECT_EQ(letters, (std::map<std::string, int>{{"a", 1500 * 1 + 1500 * 2}, {"b", 3000}, {"c", 1500}}));
+
+  // Over a list (copied into an indexable form first) and a single-pass stream.
+  std::list<std::string> linked(lines.begin(), lines.end());
+  EXPECT_EQ(pool.map_reduce(count_words, merge_counts, linked), expected);
+  std::istringstream in("1 2 3 4 5 6 7 8 9 10");
+  EXPECT_EQ(pool.map_reduce([](int x) { return x; }, std::plus<>{}, std::views::istream<int>(in)), 55);
+}
+
+mproc::TaskInfo where(int) { return *mproc::current_task(); }
+
+TEST_P(PoolSemantics, ExplicitChunksizeIsHonouredExactly) {
+  auto pool = make_pool();
+  EXPECT_FALSE(mproc::current_task().has_value());  // not inside a task here
+  for (std::size_t cs : {1u, 3u, 7u, 64u, 500u}) {
+    auto infos = pool.map(where, mproc::range(0, 200), {.chunksize = cs});
+    ASSERT_EQ(infos.size(), 200u);
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      EXPECT_EQ(infos[i].index, i);
+      EXPECT_EQ(infos[i].chunk_first, i / cs * cs) << "chunksize " << cs << " item " << i;
+      EXPECT_EQ(infos[i].chunk_size, std::min(cs, 200 - i / cs * cs)) << "chunksize " << cs << " item " << i;
+    }
+    // imap batches the same way.
+    std::size_t i = 0;
+    for (const mproc::TaskInfo& t : pool.imap(where, mproc::range(0, 200), {.chunksize = cs})) {
+      EXPECT_EQ(t.index, i);
+      EXPECT_EQ(t.chunk_first, i / cs * cs) << "imap chunksize " << cs << " item " << i;
+      EXPECT_EQ(t.chunk_size, std::min(cs, 200 - i / cs * cs)) << "imap chunksize " << cs << " item " << i;
+      ++i;
+    }
+    EXPECT_EQ(i, 200u);
+  }
+  EXPECT_FALSE(mproc::current_task().has_value());
+}
+
+// ---- errors, by input order ----------------------------------------------------------------
+
+// Item 3 fails late (after item 7 has failed, when there are several workers).
+int three_late_seven_early(int x) {
+  if (x == 3) {
+    std::this_thread::sleep_for(20ms);
+    throw std::out_of_range("three");
+  }
+  if (x == 7) throw std::invalid_argument("seven");
+  return x;
+}
+
+TEST_P(PoolSemantics, MapThrowsTheFirstFailedItemInInputOrder) {
+  auto pool = make_pool();
+  // The error reported is item 3's, by input order, not completion order.
+  try {
+    pool.map(three_late_seven_early, mproc::range(0, 20), {.chunksize = 1});
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("three"));
+    EXPECT_THAT(e.what(), Not(HasSubstr("seven")));
+  }
+  auto fut = pool.map_async(three_late_seven_early, mproc::range(0, 20), {.chunksize = 1});
+  for (int k = 0; k < 2; ++k) {  // every time
+    try {
+      fut.get();
+      FAIL() << "no exception";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr("three"));
+    }
+  }
+  try {
+    pool.starmap(
+        [](int a, int b) -> int {
+          if (a == 2) throw std::length_error("starmap " + std::to_string(b));
+          return a;
+        },
+        std::vector<std::pair<int, int>>{{1, 1}, {2, 22}, {3, 33}});
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("starmap 22"));
+  }
+  try {
+    pool.map_reduce(
+        [](int x) -> int {
+          if (x == 50) throw std::domain_error("fifty");
+          return x;
+        },
+        std::plus<>{}, mproc::range(0, 100));
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("fifty"));
+  }
+  try {
+    pool.apply([](std::vector<int> v) { return v.at(10); }, std::vector<int>{1, 2});
+    FAIL() << "no exception";
+  } catch (const std::exception&) {
+  }
+  auto failed = pool.apply_async([]() -> int { throw std::runtime_error("forty-two"); });
+  try {
+    failed.get();
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("forty-two"));
+  }
+  EXPECT_NE(failed.exception(), nullptr);
+  EXPECT_FALSE(failed.cancelled());
+  // The pool goes on.
+  EXPECT_EQ(pool.map([](int x) { return x; }, mproc::range(0, 3)), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(pool.apply(add, 1, 1), 2);
+}
+
+int fail_at_5_and_12(int x) {
+  if (x == 5) throw std::runtime_error("five");
+  if (x == 12) throw std::runtime_error("twelve");
+  return x * 2;
+}
+
+TEST_P(PoolSemantics, ImapThrowsWhenTheFailedItemIsReached) {
+  auto pool = make_pool();
+  for (std::size_t cs : {std::size_t{1}, std::size_t{2}}) {
+    std::vector<int> got;
+    std::vector<std::string> errors;
+    auto stream = pool.imap(fail_at_5_and_12, mproc::range(0, 20), {.chunksize = cs});
+    for (auto it = stream.begin(); it != stream.end();) {
+      try {
+        got.push_back(*it);
+        ++it;
+      } catch (const std::exception& e) {
+        const std::string what = e.what();
+        const std::string which = what.find("twelve") != std::string::npos ? "twelve"
+                                  : what.find("five") != std::string::npos ? "five"
+                                                                           : what;
+        errors.push_back(which + " after " + std::to_string(got.size()));
+        ++it;
+      }
+    }
+    // Items before a failed one were delivered before its error; the stream went on after.
+    EXPECT_EQ(errors, (std::vector<std::string>{"five after 5", "twelve after 11"})) << "chunksize " << cs;
+    ASSERT_EQ(got.size(), 18u);
+    for (std::size_t i = 0, x = 0; i < got.size(); ++i, ++x) {
+      if (x == 5 || x == 12) ++x;
+      EXPECT_EQ(got[i], static_cast<int>(2 * x));
+    }
+  }
+  EXPECT_EQ(pool.apply(add, 1, 1), 2);  // still usable
+}
+
+// ---- initializer -------------------------------------------------------------------------
+
+// Set by the initializer in the worker that runs it; read by that worker's tasks.
+thread_local int t_initialized = 0;
+int initialized(int) { return t_initialized; }
+
+TEST_P(PoolSemantics, InitializerRunsInTheWorkerBeforeItsTasks) {
+  if (mpi()) GTEST_SKIP() << "Backend::mpi has no initializer (MpiPool.OptionsMpiCannotKeepAreRefused)";
+  auto pool = make_pool({.initializer = [] { t_initialized = 1; }});
+  auto seen = pool.map(initialized, mproc::range(0, 2000), {.chunksize = 1});
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 2000);
+  EXPECT_EQ(t_initialized, 0);  // not in the caller
+}
+
+TEST_P(PoolSemantics, InitializerFailureBreaksThePoolWithItsMessage) {
+  if (mpi()) GTEST_SKIP() << "Backend::mpi has no initializer (MpiPool.OptionsMpiCannotKeepAreRefused)";
+  auto pool = make_pool({.initializer = [] { throw std::runtime_error("no config file"); }});
+  try {
+    pool.map([](int x) { return x; }, mproc::range(0, 10));
+    FAIL() << "no exception";
+  } catch (const mproc::BrokenPool& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no config file"));
+  }
+  // Later calls fail the same way, whether at submission or through the future.
+  try {
+    pool.apply_async([] { return 1; }).get();
+    FAIL() << "no exception";
+  } catch (const mproc::BrokenPool& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no config file"));
+  }
+  EXPECT_THROW(pool.apply([] { return 1; }), mproc::BrokenPool);
+  EXPECT_THROW(
+      {
+        for ([[maybe_unused]] int x : pool.imap([](int v) { return v; }, mproc::range(0, 3))) {
+        }
+      },
+      mproc::BrokenPool);
+}
+
+// ---- shutdown ------------------------------------------------------------------------------
+
+TEST_P(PoolSemantics, CloseRefusesNewWorkButFinishesQueuedWork) {
+  auto pool = make_pool();
+  std::vector<mproc::Future<int>> queued;
+  for (int i = 0; i < 50; ++i)
+    queued.push_back(pool.apply_async(
+        [](int x) {
+          std::this_thread::sleep_for(100us);
+          return x + 1;
+        },
+        i));
+  auto mapped = pool.map_async([](int x) { return -x; }, mproc::range(0, 100));
+  pool.close();
+  EXPECT_THROW(pool.apply_async([] { return 0; }), mproc::PoolClosed);
+  EXPECT_THROW(pool.apply([] { return 0; }), mproc::PoolClosed);
+  EXPECT_THROW(pool.map([](int x) { return x; }, mproc::range(0, 3)), mproc::PoolClosed);
+  EXPECT_THROW(pool.map_async([](int x) { return x; }, mproc::range(0, 3)).get(), mproc::PoolClosed);
+  pool.join();
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(queued[i].get(), i + 1);
+  EXPECT_EQ(mapped.get()[99], -99);
+}
+
+TEST_P(PoolSemantics, TerminateRefusesMoreAndEndsEveryFuture) {
+  auto pool = make_pool();
+  std::vector<mproc::Future<int>> queued;
+  for (int i = 0; i < 50; ++i)
+    queued.push_back(pool.apply_async(
+        [](int x) {
+          std::this_thread::sleep_for(1ms);
+          return x + 1;
+        },
+        i));
+  pool.terminate();
+  // Each future has its result or is cancelled; none is left waiting.
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_TRUE(queued[i].done()) << i;
+    try {
+      EXPECT_EQ(queued[i].get(), i + 1);
+    } catch (const mproc::Cancelled&) {
+      EXPECT_TRUE(queued[i].cancelled());
+    }
+  }
+  EXPECT_THROW(pool.apply_async(add, 1, 2), mproc::PoolClosed);
+  EXPECT_THROW(pool.apply(add, 1, 2), mproc::PoolClosed);
+  EXPECT_THROW(pool.map(square, mproc::range(0L, 5L)), mproc::PoolClosed);
+}
+
+// ---- several threads ----------------------------------------------------------------------
+
+int times(int x, int t) { return x * t; }
+
+TEST_P(PoolSemantics, SeveralThreadsShareOnePool) {
+  auto pool = make_pool();
+  constexpr int kThreads = 8;
+  constexpr int rounds = 200;
+  std::atomic<int> ok{0}, bad{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < kThreads; ++t) {
+    clients.emplace_back([&, t] {
+      for (int r = 0; r < rounds; ++r) {
+        const int n = 1 + (t * 31 + r * 7) % 64;
+        auto fut = pool.apply_async([](int a, int b) { return a * 1000 + b; }, t, r);
+        std::vector<std::pair<int, int>> args;
+        for (int x = 0; x < n; ++x) args.emplace_back(x, t);
+        auto v = pool.starmap(times, args);
+        bool good = static_cast<int>(v.size()) == n;
+        for (int x = 0; good && x < n; ++x) good = v[x] == x * t;
+        good = good && fut.get() == t * 1000 + r;
+        good = good && pool.apply(add, t * 1000, r) == t * 1000 + r;
+        if (r % 10 == 0) {
+          long sum = 0;
+          for (long x : pool.imap_unordered([](long x) { return x; }, mproc::range(0L, 100L + t)))
+            sum += x;
+          good = good && sum == (99L + t) * (100L + t) / 2;
+          auto sq = pool.map(square, mproc::range(0L, 100L + t));
+          good = good && sq.size() == static_cast<std::size_t>(100 + t) && sq[99] == 99 * 99;
+        }
+        (good ? ok : bad).fetch_add(1);
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(ok.load(), kThreads * rounds);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PoolSemantics, ::testing::ValuesIn(pool_cases()),
+                         [](const auto& p) { return pool_case_name(p.param); });
+
+}  // namespace
