@@ -257,6 +257,52 @@ TEST_F(TempDir, SummariesSayOneFileAndOneWorker) {
   EXPECT_THAT(p.err, HasSubstr("1000 samples in 1 block, "));
 }
 
+/// Runs `script` with bash, "$MPROC" standing for the mproc binary; stdout and exit code.
+Result shell(const std::string& script, const fs::path& dir) {
+  const fs::path out = dir / "shell.out", sh = dir / "shell.sh";
+  std::ofstream(sh) << "MPROC='" << MPROC_BINARY << "'\n" << script << "\n";
+  const int status = std::system(("bash '" + sh.string() + "' >'" + out.string() + "' 2>/dev/null").c_str());
+  std::ifstream f(out);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+          std::string((std::istreambuf_iterator<char>(f)), {}), ""};
+}
+
+TEST_F(TempDir, StreamsCountLikeARegularFileOfTheSameBytes) {
+  // Over 256 KiB, so that a stream is split into several blocks like a file.
+  const fs::path f = write("text.txt", mproc::words::synthetic_corpus(700'000, 3));
+  const std::string file = "'" + f.string() + "'";
+  Result regular = mproc({"wordcount", "--list", "--min-count", "0", f.string()});
+  ASSERT_EQ(regular.code, 0) << regular.err;
+  ASSERT_GT(lines(regular.out), 1000u);
+  const std::string wc = "\"$MPROC\" wordcount --quiet --list --min-count 0 ";
+  for (const std::string& script :
+       {"cat " + file + " | " + wc + "-",                          // standard input
+        "cat " + file + " | " + wc + "/dev/stdin",                 // /dev/stdin on a pipe
+        wc + "<(cat " + file + ")",                                // process substitution
+        "mkfifo '" + (dir_ / "fifo").string() + "' && (cat " + file + " > '" +
+            (dir_ / "fifo").string() + "' &) && " + wc + "'" + (dir_ / "fifo").string() + "'"}) {
+    Result r = shell(script, dir_);
+    EXPECT_EQ(r.code, 0) << script;
+    EXPECT_EQ(r.out, regular.out) << script;
+  }
+  // A stream and a file together: every count doubles, no word joins across them.
+  Result both = shell("cat " + file + " | " + wc + "- " + file, dir_);
+  ASSERT_EQ(both.code, 0);
+  Result twice = mproc({"wordcount", "--list", "--min-count", "0", f.string(), f.string()});
+  EXPECT_EQ(both.out, twice.out);
+
+  // /proc files say st_size 0, yet have words.
+  Result proc = mproc({"wordcount", "--list", "--min-count", "0", "/proc/self/status"});
+  ASSERT_EQ(proc.code, 0) << proc.err;
+  EXPECT_THAT(proc.out, HasSubstr("kb == "));
+
+  Result lines_file = mproc({"countlines", f.string()});
+  Result lines_stdin = shell("cat " + file + " | \"$MPROC\" countlines --quiet -", dir_);
+  ASSERT_EQ(lines_stdin.code, 0);
+  const std::string n = lines_file.out.substr(0, lines_file.out.find(' ', lines_file.out.find_first_not_of(' ')));
+  EXPECT_THAT(lines_stdin.out, HasSubstr(n + " -\n"));
+}
+
 TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
   std::string text = mproc::words::synthetic_corpus(200'000, 7);
   text += " caf\xc3\xa9 na\xc3\xafve \xe2\x80\x83spaced\xe3\x80\x80out \xc4\xb0stanbul";

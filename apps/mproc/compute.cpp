@@ -2,6 +2,8 @@
 // the exit-code policy (see compute.hpp).
 #include "compute.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -146,11 +148,45 @@ void write_stdout(std::string_view text) {
   std::fflush(stdout);
 }
 
+bool is_stream(const std::string& path) {
+  if (path == "-") return true;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || S_ISDIR(st.st_mode)) return false;
+  // A regular file of size 0 may be a /proc or /sys file, which has bytes all the same;
+  // reading a really empty one costs nothing.
+  return !S_ISREG(st.st_mode) || st.st_size == 0;
+}
+
+std::string read_input(const std::string& path, const std::function<void(std::string_view)>& chunk) {
+  const bool stdin_input = path == "-";
+  const int fd = stdin_input ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fmt::format("cannot open '{}': {}", path, std::strerror(errno));
+  std::string error;
+  std::vector<char> buf(std::size_t{1} << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = fmt::format("cannot read '{}': {}", stdin_input ? "standard input" : path,
+                          std::strerror(errno));
+      break;
+    }
+    if (n == 0) break;
+    chunk(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+  }
+  if (!stdin_input) ::close(fd);
+  return error;
+}
+
 void walk_paths(const std::vector<std::string>& paths,
                 const std::function<void(const std::string&)>& problem,
                 const std::function<void(const std::filesystem::path&)>& file) {
   namespace fs = std::filesystem;
   for (const std::string& arg : paths) {
+    if (arg == "-") {
+      file(fs::path(arg));
+      continue;
+    }
     std::error_code ec;
     const fs::path p(arg);
     const auto st = fs::status(p, ec);

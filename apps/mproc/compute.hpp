@@ -64,13 +64,24 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Expands PATH arguments into files, in argument order: a path that is not a directory
-/// is passed to `file` as given; a directory's regular files are found recursively and
+/// Expands PATH arguments into files, in argument order: "-" (standard input) and a path
+/// that is not a directory are passed to `file` as given; a directory's regular files are found recursively and
 /// passed in sorted order. A missing path or an unreadable directory is reported to
 /// `problem` (which throws, or warns and returns to skip it).
 void walk_paths(const std::vector<std::string>& paths,
                 const std::function<void(const std::string&)>& problem,
                 const std::function<void(const std::filesystem::path&)>& file);
+
+/// True when `path` must be read as a stream rather than mapped or sized: "-" (standard
+/// input), and anything that is not a regular file (a FIFO, /dev/stdin on a pipe, a
+/// process substitution), and a regular file whose st_size says 0 (as /proc files do).
+bool is_stream(const std::string& path);
+
+/// Reads `path` ("-": standard input) to its end with read(), handing each piece to
+/// `chunk`: the one reader of every subcommand that takes paths, right for regular files
+/// and streams alike (it never trusts st_size). Returns "" or the error, as one line
+/// naming the path.
+std::string read_input(const std::string& path, const std::function<void(std::string_view)>& chunk);
 
 /// Runs a subcommand's body and stores its exit code in *exit_code. The body returns the
 /// exit code. A CLI::Error propagates to main (which prints "mproc: ..." and exits 2);

@@ -38,23 +38,9 @@ struct FileLines {
 
 FileLines count_file(const std::string& path) {
   FileLines r;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    r.error = fmt::format("cannot open '{}': {}", path, std::strerror(errno));
-    return r;
-  }
-  std::vector<char> buf(std::size_t{1} << 20);
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      r.error = fmt::format("cannot read '{}': {}", path, std::strerror(errno));
-      break;
-    }
-    if (n == 0) break;
-    r.lines += static_cast<std::uint64_t>(std::count(buf.data(), buf.data() + n, '\n'));
-  }
-  ::close(fd);
+  r.error = read_input(path, [&](std::string_view piece) {
+    r.lines += static_cast<std::uint64_t>(std::count(piece.begin(), piece.end(), '\n'));
+  });
   return r;
 }
 
@@ -73,7 +59,7 @@ std::vector<std::string> collect(const Options& o) {
     fmt::print(stderr, "mproc countlines: warning: skipping {}\n", what);
   };
   walk_paths(o.paths, problem, [&](const fs::path& p) {
-    if (::access(p.c_str(), R_OK) != 0)
+    if (p != "-" && ::access(p.c_str(), R_OK) != 0)
       problem(fmt::format("cannot open '{}': {}", p.string(), std::strerror(errno)));
     else
       out.push_back(p.string());
@@ -89,7 +75,15 @@ int run(const Options& o) {
   // One task per file: a chunk of small files would wait behind one big one.
   MapOptions opts = o.common.map_options("counting", "files");
   if (opts.chunksize == 0) opts.chunksize = 1;
-  const std::vector<FileLines> results = pool.map(count_file, files, opts);
+  // Standard input is this process's: read it here, the other paths in the workers.
+  std::vector<std::string> in_workers = files;
+  for (auto& f : in_workers)
+    if (f == "-") f.clear();
+  std::vector<FileLines> results = pool.map(
+      [](const std::string& f) { return f.empty() ? FileLines{} : count_file(f); }, in_workers,
+      opts);
+  for (std::size_t i = 0; i < files.size(); ++i)
+    if (files[i] == "-") results[i] = count_file("-");
   const double seconds = seconds_since(start);
 
   std::uint64_t total = 0;

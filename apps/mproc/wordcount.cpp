@@ -80,9 +80,12 @@ std::uint64_t parse_size(const std::string& s) {
   return n * mult;
 }
 
+/// One input: a file the workers map (`path`), or a stream read into the in-memory
+/// corpus before the pool starts, at `base` (`path` empty).
 struct Input {
   std::string path;
   std::uint64_t size;
+  std::uint64_t base = 0;
 };
 
 /// Checks a regular file: readable, and text (no NUL byte in its first 64 KiB).
@@ -104,13 +107,32 @@ std::optional<std::string> check_file(const fs::path& p, std::uint64_t& size) {
 
 /// Expands PATH arguments (directories recursively, in sorted order) into readable text
 /// files. A problem is an error, or with --skip-errors a warning.
-std::vector<Input> collect(const Options& o) {
+/// Streams ("-", FIFOs, pipes, /proc files: see is_stream) are read whole into `memory`,
+/// each followed by a newline so that no word runs from one input into the next.
+std::vector<Input> collect(const Options& o, std::string& memory) {
   std::vector<Input> out;
   auto problem = [&](const std::string& what) {
     if (!o.skip_errors) throw UsageError(what);
     fmt::print(stderr, "mproc wordcount: warning: skipping {}\n", what);
   };
   auto add_file = [&](const fs::path& p) {
+    if (is_stream(p.string())) {
+      const std::size_t base = memory.size();
+      const std::string err = read_input(p.string(), [&](std::string_view piece) { memory += piece; });
+      const std::size_t size = memory.size() - base;
+      const std::string_view head(memory.data() + base, std::min<std::size_t>(size, 65536));
+      std::string bad = err;
+      if (bad.empty() && head.find('\0') != std::string_view::npos)
+        bad = fmt::format("'{}' is a binary file, not text", p.string());
+      if (!bad.empty()) {
+        memory.resize(base);
+        problem(bad);
+        return;
+      }
+      memory += '\n';
+      out.push_back({"", size, base});
+      return;
+    }
     std::uint64_t size = 0;
     if (auto err = check_file(p, size))
       problem(*err);
@@ -203,8 +225,9 @@ int run(const Options& o) {
     g_corpus = corpus;
     inputs.push_back({"", corpus.size()});
   } else {
-    inputs = collect(o);
+    inputs = collect(o, corpus);
     if (inputs.empty()) throw UsageError("no readable text files to count");
+    g_corpus = corpus;  // the streams read, if any: before the pool starts
   }
   const double setup_seconds = seconds_since(job_start);
   std::vector<words::Block> blocks;
@@ -212,7 +235,7 @@ int run(const Options& o) {
   for (auto& in : inputs) {
     bytes += in.size;
     for (std::uint64_t b = 0; b < in.size; b += block_bytes)
-      blocks.push_back({in.path, b, std::min(in.size, b + block_bytes)});
+      blocks.push_back({in.path, in.base + b, in.base + std::min(in.size, b + block_bytes)});
   }
 
   const MapOptions map_options = o.common.map_options("counting", "blocks");
