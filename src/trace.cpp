@@ -64,13 +64,16 @@ std::string json_escape(std::string_view s) {
 /// Writes `text` to `path` and sets `id` to the new file's (device, inode).
 bool write_file(const std::string& path, const std::string& text, std::string& why,
                 std::pair<dev_t, ino_t>& id) {
-  // Write beside the file and rename, so a reader never sees half a timeline.
-  const std::string tmp = fmt::format("{}.{}.tmp", path, ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Write beside the file and rename, so a reader never sees half a timeline. The
+  // temporary file gets a name nobody can guess and is created with O_EXCL (mkostemp(3)),
+  // so a symlink planted where it will be cannot redirect the write to another file.
+  std::string tmp = path + ".XXXXXX";
+  const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) {
     why = std::strerror(errno);
     return false;
   }
+  ::fchmod(fd, 0644);  // mkostemp makes it 0600; a timeline is as readable as before
   std::size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);

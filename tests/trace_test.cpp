@@ -363,6 +363,30 @@ TEST_F(TraceTest, ADeletedFileStartsANewTimeline) {
   }
 }
 
+TEST_F(TraceTest, APlantedSymlinkNeverRedirectsTheWrite) {
+  // The name the temporary file had before it was made unguessable, planted as a link to
+  // a file that must not change.
+  const fs::path file = dir_ / "planted.json";
+  const fs::path victim = dir_ / "victim.txt";
+  std::ofstream(victim) << "keep me\n";
+  fs::create_symlink(victim, file.string() + "." + std::to_string(::getpid()) + ".tmp");
+  {
+    mproc::Pool pool({.workers = 1, .trace = file.string()});
+    EXPECT_EQ(pool.map([](int x) { return x + 1; }, mproc::range(9)).size(), 9u);
+  }
+  std::ifstream in(victim);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), {}), "keep me\n");
+  EXPECT_FALSE(fs::is_symlink(file));
+  const Trace t = read_trace(file);
+  std::int64_t items = 0;
+  for (const Event& e : t.events) items += e.items;
+  EXPECT_EQ(items, 9);
+  // Nothing of the write is left beside the trace but the planted link.
+  std::size_t entries = 0;
+  for ([[maybe_unused]] auto& e : fs::directory_iterator(dir_)) ++entries;
+  EXPECT_EQ(entries, 3u);  // planted.json, victim.txt, the link
+}
+
 TEST_F(TraceTest, AnUnwritableFileIsRefusedAtConstruction) {
   const std::string bad = (dir_ / "no" / "such" / "t.json").string();
   for (auto backend : {mproc::Backend::process, mproc::Backend::thread}) {
