@@ -88,7 +88,12 @@ struct Input {
   std::uint64_t base = 0;
 };
 
-/// Checks a regular file: readable, and text (no NUL byte in its first 64 KiB).
+/// Whether the first 64 KiB of an input, `head`, mark it as binary: a NUL byte.
+bool looks_binary(std::string_view head) {
+  return head.substr(0, 65536).find('\0') != std::string_view::npos;
+}
+
+/// Checks a regular file: readable, and text (see looks_binary).
 std::optional<std::string> check_file(const fs::path& p, std::uint64_t& size) {
   int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return fmt::format("cannot open '{}': {}", p.string(), std::strerror(errno));
@@ -100,7 +105,7 @@ std::optional<std::string> check_file(const fs::path& p, std::uint64_t& size) {
   const int err = errno;
   ::close(fd);
   if (n < 0) return fmt::format("cannot read '{}': {}", p.string(), std::strerror(err));
-  if (std::memchr(buf, 0, static_cast<std::size_t>(n)) != nullptr)
+  if (looks_binary(std::string_view(buf, static_cast<std::size_t>(n))))
     return fmt::format("'{}' is a binary file, not text", p.string());
   return std::nullopt;
 }
@@ -120,9 +125,8 @@ std::vector<Input> collect(const Options& o, std::string& memory) {
       const std::size_t base = memory.size();
       const std::string err = read_input(p.string(), [&](std::string_view piece) { memory += piece; });
       const std::size_t size = memory.size() - base;
-      const std::string_view head(memory.data() + base, std::min<std::size_t>(size, 65536));
       std::string bad = err;
-      if (bad.empty() && head.find('\0') != std::string_view::npos)
+      if (bad.empty() && looks_binary(std::string_view(memory).substr(base)))
         bad = fmt::format("'{}' is a binary file, not text", p.string());
       if (!bad.empty()) {
         memory.resize(base);
@@ -167,22 +171,31 @@ std::vector<std::pair<std::string, std::uint64_t>> select_words(const words::Cou
   return out;
 }
 
-/// One count of every block: in this process (`workers` == 0), or by a pool of that many
-/// workers. Returns the counts and the seconds the count took.
-std::pair<words::Counts, double> count_blocks(const Options& o, const std::vector<words::Block>& blocks,
-                                              unsigned workers, const MapOptions& map_options) {
-  const auto start = std::chrono::steady_clock::now();
+/// What one count of every block gave.
+struct Count {
   words::Counts counts;
-  if (workers == 0) {
-    for (auto& b : blocks) words::merge(counts, count_block_item(b));
+  double seconds;
+  unsigned workers;  ///< the pool's (an mpi pool has as many as there are serving ranks)
+};
+
+/// One count of every block: in this process (no `workers`), or by a pool asked for that
+/// many workers (0: cpu_count()).
+Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
+                   std::optional<unsigned> workers, const MapOptions& map_options) {
+  const auto start = std::chrono::steady_clock::now();
+  Count c{{}, 0, 1};
+  if (!workers) {
+    for (auto& b : blocks) words::merge(c.counts, count_block_item(b));
   } else {
     ComputeOptions common = o.common;
-    common.workers = workers;
+    common.workers = *workers;
     common.progress = false;  // the call's own options say whether it draws a bar
     Pool pool = make_pool(common);
-    counts = pool.map_reduce(count_block_item, words::merge, blocks, map_options);
+    c.workers = pool.workers();
+    c.counts = pool.map_reduce(count_block_item, words::merge, blocks, map_options);
   }
-  return {std::move(counts), seconds_since(start)};
+  c.seconds = seconds_since(start);
+  return c;
 }
 
 /// The table a newcomer reads: rank, word, count and share of all words.
@@ -238,19 +251,20 @@ int run(const Options& o) {
       blocks.push_back({in.path, in.base + b, in.base + std::min(in.size, b + block_bytes)});
   }
 
-  const MapOptions map_options = o.common.map_options("counting", "blocks");
-  const unsigned workers = o.serial ? 1 : o.common.resolved_workers();
-  auto [counts, seconds] = count_blocks(o, blocks, o.serial ? 0 : workers, map_options);
+  const auto [counts, seconds, workers] =
+      count_blocks(o, blocks, o.serial ? std::nullopt : std::optional<unsigned>(o.common.workers),
+                   o.common.map_options("counting", "blocks"));
 
   // The speed-up over one worker, measured now on the same blocks (after the pool's count,
   // so that a cold page cache, if anything, slows the pool's count, not the baseline's).
-  std::optional<double> one_worker_seconds;
+  std::optional<double> one_worker_seconds, speedup;
   if ((o.speedup || (!o.no_speedup && !o.listing && !o.common.json)) && !o.serial && workers > 1) {
     MapOptions quiet = o.common.map_options();
     quiet.progress = {};
-    auto [again, s] = count_blocks(o, blocks, 1, quiet);
-    if (!(again == counts)) throw std::runtime_error("one worker counted differently from the pool");
-    one_worker_seconds = s;
+    const Count one = count_blocks(o, blocks, 1, quiet);
+    if (!(one.counts == counts)) throw std::runtime_error("one worker counted differently from the pool");
+    one_worker_seconds = one.seconds;
+    speedup = one.seconds / std::max(seconds, 1e-9);
   }
   const double job_seconds = seconds_since(job_start);
 
@@ -266,7 +280,7 @@ int run(const Options& o) {
     j.add("synthetic", synthetic).add("bytes", bytes).add("distinct", static_cast<std::uint64_t>(counts.size()));
     j.add("serial", o.serial).add_pool(o.common, workers).add("seconds", seconds);
     if (one_worker_seconds)
-      j.add("one_worker_seconds", *one_worker_seconds).add("speedup", *one_worker_seconds / std::max(seconds, 1e-9));
+      j.add("one_worker_seconds", *one_worker_seconds).add("speedup", *speedup);
     j.add(synthetic ? "generate_seconds" : "check_seconds", setup_seconds).add("job_seconds", job_seconds);
     write_stdout(j.str() + "\n");
   } else if (o.listing) {
@@ -284,8 +298,7 @@ int run(const Options& o) {
         grouped(counts.size()), o.serial ? std::string("serial") : plural(workers, "worker"),
         seconds, mb / std::max(seconds, 1e-9));
     if (one_worker_seconds)
-      line += fmt::format(", {:.2f}x one worker ({:.3f} s)", *one_worker_seconds / std::max(seconds, 1e-9),
-                          *one_worker_seconds);
+      line += fmt::format(", {:.2f}x one worker ({:.3f} s)", *speedup, *one_worker_seconds);
     line += fmt::format("; {} in {:.3f} s; {:.2f} s in all\n",
                         synthetic ? "generated" : "files checked", setup_seconds, job_seconds);
     fmt::print(stderr, "{}", line);
