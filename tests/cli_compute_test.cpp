@@ -441,6 +441,15 @@ TEST_F(ComputeFiles, UnderMpiexecTheMpiBackendGivesTheProcessBackendsOutput) {
   EXPECT_EQ(pi_mpi.code, 0) << pi_mpi.out;
   EXPECT_EQ(pi_mpi.out, pi_process.out);
 }
+
+TEST(Cli, UnderMpiexecTheBuiltInCorpusIsRefusedNotCountedAsNothing) {
+  // The other ranks do not have rank 0's generated corpus: counting it there gave
+  // "0 distinct words" and exit 0.
+  Result r = mproc_under_mpiexec({"wordcount", "--backend", "mpi", "--size", "1M"});
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--backend mpi needs PATH arguments"));
+  EXPECT_THAT(r.out, Not(HasSubstr("distinct words")));
+}
 #endif
 
 // ------------------------------------------------------------- --json, read by nlohmann

@@ -225,6 +225,10 @@ int run(const Options& o) {
   std::string corpus;
   const bool synthetic = o.paths.empty();
   if (synthetic) {
+    // The corpus is made in this process's memory, which the other ranks of an MPI job do
+    // not share: they would count nothing.
+    if (o.common.backend == "mpi")
+      throw UsageError("--backend mpi needs PATH arguments: the built-in corpus exists on rank 0 only");
     const std::uint64_t size = parse_size(o.size);
     std::optional<ProgressBar> bar;
     if (o.common.progress) bar.emplace("generating", "MB", static_cast<double>(size) / 1e6);
