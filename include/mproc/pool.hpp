@@ -43,6 +43,7 @@
 
 #include "bind.hpp"
 #include "detail/job.hpp"
+#include "detail/results.hpp"
 #include "detail/task.hpp"
 #include "detail/thread_core.hpp"
 #include "detail/thread_jobs.hpp"
@@ -257,9 +258,9 @@ class VectorJob final : public FeederJob<View, Arg> {
     if (this->progress) this->progress->add(1);
     if constexpr (!std::is_void_v<R>) {
       try {
-        results_[index] = loads<R>(bytes);
+        results_.set(index, loads<R>(bytes));
       } catch (...) {
-        record_error(index, std::current_exception());
+        errors_.record(index, std::current_exception());
       }
     }
   }
@@ -275,7 +276,7 @@ class VectorJob final : public FeederJob<View, Arg> {
       for (std::size_t k = 0; k < n; ++k) {
         R value;
         std::memcpy(&value, bytes.data() + k * sizeof(R), sizeof(R));
-        results_[first + k] = value;
+        results_.set(first + k, value);
       }
     } else {
       Base::on_results(first, size, bytes);
@@ -283,42 +284,24 @@ class VectorJob final : public FeederJob<View, Arg> {
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
     if (this->progress) this->progress->add(1);
-    record_error(index, std::move(error));
-  }
-  void record_error(std::optional<std::size_t> index, std::exception_ptr error) {
-    const std::size_t i = index.value_or(0);
-    if (!first_error_ || i < first_error_index_) {
-      first_error_ = std::move(error);
-      first_error_index_ = i;
-    }
+    errors_.record(index.value_or(0), std::move(error));
   }
   void on_done() override {
     if (this->progress) this->progress->finish();
-    if (first_error_) {
-      promise_->set_exception(first_error_);
+    if (auto e = errors_.get()) {
+      promise_->set_exception(e);
     } else if constexpr (std::is_void_v<R>) {
       promise_->set_value();
-    } else if constexpr (std::is_same_v<Slots, std::vector<R>>) {
-      promise_->set_value(std::move(results_));
     } else {
-      std::vector<R> values;
-      values.reserve(results_.size());
-      for (auto& r : results_) values.push_back(std::move(*r));
-      promise_->set_value(std::move(values));
+      promise_->set_value(results_.take());
     }
   }
   void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
-  // Every slot is filled before on_done hands them over (or an error is), so a type with
-  // a default value needs no optional.
-  using Slots = std::conditional_t<std::default_initializable<stored_t<R>>,
-                                   std::vector<stored_t<R>>,
-                                   std::vector<std::optional<stored_t<R>>>>;
   std::shared_ptr<FutureState<Result>> promise_;
-  Slots results_;
-  std::exception_ptr first_error_;
-  std::size_t first_error_index_ = 0;
+  ResultSlots<R> results_;
+  FirstError errors_;
 };
 
 /// apply_async: one item, one future.
@@ -386,15 +369,14 @@ class StreamJob final : public FeederJob<View, Arg> {
 
  public:
   StreamJob(View view, bool ordered, std::size_t window)
-      : Base(std::move(view)), ordered_(ordered), window_(window) {}
+      : Base(std::move(view)), window_(window), results_(ordered) {}
 
   std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
                    std::vector<std::size_t>& ends, std::size_t& first) override {
     std::size_t room;
     {
       std::lock_guard lock(mutex_);
-      const std::size_t outstanding = feeder_.pulled() - consumed_;
-      room = outstanding >= window_ ? 0 : window_ - outstanding;
+      room = results_.room(feeder_.pulled(), window_);
     }
     first = feeder_.pulled();
     if (room == 0 || this->cancelled()) return 0;
@@ -414,9 +396,7 @@ class StreamJob final : public FeederJob<View, Arg> {
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
     if (this->progress) this->progress->add(1);
-    Slot slot;
-    slot.error = std::move(error);
-    push(index.value_or(0), std::move(slot));
+    push(index.value_or(0), Slot{std::nullopt, std::move(error)});
   }
   void on_done() override {
     if (this->progress) this->progress->finish();
@@ -437,23 +417,16 @@ class StreamJob final : public FeederJob<View, Arg> {
             const std::chrono::steady_clock::time_point* deadline) {
     std::unique_lock lock(mutex_);
     for (;;) {
-      auto it = ordered_ ? ready_.find(next_ordered_) : ready_.begin();
-      if (it != ready_.end()) {
-        Slot slot = std::move(it->second);
-        ready_.erase(it);
-        ++next_ordered_;
-        ++consumed_;
+      if (auto slot = results_.take()) {
         lock.unlock();
         core.wake();  // the window moved
-        if (slot.error) std::rethrow_exception(slot.error);
-        out = std::move(slot.value);
-        if constexpr (std::is_void_v<R>) out.emplace();
+        slot->deliver(out);
         return true;
       }
       if (done_) {
         // After an abort some results never come: report it instead of waiting for them.
         if (abort_) std::rethrow_exception(abort_);
-        if (ready_.empty()) return false;
+        if (results_.empty()) return false;
       }
       if (deadline == nullptr)
         cv_.wait(lock);
@@ -463,23 +436,17 @@ class StreamJob final : public FeederJob<View, Arg> {
   }
 
  private:
-  struct Slot {
-    std::optional<stored_t<R>> value;
-    std::exception_ptr error;
-  };
+  using Slot = typename ResultWindow<R>::Slot;
   void push(std::size_t index, Slot slot) {
     std::lock_guard lock(mutex_);
-    ready_.emplace(index, std::move(slot));
+    results_.put(index, std::move(slot));
     cv_.notify_all();
   }
 
-  const bool ordered_;
   const std::size_t window_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::map<std::size_t, Slot> ready_;
-  std::size_t next_ordered_ = 0;
-  std::size_t consumed_ = 0;
+  ResultWindow<R> results_;
   bool done_ = false;
   std::exception_ptr abort_;
 };
@@ -510,16 +477,13 @@ class ReduceJob final : public FeederJob<View, Arg> {
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
     if (index && this->progress) this->progress->add(1);
-    const std::size_t i = index.value_or(static_cast<std::size_t>(-1));
-    if (!first_error_ || i < first_error_index_) {
-      first_error_ = std::move(error);
-      first_error_index_ = i;
-    }
+    // An error of the whole call (a partial that failed) comes after every item's.
+    errors_.record(index.value_or(static_cast<std::size_t>(-1)), std::move(error));
   }
   void on_done() override {
     if (this->progress) this->progress->finish();
-    if (first_error_)
-      promise_->set_exception(first_error_);
+    if (auto e = errors_.get())
+      promise_->set_exception(e);
     else
       promise_->set_value(acc_ ? std::move(*acc_) : R{});
   }
@@ -529,8 +493,7 @@ class ReduceJob final : public FeederJob<View, Arg> {
   Rd reduce_;
   std::shared_ptr<FutureState<R>> promise_;
   std::optional<R> acc_;
-  std::exception_ptr first_error_;
-  std::size_t first_error_index_ = 0;
+  FirstError errors_;
 };
 
 

@@ -41,7 +41,7 @@
 #include "mproc/pool.hpp"
 #include "mpi/mpi_world.hpp"
 #include "pool/code_ref.hpp"
-#include "pool/job_book.hpp"
+#include "pool/dispatcher.hpp"
 #include "pool/pool_protocol.hpp"
 #include "pool/wire.hpp"
 #include "wait_helper.hpp"
@@ -53,11 +53,6 @@ using pool::FromWorker;
 using pool::ToWorker;
 using Clock = std::chrono::steady_clock;
 
-/// Adaptive chunks aim at this much work per chunk (the design aims at 0.1-1 ms); a message
-/// between ranks costs microseconds, more over a network, so aim at the top of the range.
-constexpr double target_chunk_ns = 1'000'000;
-constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
-constexpr std::size_t chunks_in_flight = 2;
 /// After its last event a driver polls this long before it sleeps.
 constexpr auto spin_before_sleep = std::chrono::microseconds(100);
 /// How often an idle driver looks for ranks that died.
@@ -73,20 +68,9 @@ struct JobEntry : JobBookEntry {
   std::set<int> setup{};  // ranks holding the job's code
 };
 
-struct Chunk {
-  std::uint64_t job;
-  std::size_t first;
-  std::size_t count;
-  std::uint64_t bytes_in;
-  const char* method;
-  std::size_t done = 0;  // items with a result already
-  std::uint64_t bytes_out = 0;
-  std::uint32_t errors = 0;
-};
-
 struct RankSlot {
   int rank;
-  std::deque<Chunk> chunks;
+  std::deque<ChunkRecord> chunks;
   std::size_t flushes = 0;          // flush frames sent and not yet answered
   std::vector<std::byte> pending;   // frames to send in the next message
   int pidfd = -1;                   // a rank on this host: its death is seen at once
@@ -117,18 +101,18 @@ void restore_default_sigterm() {
 /// results at its end, so within a chunk of several items rank 0 knows only the chunk.
 std::string describe_running(const RankSlot& s) {
   if (s.chunks.empty()) return "nothing";
-  const Chunk& c = s.chunks.front();
+  const ChunkRecord& c = s.chunks.front();
   const std::size_t from = c.first + c.done, to = c.first + c.count - 1;
   return from == to ? fmt::format("item {} of {} (call {})", from, c.method, c.job)
                     : fmt::format("one of items {}..{} of {} (call {})", from, to, c.method,
                                   c.job);
 }
 
-class MpiPoolCore final : public PoolCore,
+class MpiPoolCore final : public Dispatcher<MpiPoolCore, JobEntry, RankSlot>,
                           public WaitHelper,
-                          public OpenPool,
-                          private JobBook<MpiPoolCore, JobEntry> {
+                          public OpenPool {
   friend class JobBook<MpiPoolCore, JobEntry>;
+  friend class Dispatcher<MpiPoolCore, JobEntry, RankSlot>;
 
  public:
   explicit MpiPoolCore(const PoolOptions& options);
@@ -137,11 +121,6 @@ class MpiPoolCore final : public PoolCore,
   unsigned workers() const noexcept override { return static_cast<unsigned>(slots_.size()); }
   void submit(std::shared_ptr<Job> job) override;
   void wake() noexcept override { cv_.notify_one(); }
-  bool kill_running(const Job*) override { return false; }
-  void cancel_pending() override;
-  void close() override;
-  void join() override;
-  void terminate() override;
 
   bool help_until(const FutureStateBase& state,
                   const std::chrono::steady_clock::time_point* deadline) override;
@@ -164,15 +143,9 @@ class MpiPoolCore final : public PoolCore,
     return Clock::now() - last_submit_ < recent_use ? busy_nap : idle_nap;
   }
   bool may_drive() const noexcept { return !runtime_ended_.load() && !failed_.load(); }
-  bool take_incoming();
   bool poll_results();
-  void handle_frame(RankSlot& s, std::span<const std::byte> frame);
-  bool dispatch();
-  bool give_chunk(RankSlot& s);
-  std::size_t chunk_size(const JobEntry& j) const;
   void flush_pending();
   bool test_sends();
-  std::size_t tell_job(const JobEntry& j, ToWorker what);
   void check_rank_deaths();
   void report_sigterm();
   void take_late_results();
@@ -181,10 +154,46 @@ class MpiPoolCore final : public PoolCore,
   RankSlot* slot_of(int rank);
   std::string rank_name(int rank) const;
 
-  const PoolOptions options_;
+  // What Dispatcher asks of a pool (see dispatcher.hpp).
+  /// A message between ranks costs microseconds, more over a network: aim adaptive chunks
+  /// at the top of the design's 0.1-1 ms.
+  static constexpr double target_chunk_ns = 1'000'000;
+  static constexpr bool can_kill = false;  // MPI cannot stop a rank and go on
+  bool give_chunk(RankSlot& s);
+  std::size_t tell_job(const JobEntry& j, ToWorker what);
+  void kill_job_workers(const Job*) {}
+  void put_code(std::vector<std::byte>& out, const Job& job) const {
+    // Another rank may have loaded the code at another address: (module, offset).
+    const CodeRef ref = code_ref(job.vtable);
+    put<std::uint64_t>(out, ref.module);
+    put<std::uint64_t>(out, ref.offset);
+  }
+  bool can_take_chunk(const RankSlot&) const { return true; }
+  bool all_started() const { return true; }
+  bool one_item_chunks() const { return false; }
+  pid_t worker_pid(const RankSlot& s) const {
+    return ranks_[static_cast<std::size_t>(s.rank)].pid;
+  }
+  std::uint32_t trace_lane(const RankSlot& s) const {
+    return static_cast<std::uint32_t>(s.rank - 1);
+  }
+  std::string worker_name(const RankSlot& s) const { return rank_name(s.rank); }
+  std::string worker_where(const RankSlot& s) const {
+    return fmt::format("on {}", rank_name(s.rank));
+  }
+  void partial_arrived(RankSlot& s, std::uint64_t) {
+    if (s.flushes > 0) --s.flushes;
+  }
+  void items_arrived(RankSlot&, JobEntry*, bool) {}
+  /// A broken message: nothing more from the ranks can be trusted (see safe_step).
+  [[noreturn]] void protocol_error(const char* what) {
+    throw SerializationError(fmt::format("MPI pool: {}", what));
+  }
+  bool dispatcher_gone() const { return finished_; }
+  void stopping() { leaving_ = true; }
+  void dispatcher_joined();
+
   const std::vector<RankInfo>& ranks_ = world().ranks;
-  std::vector<RankSlot> slots_;
-  std::unique_ptr<Tracer> tracer_;
 
   // The driver only (drive_mutex_).
   std::mutex drive_mutex_;
@@ -193,7 +202,6 @@ class MpiPoolCore final : public PoolCore,
   std::list<Send> spare_sends_;      // finished sends, kept with their buffers for reuse
   std::vector<std::byte> received_;  // the last message received
   std::vector<std::size_t> ends_;    // scratch for give_chunk
-  bool terminated_ = false;
 
   // Shared with user threads.
   std::condition_variable cv_;       // wakes the dispatcher
@@ -205,12 +213,10 @@ class MpiPoolCore final : public PoolCore,
   std::atomic<bool> failed_{false};           // a driver failed: no MPI calls any more
   std::atomic<bool> leaving_{false};          // join(): waiters stop helping
 
-  std::mutex join_mutex_;
-  std::thread thread_;
   bool sigterm_handler_ = false;  // this pool installed note_sigterm
 };
 
-MpiPoolCore::MpiPoolCore(const PoolOptions& options) : options_(options) {
+MpiPoolCore::MpiPoolCore(const PoolOptions& options) : Dispatcher(options) {
   World& w = world();
   if (w.rank != 0) throw std::invalid_argument("Pool: an mpi Pool can only be made on rank 0");
   if (options.task_timeout.count() > 0)
@@ -372,32 +378,14 @@ void MpiPoolCore::release_sends() noexcept {
   sends_.clear();
 }
 
-void MpiPoolCore::cancel_pending() {
-  cancel_unstarted_jobs([&] { cv_.notify_one(); }, [&] { return finished_; });
-}
-
-void MpiPoolCore::close() { close_book(); }
-
-void MpiPoolCore::join() {
-  std::lock_guard join_lock(join_mutex_);
-  wait_idle_then_stop([&] { return finished_; });
-  leaving_ = true;
-  cv_.notify_one();
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+void MpiPoolCore::dispatcher_joined() {
   set_process_wait_helper(nullptr);
   if (sigterm_handler_) {
     sigterm_handler_ = false;
     restore_default_sigterm();
     if (g_sigterm.exchange(false)) ::kill(::getpid(), SIGTERM);  // came as the pool closed
   }
-  if (tracer_) tracer_->flush();
   if (world().open_pool == this) world().open_pool = nullptr;
-}
-
-void MpiPoolCore::terminate() {
-  mark_terminating();
-  cv_.notify_one();
-  join();
 }
 
 RankSlot* MpiPoolCore::slot_of(int rank) {
@@ -501,16 +489,8 @@ bool MpiPoolCore::step(bool send_only) {
     flush_pending();
     return progress;
   }
-  bool terminate_now;
-  {
-    std::lock_guard lock(mutex_);
-    terminate_now = terminate_ && !terminated_;
-  }
-  if (terminate_now) {
-    // Ranks cannot be killed; their running chunks finish and are thrown away.
-    terminated_ = true;
-    fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
-  }
+  // Ranks cannot be killed; on terminate() their running chunks finish and are thrown away.
+  if (terminate_requested()) terminate_jobs();
   progress |= poll_results();
   // After the results that had arrived, so the report names what still ran.
   if (g_sigterm.load(std::memory_order_relaxed)) report_sigterm();
@@ -544,30 +524,6 @@ bool MpiPoolCore::anything_in_flight() const {
   return !sends_.empty();
 }
 
-bool MpiPoolCore::take_incoming() {
-  std::vector<std::shared_ptr<Job>> jobs;
-  std::uint64_t generation;
-  {
-    std::lock_guard lock(mutex_);
-    generation = cancel_generation_;
-    if (incoming_.empty() && generation == cancel_generation_seen_) return false;
-    jobs.assign(std::make_move_iterator(incoming_.begin()),
-                std::make_move_iterator(incoming_.end()));
-    incoming_.clear();
-  }
-  const bool cancel_now = generation != cancel_generation_seen_;
-  cancel_generation_seen_ = generation;
-  for (auto& job : jobs) {
-    JobEntry& j = add_job(std::move(job));
-    if (broken_ || terminated_)
-      complete(j, broken_ ? broken_ : std::make_exception_ptr(Cancelled("Pool terminated")));
-  }
-  if (cancel_now) {
-    cancel_unstarted(generation);
-  }
-  return true;
-}
-
 bool MpiPoolCore::poll_results() {
   bool any = false;
   std::vector<std::byte>& msg = received_;
@@ -579,117 +535,14 @@ bool MpiPoolCore::poll_results() {
     if (s == nullptr) continue;
     Frames frames(msg);
     std::span<const std::byte> frame;
-    while (frames.next(frame)) handle_frame(*s, frame);
+    while (frames.next(frame)) handle_message(*s, frame);
   }
-  return any;
-}
-
-void MpiPoolCore::handle_frame(RankSlot& s, std::span<const std::byte> bytes) {
-  WireReader r(bytes);
-  const auto kind = r.get<FromWorker>();
-  const RankInfo& info = ranks_[static_cast<std::size_t>(s.rank)];
-  if (kind == FromWorker::init_failed) {
-    std::string type = r.get_string(), what = r.get_string();
-    initializer_failed(fmt::format("Pool: {} failed: {}: {}", rank_name(s.rank), type, what));
-    return;
-  }
-  if (kind == FromWorker::partial) {
-    const auto id = r.get<std::uint64_t>();
-    const auto status = r.get<std::uint8_t>();
-    if (s.flushes > 0) --s.flushes;
-    if (JobEntry* j = find_job(id))
-      partial_received(*j, status, r, info.pid, fmt::format("on {}", rank_name(s.rank)));
-    return;
-  }
-  if (s.chunks.empty()) throw SerializationError("MPI pool: a result for no chunk");
-  Chunk& c = s.chunks.front();
-  JobEntry* j = find_job(c.job);
-  if (kind == FromWorker::chunk_end) {
-    const auto ns = r.get<std::uint64_t>();
-    const auto start = r.get<std::uint64_t>();
-    if (tracer_) {
-      TraceEvent e;
-      e.method = c.method;
-      e.job = c.job;
-      e.first = c.first;
-      e.items = c.count;
-      // The rank's clock; ranks on other machines are not aligned with rank 0.
-      e.start_ns = start;
-      e.end_ns = start + ns;
-      e.bytes_in = c.bytes_in;
-      e.bytes_out = c.bytes_out;
-      e.errors = c.errors;
-      e.lane = static_cast<std::uint32_t>(s.rank - 1);
-      e.worker_pid = info.pid;
-      e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
-      tracer_->record(e);
-    }
-    if (j != nullptr) update_item_cost(j->cost_ns, static_cast<double>(ns), c.count);
-    s.chunks.pop_front();
-    return;
-  }
-  if (kind == FromWorker::items_packed) {
-    const auto n = r.get<std::uint64_t>();
-    const auto results = r.rest();
-    if (n == 0 || n > c.count - c.done || results.size() % n != 0)
-      throw SerializationError("MPI pool: a malformed items_packed frame");
-    const std::size_t first = c.first + c.done;
-    c.done += n;
-    c.bytes_out += results.size();
-    if (j == nullptr) return;
-    j->in_flight -= n;
-    j->accounted += n;
-    j->job->on_results(first, results.size() / n, results);
-    return;
-  }
-  if (c.done == c.count) throw SerializationError("MPI pool: more results than items");
-  const std::size_t index = c.first + c.done;
-  ++c.done;
-  if (kind == FromWorker::item_ok)
-    c.bytes_out += r.rest().size();
-  else
-    ++c.errors;
-  if (j == nullptr) return;
-  if (kind == FromWorker::item_ok) {
-    item_finished(*j, index, r.rest());
-  } else {
-    RemoteFailure f = RemoteFailure::read(r);
-    f.traceback = fmt::format("on {}\n{}", rank_name(s.rank), f.traceback);
-    item_failed(*j, index, std::move(f), info.pid);
-  }
-}
-
-std::size_t MpiPoolCore::chunk_size(const JobEntry& j) const {
-  if (j.job->chunksize != 0) return j.job->chunksize;
-  if (options_.chunksize != 0) return options_.chunksize;
-  return adaptive_chunk(j.cost_ns, target_chunk_ns, max_chunk_items, remaining_items(j),
-                        slots_.size());
-}
-
-bool MpiPoolCore::dispatch() {
-  bool any = false;
-  for (std::size_t depth = 1; depth <= chunks_in_flight; ++depth)
-    for (auto& s : slots_)
-      while (s.chunks.size() < depth && give_chunk(s)) any = true;
   return any;
 }
 
 bool MpiPoolCore::give_chunk(RankSlot& s) {
   for (auto& j : jobs_) {
-    if (j.done || j.flushing || j.job->exhausted()) continue;
-    if (!j.started) {
-      j.started = true;
-      if (j.job->generation < cancel_generation_seen_) {
-        j.job->on_abort(
-            std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
-        complete(j, nullptr, false);
-        continue;
-      }
-      if (!j.job->start()) {
-        complete(j, nullptr, false);
-        continue;
-      }
-    }
+    if (!has_items(j)) continue;
     // The frames are built in place at the end of the rank's pending bytes: the call's
     // setup, the first time the rank gets the call, then the chunk. Anything that fails
     // cuts them off again at frame_at.
@@ -698,36 +551,12 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
     const std::size_t frame_at = out.size();
     if (needs_setup) {
       const std::size_t setup_at = begin_frame(out);
-      put(out, ToWorker::setup);
-      put<std::uint64_t>(out, j.id);
-      const CodeRef ref = code_ref(j.job->vtable);
-      put<std::uint64_t>(out, ref.module);
-      put<std::uint64_t>(out, ref.offset);
-      out.insert(out.end(), j.job->state.begin(), j.job->state.end());
+      put_setup(out, j);
       end_frame(out, setup_at);
     }
     const std::size_t chunk_at = begin_frame(out);
-    put(out, ToWorker::chunk);
-    put<std::uint64_t>(out, j.id);
-    const std::size_t first_at = out.size();
-    put<std::uint64_t>(out, 0);
-    put<std::uint64_t>(out, 0);
-    const std::size_t off = out.size();
-    std::vector<std::size_t>& ends = ends_;
-    ends.clear();
-    std::size_t first = 0, got = 0;
-    try {
-      got = j.job->pull(chunk_size(j), out, ends, first);
-    } catch (...) {
-      out.resize(frame_at);
-      j.job->on_error(std::nullopt, std::current_exception());
-      complete(j);
-      continue;
-    }
-    if (got == 0) {
-      out.resize(frame_at);
-      continue;
-    }
+    const PulledChunk c = pull_chunk(j, chunk_size(j), out, ends_, frame_at);
+    if (c.record.count == 0) continue;
     if (out.size() + 1024 > static_cast<std::size_t>(INT_MAX)) {
       // One MPI message counts its bytes in an int.
       const std::size_t bytes = out.size() - chunk_at;
@@ -736,19 +565,14 @@ bool MpiPoolCore::give_chunk(RankSlot& s) {
                                         "Pool: a chunk of {} items is {} bytes, more than "
                                         "one MPI message carries (2 GiB); use a smaller "
                                         "chunksize",
-                                        got, bytes))));
+                                        c.record.count, bytes))));
       complete(j);
       continue;
     }
-    for (auto& e : ends) e -= off;
-    std::memcpy(out.data() + first_at, &first, sizeof(std::uint64_t));
-    const std::uint64_t count = got;
-    std::memcpy(out.data() + first_at + 8, &count, sizeof count);
-    append_ends(out, ends);
     end_frame(out, chunk_at);
     if (needs_setup) j.setup.insert(s.rank);
-    j.in_flight += got;
-    s.chunks.push_back(Chunk{j.id, first, got, ends.empty() ? 0 : ends.back(), j.job->method});
+    j.in_flight += c.record.count;
+    s.chunks.push_back(c.record);
     return true;
   }
   return false;

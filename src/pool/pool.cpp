@@ -15,6 +15,7 @@
 namespace mproc {
 namespace detail {
 
+PoolCore::~PoolCore() = default;
 Job::~Job() = default;
 
 void throw_not_shippable(const char* method, bool callable_ok, bool) {

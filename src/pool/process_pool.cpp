@@ -36,7 +36,7 @@
 #include "os/futex.hpp"
 #include "os/platform.hpp"
 #include "os/shm.hpp"
-#include "pool/job_book.hpp"
+#include "pool/dispatcher.hpp"
 #include "pool/pool_protocol.hpp"
 #include "pool/pool_worker.hpp"
 #include "pool/ring.hpp"
@@ -44,25 +44,16 @@
 
 namespace mproc {
 namespace detail {
-PoolCore::~PoolCore() = default;
-
 namespace pool {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t ring_capacity = std::size_t{1} << 20;
-/// Adaptive chunks aim at this much work per chunk (the design aims at 0.1-1 ms).
-constexpr double target_chunk_ns = 500'000;
-constexpr std::size_t max_chunk_items = std::size_t{1} << 20;
 /// After its last event the dispatcher polls this long before it sleeps: a result or a
 /// submission that comes sooner costs no wake-up (an eventfd write and an epoll return on
 /// each side, several microseconds each), which is most of an apply round trip.
 constexpr auto spin_before_sleep = std::chrono::microseconds(50);
-/// Chunks a worker holds at once: one running, one queued behind it, so the worker never
-/// waits for the dispatcher between chunks.
-constexpr std::size_t chunks_in_flight = 2;
-
 std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 /// Threads in this process that mproc did not start; forking while one of them holds a
@@ -114,13 +105,9 @@ struct JobEntry : JobBookEntry {
 
 enum class WorkerState { empty, starting, alive, dead };
 
-struct InFlight {
+/// A chunk a worker holds, with its items, kept to send them again if it dies.
+struct InFlight : ChunkRecord {
   Segment seg;
-  const char* method;  // the Pool method, for traces
-  std::size_t done = 0;  // items with a result already
-  // For traces: result bytes and failed items so far.
-  std::uint64_t bytes_out = 0;
-  std::uint32_t errors = 0;
 };
 
 /// Bytes read from a result ring in bulk: one read_some takes many small messages at once,
@@ -206,8 +193,9 @@ struct WorkerSlot {
 
 }  // namespace
 
-class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, JobEntry> {
+class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, WorkerSlot> {
   friend class JobBook<ProcessPoolCore, JobEntry>;
+  friend class Dispatcher<ProcessPoolCore, JobEntry, WorkerSlot>;
 
  public:
   explicit ProcessPoolCore(const PoolOptions& options);
@@ -216,11 +204,6 @@ class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, 
   unsigned workers() const noexcept override { return n_; }
   void submit(std::shared_ptr<Job> job) override;
   void wake() noexcept override { ring_bell(); }
-  bool kill_running(const Job* job) override;
-  void cancel_pending() override;
-  void close() override;
-  void join() override;
-  void terminate() override;
 
  private:
   // Layout of the shared mapping: doorbell, one SlotControl per worker, two rings per worker.
@@ -237,45 +220,60 @@ class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, 
   }
   void start_fork_server();
   void loop();
-  bool take_incoming();
   bool read_server_events();
   bool drain(WorkerSlot& w);
-  void handle_message(WorkerSlot& w, std::span<const std::byte> msg);
-  bool dispatch();
   bool pump_writes(WorkerSlot& w);
   void send(WorkerSlot& w, std::vector<std::byte> msg);
-  bool give_chunk(WorkerSlot& w);
-  std::size_t chunk_size(const JobEntry& j, const WorkerSlot& w) const;
   void on_pidfd(WorkerSlot& w);
   void on_exited(WorkerSlot& w, int status);
   void spawn(WorkerSlot& w);
-  /// Sends `what` (flush or drop) for job `j` to every live worker that has its setup;
-  /// returns how many were told.
-  std::size_t tell_job(const JobEntry& j, ToWorker what);
   std::optional<std::chrono::milliseconds> check_timeouts();
   /// How long the dispatcher may sleep: until the next task timeout, and briefly while
   /// items are in flight.
   std::optional<std::chrono::milliseconds> sleep_limit();
   void sleep(std::optional<std::chrono::milliseconds> timeout);
   bool anything_ready();
-  void kill_job_workers(const Job* job);
-  /// A trace event for chunk `c` of worker `w`, with what the chunk itself knows.
-  TraceEvent trace_event(const WorkerSlot& w, const InFlight& c) const {
-    TraceEvent e;
-    e.method = c.method;
-    e.job = c.seg.job;
-    e.first = c.seg.first;
-    e.bytes_in = c.seg.ends.empty() ? 0 : c.seg.ends.back();
-    e.bytes_out = c.bytes_out;
-    e.errors = c.errors;
-    e.lane = w.slot;
-    e.worker_pid = w.pid;
-    return e;
-  }
+  /// The next `want` (at least one) items of the ones `j` queues again after a crash.
+  Segment take_requeued(JobEntry& j, std::size_t want);
 
-  const PoolOptions options_;
+  // What Dispatcher asks of a pool (see dispatcher.hpp).
+  static constexpr double target_chunk_ns = 500'000;  // the design aims at 0.1-1 ms
+  static constexpr bool can_kill = true;
+  bool give_chunk(WorkerSlot& w);
+  /// Sends `what` (flush or drop) for job `j` to every live worker that has its setup;
+  /// returns how many were told.
+  std::size_t tell_job(const JobEntry& j, ToWorker what);
+  void kill_job_workers(const Job* job);
+  void put_code(std::vector<std::byte>& out, const Job& job) const {
+    // Every worker is a fork of this process: the vtable is at the same address there.
+    put<std::uintptr_t>(out, reinterpret_cast<std::uintptr_t>(job.vtable));
+  }
+  bool can_take_chunk(const WorkerSlot& w) const {
+    return w.state == WorkerState::alive && w.budget > 0;
+  }
+  bool all_started() const {
+    // A worker still starting up will want the next chunk: keep second chunks for later.
+    return std::none_of(slots_.begin(), slots_.end(), [](const WorkerSlot& w) {
+      return w.state == WorkerState::starting;
+    });
+  }
+  bool one_item_chunks() const { return options_.task_timeout.count() > 0; }
+  pid_t worker_pid(const WorkerSlot& w) const { return w.pid; }
+  std::uint32_t trace_lane(const WorkerSlot& w) const { return w.slot; }
+  std::string worker_name(const WorkerSlot& w) const { return fmt::format("worker {}", w.pid); }
+  std::string worker_where(const WorkerSlot&) const { return {}; }
+  void partial_arrived(WorkerSlot& w, std::uint64_t job) { w.folded.erase(job); }
+  void items_arrived(WorkerSlot& w, JobEntry* j, bool ok) {
+    barren_deaths_ = 0;
+    if (ok && j != nullptr && j->reduce) w.folded.insert(j->id);
+  }
+  /// A message that breaks the protocol is ignored rather than crash the pool.
+  void protocol_error(const char*) {}
+  bool dispatcher_gone() const { return false; }
+  void stopping() {}
+  void dispatcher_joined();
+
   const unsigned n_;
-  std::unique_ptr<Tracer> tracer_;  // null unless options_.trace names a file
   SharedMapping shm_;
   Doorbell* doorbell_ = nullptr;
   UniqueFd eventfd_;
@@ -284,22 +282,17 @@ class ProcessPoolCore final : public PoolCore, private JobBook<ProcessPoolCore, 
   std::vector<SpscRing> result_rings_;
   UniqueFd socket_;  // to the fork server
   pid_t server_pid_ = -1;
-  std::vector<WorkerSlot> slots_;
   unsigned live_workers_ = 0;
   bool server_gone_ = false;
+  bool counted_thread_ = false;  // the dispatcher counts in mproc_threads
   // Worker deaths since the last item finished: a worker that dies over and over before
   // finishing anything (a broken environment, not a task) must not respawn forever.
   unsigned barren_deaths_ = 0;
-
-  // Shared with user threads.
-  std::vector<const Job*> kill_requests_;
-
-  std::mutex join_mutex_;
-  std::thread thread_;
+  std::vector<std::size_t> ends_;  // scratch for give_chunk
 };
 
 ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
-    : options_(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
+    : Dispatcher(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
   if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "process", n_, true);
   const std::size_t size = rings_offset() + 2 * n_ * ring_block();
@@ -335,6 +328,7 @@ ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
 
   for (auto& w : slots_) spawn(w);
   ++mproc_threads;
+  counted_thread_ = true;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -393,42 +387,12 @@ void ProcessPoolCore::submit(std::shared_ptr<Job> job) {
   ring_bell();
 }
 
-bool ProcessPoolCore::kill_running(const Job* job) {
-  {
-    std::lock_guard lock(mutex_);
-    if (terminate_) return false;
-    kill_requests_.push_back(job);
-  }
-  ring_bell();
-  return true;
-}
-
-void ProcessPoolCore::cancel_pending() {
-  // Once this returns, no job that had not started can be handed to a worker.
-  cancel_unstarted_jobs([&] { ring_bell(); }, [] { return false; });
-}
-
-void ProcessPoolCore::close() { close_book(); }
-
-void ProcessPoolCore::join() {
-  std::lock_guard join_lock(join_mutex_);
-  wait_idle_then_stop([] { return false; });
-  ring_bell();
-  if (thread_.joinable()) {
-    thread_.join();
-    --mproc_threads;
-  }
+void ProcessPoolCore::dispatcher_joined() {
+  if (std::exchange(counted_thread_, false)) --mproc_threads;
   if (server_pid_ > 0) {
     retry_eintr([&] { return ::waitpid(server_pid_, nullptr, 0); });
     server_pid_ = -1;
   }
-  if (tracer_) tracer_->flush();
-}
-
-void ProcessPoolCore::terminate() {
-  mark_terminating();
-  ring_bell();
-  join();
 }
 
 void ProcessPoolCore::kill_job_workers(const Job* job) {
@@ -462,17 +426,16 @@ void ProcessPoolCore::loop() {
   auto last_progress = Clock::now();
   for (;;) {
     bool progress = take_incoming();
-    bool terminate_now, stop_now;
+    bool stop_now;
     {
       std::lock_guard lock(mutex_);
-      terminate_now = terminate_ && !stopping;
       stop_now = stop_ && !stopping;
     }
-    if (terminate_now) {
+    if (!stopping && terminate_requested()) {
       stopping = true;
       ServerCommand cmd{ServerCommand::kill_all, 0};
       ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL);
-      fail_everything(std::make_exception_ptr(Cancelled("Pool terminated")));
+      terminate_jobs();
     } else if (stop_now) {
       // join(): every job is done; let the workers flush their output and exit.
       stopping = true;
@@ -505,31 +468,6 @@ void ProcessPoolCore::loop() {
       cpu_relax();
     }
   }
-}
-
-bool ProcessPoolCore::take_incoming() {
-  std::deque<std::shared_ptr<Job>> jobs;
-  std::vector<const Job*> kills;
-  std::uint64_t generation;
-  {
-    std::lock_guard lock(mutex_);
-    generation = cancel_generation_;
-    if (incoming_.empty() && kill_requests_.empty() && generation == cancel_generation_seen_)
-      return false;
-    jobs.swap(incoming_);
-    kills.swap(kill_requests_);
-  }
-  for (const Job* k : kills) kill_job_workers(k);
-  const bool cancel_now = generation != cancel_generation_seen_;
-  cancel_generation_seen_ = generation;
-  for (auto& job : jobs) {
-    JobEntry& j = add_job(std::move(job));
-    if (broken_) complete(j, broken_);
-  }
-  if (cancel_now) {
-    cancel_unstarted(generation);
-  }
-  return true;
 }
 
 bool ProcessPoolCore::read_server_events() {
@@ -592,184 +530,66 @@ bool ProcessPoolCore::drain(WorkerSlot& w) {
                     [&](std::span<const std::byte> msg) { handle_message(w, msg); });
 }
 
-void ProcessPoolCore::handle_message(WorkerSlot& w, std::span<const std::byte> bytes) {
-  WireReader r(bytes);
-  const auto kind = r.get<FromWorker>();
-  if (kind == FromWorker::init_failed) {
-    std::string type = r.get_string(), what = r.get_string();
-    initializer_failed(
-        fmt::format("Pool: the initializer failed in worker {}: {}: {}", w.pid, type, what));
-    return;
-  }
-  if (kind == FromWorker::partial) {
-    const auto id = r.get<std::uint64_t>();
-    const auto status = r.get<std::uint8_t>();
-    w.folded.erase(id);
-    if (JobEntry* j = find_job(id)) partial_received(*j, status, r, w.pid);
-    return;
-  }
-  if (w.chunks.empty()) return;  // a protocol error; ignore rather than crash the pool
-  InFlight& c = w.chunks.front();
-  JobEntry* j = find_job(c.seg.job);
-  if (kind == FromWorker::chunk_end) {
-    const auto ns = r.get<std::uint64_t>();
-    const auto start = r.get<std::uint64_t>();
-    if (tracer_) {
-      TraceEvent e = trace_event(w, c);
-      e.items = c.seg.count();
-      e.start_ns = start;
-      e.end_ns = start + ns;
-      e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
-      tracer_->record(e);
-    }
-    if (j) update_item_cost(j->cost_ns, static_cast<double>(ns), c.seg.count());
-    w.chunks.pop_front();
-    return;
-  }
-  const std::size_t index = c.seg.first + c.done;
-  ++c.done;
-  barren_deaths_ = 0;
-  if (tracer_) {
-    if (kind == FromWorker::item_ok)
-      c.bytes_out += r.rest().size();
-    else
-      ++c.errors;
-  }
-  if (j == nullptr) return;
-  if (kind == FromWorker::item_ok) {
-    if (j->reduce) w.folded.insert(j->id);
-    item_finished(*j, index, r.rest());
-  } else if (kind == FromWorker::item_error) {
-    item_failed(*j, index, RemoteFailure::read(r), w.pid);
+Segment ProcessPoolCore::take_requeued(JobEntry& j, std::size_t want) {
+  Segment& r = j.requeued.front();
+  const std::size_t take = std::min<std::size_t>(r.count(), std::max<std::size_t>(want, 1));
+  Segment seg;
+  if (take == r.count()) {
+    seg = std::move(r);
+    j.requeued.pop_front();
   } else {
-    // No worker sends anything else inside a chunk; count the item rather than lose it.
-    --j->in_flight;
-    ++j->accounted;
+    // Split: the first `take` items go now, the rest stay queued.
+    seg = Segment{j.id, r.first, {r.ends.begin(), r.ends.begin() + take}, r.message,
+                  r.items_offset};
+    const std::size_t cut = r.ends[take - 1];
+    std::vector<std::size_t> rest_ends;
+    for (std::size_t k = take; k < r.count(); ++k) rest_ends.push_back(r.ends[k] - cut);
+    r = Segment{j.id, r.first + take, std::move(rest_ends), r.message, r.items_offset + cut};
   }
-}
-
-std::size_t ProcessPoolCore::chunk_size(const JobEntry& j, const WorkerSlot& w) const {
-  std::size_t n;
-  if (j.job->chunksize != 0) {
-    n = j.job->chunksize;
-  } else if (options_.chunksize != 0) {
-    n = options_.chunksize;
-  } else if (options_.task_timeout.count() > 0 || j.cost_ns < 0) {
-    n = 1;
-  } else {
-    n = adaptive_chunk(j.cost_ns, target_chunk_ns, max_chunk_items, remaining_items(j), n_);
-  }
-  return static_cast<std::size_t>(std::min<std::uint64_t>(n, w.budget));
-}
-
-bool ProcessPoolCore::dispatch() {
-  bool any = false;
-  // Fill one slot per worker before any worker gets a second chunk: with as many tasks as
-  // workers, every task must start at once, not queue behind another on a busy worker.
-  const bool all_up = std::none_of(slots_.begin(), slots_.end(), [](const WorkerSlot& w) {
-    return w.state == WorkerState::starting;
-  });
-  for (std::size_t depth = 1; depth <= chunks_in_flight; ++depth) {
-    // A worker still starting up will want the next chunk: keep second slots for later.
-    if (depth > 1 && !all_up) break;
-    for (auto& w : slots_) {
-      while (w.state == WorkerState::alive && w.chunks.size() < depth && w.budget > 0 &&
-             give_chunk(w))
-        any = true;
-    }
-  }
-  return any;
+  // Frame the items again as a chunk message of their own.
+  auto items = seg.items(0, seg.count());
+  auto msg = std::make_shared<std::vector<std::byte>>();
+  put(*msg, ToWorker::chunk);
+  put<std::uint64_t>(*msg, j.id);
+  put<std::uint64_t>(*msg, seg.first);
+  put<std::uint64_t>(*msg, seg.count());
+  const std::size_t off = msg->size();
+  msg->insert(msg->end(), items.begin(), items.end());
+  append_ends(*msg, seg.ends);
+  seg.message = std::move(msg);
+  seg.items_offset = off;
+  return seg;
 }
 
 bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
   for (auto& j : jobs_) {
-    if (j.done || j.flushing) continue;
-    const std::size_t want = chunk_size(j, w);
+    if (!has_items(j)) continue;
+    const std::size_t want = chunk_size(j, w.budget);
     Segment seg;
     if (!j.requeued.empty()) {
-      Segment& r = j.requeued.front();
-      const std::size_t take = std::min<std::size_t>(r.count(), std::max<std::size_t>(want, 1));
-      if (take == r.count()) {
-        seg = std::move(r);
-        j.requeued.pop_front();
-      } else {
-        // Split: the first `take` items go now, the rest stay queued.
-        auto msg = std::make_shared<std::vector<std::byte>>();
-        auto items = r.items(0, take);
-        msg->assign(items.begin(), items.end());
-        seg = Segment{j.id, r.first, {r.ends.begin(), r.ends.begin() + take}, msg, 0};
-        const std::size_t cut = r.ends[take - 1];
-        auto rest = std::make_shared<std::vector<std::byte>>();
-        auto rest_items = r.items(take, r.count());
-        rest->assign(rest_items.begin(), rest_items.end());
-        std::vector<std::size_t> rest_ends;
-        for (std::size_t k = take; k < r.count(); ++k) rest_ends.push_back(r.ends[k] - cut);
-        r = Segment{j.id, r.first + take, std::move(rest_ends), rest, 0};
-      }
-      // Re-frame as a chunk message below.
-      auto items = seg.items(0, seg.count());
-      auto msg = std::make_shared<std::vector<std::byte>>();
-      put(*msg, ToWorker::chunk);
-      put<std::uint64_t>(*msg, j.id);
-      put<std::uint64_t>(*msg, seg.first);
-      put<std::uint64_t>(*msg, seg.count());
-      const std::size_t off = msg->size();
-      msg->insert(msg->end(), items.begin(), items.end());
-      append_ends(*msg, seg.ends);
-      seg.message = msg;
-      seg.items_offset = off;
+      seg = take_requeued(j, want);
     } else {
-      if (j.job->exhausted()) continue;
-      if (!j.started) {
-        j.started = true;
-        if (j.job->generation < cancel_generation_seen_) {
-          j.job->on_abort(std::make_exception_ptr(Cancelled("the task was cancelled before it started")));
-          complete(j, nullptr, false);
-          continue;
-        }
-        if (!j.job->start()) {
-          complete(j, nullptr, false);
-          continue;
-        }
-      }
       auto msg = std::make_shared<std::vector<std::byte>>();
-      put(*msg, ToWorker::chunk);
-      put<std::uint64_t>(*msg, j.id);
-      const std::size_t first_at = msg->size();
-      put<std::uint64_t>(*msg, 0);
-      put<std::uint64_t>(*msg, 0);
-      const std::size_t off = msg->size();
-      std::vector<std::size_t> ends;
-      std::size_t first = 0;
-      std::size_t got = 0;
-      try {
-        got = j.job->pull(want, *msg, ends, first);
-      } catch (...) {
-        // The input range itself threw: the job fails as a whole.
-        j.job->on_error(std::nullopt, std::current_exception());
-        complete(j);
-        continue;
-      }
-      if (got == 0) continue;
-      for (auto& e : ends) e -= off;
-      std::memcpy(msg->data() + first_at, &first, sizeof(std::uint64_t));
-      const std::uint64_t count = got;
-      std::memcpy(msg->data() + first_at + 8, &count, sizeof count);
-      append_ends(*msg, ends);
-      seg = Segment{j.id, first, std::move(ends), msg, off};
+      const PulledChunk c = pull_chunk(j, want, *msg, ends_);
+      if (c.record.count == 0) continue;
+      seg = Segment{j.id, c.record.first, ends_, std::move(msg), c.items_at};
     }
     if (j.setup.insert(w.slot).second) {
       std::vector<std::byte> setup;
-      put(setup, ToWorker::setup);
-      put<std::uint64_t>(setup, j.id);
-      put<std::uintptr_t>(setup, reinterpret_cast<std::uintptr_t>(j.job->vtable));
-      setup.insert(setup.end(), j.job->state.begin(), j.job->state.end());
+      put_setup(setup, j);
       send(w, std::move(setup));
     }
     j.in_flight += seg.count();
     w.budget -= std::min<std::uint64_t>(w.budget, seg.count());
     w.outbox.push_back(seg.message);
-    w.chunks.push_back(InFlight{std::move(seg), j.job->method});
+    InFlight c;
+    c.job = j.id;
+    c.first = seg.first;
+    c.count = seg.count();
+    c.bytes_in = seg.ends.back();
+    c.method = j.job->method;
+    c.seg = std::move(seg);
+    w.chunks.push_back(std::move(c));
     return true;
   }
   return false;

@@ -25,14 +25,12 @@
 #include "../future.hpp"
 #include "../progress.hpp"
 #include "chunking.hpp"
+#include "results.hpp"
 #include "task.hpp"
 #include "thread_core.hpp"
 #include "trace.hpp"
 
 namespace mproc::detail {
-
-template <class R>
-using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
 /// Records a chunk that started at `start_ns` and ends now on `tracer`'s timeline, in the
 /// calling worker's lane.
@@ -159,33 +157,6 @@ void start_runners(ThreadCore& core, const std::shared_ptr<Shared>& shared, unsi
   if (refused) std::rethrow_exception(refused);
 }
 
-/// Keeps the first error in input order.
-class FirstError {
- public:
-  void record(std::size_t index, std::exception_ptr e, bool cancelled = false) {
-    std::lock_guard lock(mutex_);
-    if (!error_ || index < index_) {
-      error_ = std::move(e);
-      index_ = index;
-      cancelled_ = cancelled;
-    }
-  }
-  std::exception_ptr get() {
-    std::lock_guard lock(mutex_);
-    return error_;
-  }
-  bool cancelled() {
-    std::lock_guard lock(mutex_);
-    return cancelled_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::exception_ptr error_;
-  std::size_t index_ = 0;
-  bool cancelled_ = false;
-};
-
 /// Hands out [begin, end) ranges of n items: `fixed` at a time, or guided self-scheduling
 /// (a share of what remains, shrinking towards the end so the workers finish together).
 class ChunkCounter {
@@ -233,10 +204,7 @@ class TaskInfoScope {
 template <CallKind kind, class View, class F, class R, class Rd = void>
 class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind, View, F, R, Rd>> {
   static constexpr bool reducing = !std::is_void_v<Rd>;
-  using Slots = std::conditional_t<
-      std::is_void_v<R> || reducing, std::monostate,
-      std::conditional_t<std::default_initializable<R>, std::vector<stored_t<R>>,
-                         std::vector<std::optional<stored_t<R>>>>>;
+  using Slots = std::conditional_t<std::is_void_v<R> || reducing, std::monostate, ResultSlots<R>>;
 
  public:
   using Result = std::conditional_t<std::is_void_v<R>, void,
@@ -294,7 +262,7 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
             } else if constexpr (std::is_void_v<R>) {
               invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]);
             } else {
-              slots_[i] = invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]);
+              slots_.set(i, invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]));
             }
           } catch (...) {
             ++failed;
@@ -340,13 +308,8 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
         promise_->set_value();
       } else if constexpr (reducing) {
         promise_->set_value(acc_ ? std::move(*acc_) : R{});
-      } else if constexpr (std::default_initializable<R>) {
-        promise_->set_value(std::move(slots_));
       } else {
-        std::vector<R> values;
-        values.reserve(n_);
-        for (auto& v : slots_) values.push_back(std::move(*v));
-        promise_->set_value(std::move(values));
+        promise_->set_value(slots_.take());
       }
     } catch (...) {
       promise_->set_exception(std::current_exception());
@@ -381,10 +344,10 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         view_(std::move(view)),
         it_(std::ranges::begin(view_)),
         f_(std::move(f)),
-        ordered_(ordered),
         chunksize_(chunksize),
         window_(window),
-        progress_(std::move(progress)) {}
+        progress_(std::move(progress)),
+        results_(ordered) {}
 
   const char* method = "imap";  ///< the Pool method, for traces
 
@@ -400,12 +363,12 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
     for (;;) {
       {
         std::unique_lock lock(mutex_);
-        if (cancelled_ || exhausted_ || next_index_ - consumed_ >= window_) {
+        const std::size_t room = results_.room(next_index_, window_);
+        if (cancelled_ || exhausted_ || room == 0) {
           --active_;
           cv_.notify_all();
           return;
         }
-        const std::size_t room = window_ - (next_index_ - consumed_);
         const std::size_t want = std::min(room, batch_size());
         try {
           while (batch.size() < want && it_ != std::ranges::end(view_)) {
@@ -416,7 +379,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
           if (it_ == std::ranges::end(view_)) exhausted_ = true;
         } catch (...) {
           // The input itself threw: report it at the position it failed and stop.
-          ready_.emplace(next_index_++, Slot{std::nullopt, std::current_exception()});
+          results_.put_error(next_index_++, std::current_exception());
           exhausted_ = true;
         }
       }
@@ -447,7 +410,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         std::lock_guard lock(mutex_);
         update_item_cost(cost_ns_, std::chrono::duration<double, std::nano>(spent).count(),
                          batch.size());
-        for (auto& [index, slot] : done) ready_.emplace(index, std::move(slot));
+        for (auto& [index, slot] : done) results_.put(index, std::move(slot));
         cv_.notify_all();
       }
       if (progress_ && !batch.empty()) progress_->add(batch.size());
@@ -468,20 +431,14 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
             const std::chrono::steady_clock::time_point* deadline) {
     std::unique_lock lock(mutex_);
     for (;;) {
-      auto it = ordered_ ? ready_.find(next_ordered_) : ready_.begin();
-      if (it != ready_.end()) {
-        Slot slot = std::move(it->second);
-        ready_.erase(it);
-        ++next_ordered_;
-        ++consumed_;
+      if (auto slot = results_.take()) {
         spawn(lock);
         lock.unlock();
-        if (slot.error) std::rethrow_exception(slot.error);
-        out = std::move(slot.value);
+        slot->deliver(out);
         return true;
       }
       if (abort_ && active_ == 0) std::rethrow_exception(abort_);
-      if (exhausted_ && active_ == 0 && ready_.empty()) {
+      if (exhausted_ && active_ == 0 && results_.empty()) {
         if (progress_) progress_->finish();
         return false;
       }
@@ -506,10 +463,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
   }
 
  private:
-  struct Slot {
-    std::optional<stored_t<R>> value;
-    std::exception_ptr error;
-  };
+  using Slot = typename ResultWindow<R>::Slot;
 
   /// Sleeps until notified. In a worker of this pool the stream's runners may sit in this
   /// very worker's deque: run queued tasks instead of sleeping while there are any.
@@ -539,7 +493,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
 
   void spawn(std::unique_lock<std::mutex>&) {
     while (active_ < core_.workers() && !exhausted_ && !cancelled_ && !abort_ &&
-           next_index_ - consumed_ < window_) {
+           results_.room(next_index_, window_) > 0) {
       ++active_;
       auto* t = new RunnerTask<ThreadStreamJob>(this->shared_from_this());
       try {
@@ -557,17 +511,14 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
   View view_;
   std::ranges::iterator_t<View> it_;
   F f_;
-  const bool ordered_;
   const std::size_t chunksize_;
   const std::size_t window_;
   std::shared_ptr<ProgressReporter> progress_;
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::map<std::size_t, Slot> ready_;
+  ResultWindow<R> results_;
   std::size_t next_index_ = 0;
-  std::size_t next_ordered_ = 0;
-  std::size_t consumed_ = 0;
   unsigned active_ = 0;
   bool exhausted_ = false;
   bool cancelled_ = false;
