@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <list>
 #include <map>
 #include <numeric>
@@ -487,6 +489,116 @@ TEST_P(PoolSemantics, TerminateRefusesMoreAndEndsEveryFuture) {
   EXPECT_THROW(pool.apply_async(add, 1, 2), mproc::PoolClosed);
   EXPECT_THROW(pool.apply(add, 1, 2), mproc::PoolClosed);
   EXPECT_THROW(pool.map(square, mproc::range(0L, 5L)), mproc::PoolClosed);
+}
+
+// ---- the pool's own callbacks ---------------------------------------------------------------
+
+/// Threads and open fds of this process, and its children: what a pool must give back.
+struct Footprint {
+  long threads = 0, fds = 0, children = 0;
+  static long count_dir(const std::string& dir) {
+    long n = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(dir, ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+      ++n;
+    return n;
+  }
+  static Footprint now() {
+    Footprint f;
+    f.threads = count_dir("/proc/self/task");
+    f.fds = count_dir("/proc/self/fd");
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      std::ifstream in(it->path() / "children");
+      for (long pid; in >> pid;) ++f.children;
+    }
+    return f;
+  }
+  bool operator==(const Footprint&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const Footprint& f) {
+  return os << f.threads << " threads, " << f.fds << " fds, " << f.children << " children";
+}
+
+/// Waits up to 10 s for the footprint to come back to `before`.
+Footprint settle_to(const Footprint& before) {
+  Footprint f = Footprint::now();
+  for (int i = 0; i < 1000 && !(f == before); ++i) {
+    std::this_thread::sleep_for(10ms);
+    f = Footprint::now();
+  }
+  return f;
+}
+
+int slow_plus_one(int x) {
+  std::this_thread::sleep_for(50ms);
+  return x + 1;
+}
+
+TEST_P(PoolSemantics, APoolDestroyedByItsOwnCallbackFinishesItsWorkAndLeavesNothing) {
+  const Footprint before = Footprint::now();
+  mproc::PoolOptions o;
+  o.workers = GetParam().workers;
+  o.backend = GetParam().backend;
+  auto holder = std::make_shared<std::shared_ptr<mproc::Pool>>(std::make_shared<mproc::Pool>(o));
+  mproc::Pool& pool = **holder;
+  auto first = pool.apply_async(slow_plus_one, 1);
+  std::vector<mproc::Future<int>> queued;
+  for (int i = 0; i < 4; ++i) queued.push_back(pool.apply_async(slow_plus_one, 10 + i));
+  std::atomic<bool> ran_elsewhere{false};
+  const auto test_thread = std::this_thread::get_id();
+  first.add_done_callback([holder, &ran_elsewhere, test_thread](const mproc::Future<int>&) {
+    ran_elsewhere = std::this_thread::get_id() != test_thread;
+    holder->reset();  // the last reference: the Pool is destroyed in its own callback
+  });
+  holder.reset();
+  EXPECT_EQ(first.get(), 2);
+  // What was queued still runs to the end.
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(queued[i].get(), 11 + i);
+  if (!mpi()) {
+    EXPECT_TRUE(ran_elsewhere.load()) << "the callback ran on the caller's thread";
+  }
+  EXPECT_EQ(settle_to(before), before) << "the pool left threads, fds or processes behind";
+}
+
+TEST_P(PoolSemantics, JoinFromItsOwnCallbackThrowsAndTerminateThereStopsThePool) {
+  const Footprint before = Footprint::now();
+  {
+    auto pool = make_pool();
+    auto first = pool.apply_async(slow_plus_one, 1);
+    std::vector<mproc::Future<int>> queued;
+    for (int i = 0; i < 20; ++i) queued.push_back(pool.apply_async(slow_plus_one, i));
+    std::atomic<int> join_threw{0};
+    std::atomic<bool> terminated{false};
+    first.add_done_callback([&](const mproc::Future<int>&) {
+      try {
+        pool.join();
+      } catch (const std::logic_error& e) {
+        if (std::string(e.what()).find("would wait for itself") != std::string::npos)
+          join_threw = 1;
+      }
+      pool.terminate();
+      terminated = true;
+    });
+    EXPECT_EQ(first.get(), 2);
+    // Every queued future ends: with its result, or cancelled by the terminate.
+    std::size_t cancelled = 0;
+    for (auto& f : queued) {
+      try {
+        f.get();
+      } catch (const mproc::Cancelled&) {
+        ++cancelled;
+      }
+    }
+    EXPECT_EQ(join_threw.load(), 1);
+    EXPECT_TRUE(terminated.load());
+    EXPECT_GT(cancelled, 0u) << "terminate() in the callback stopped nothing";
+    EXPECT_THROW(pool.apply(add, 1, 2), mproc::PoolClosed);
+  }
+  EXPECT_EQ(settle_to(before), before);
 }
 
 // ---- several threads ----------------------------------------------------------------------

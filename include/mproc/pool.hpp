@@ -117,8 +117,12 @@ class MPROC_API PoolCore {
   /// Jobs that have not started yet finish as cancelled instead of running.
   virtual void cancel_pending() = 0;
   virtual void close() = 0;
+  /// Throws std::logic_error from the pool's own work (it would wait for itself).
   virtual void join() = 0;
+  /// From the pool's own work, only starts it: the pool stops when that work returns.
   virtual void terminate() = 0;
+  /// Whether the calling thread runs this pool's own work now (its callbacks).
+  virtual bool in_own_work() const noexcept = 0;
 };
 
 MPROC_API std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options);
@@ -582,7 +586,9 @@ class MPROC_API Pool {
   explicit Pool(PoolOptions options = {});
   /// Pool({.workers = workers}).
   explicit Pool(unsigned workers);
-  /// close() + join(): finishes queued work. Never throws.
+  /// close() + join(): finishes queued work. Never throws. Destroyed by the pool's own
+  /// work (a done-callback dropping the last executor), it hands the join to a thread of
+  /// its own and returns: the queued work still finishes, and nothing is left behind.
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -688,10 +694,12 @@ class MPROC_API Pool {
   /// No more work may be submitted (PoolClosed); queued work still runs.
   void close();
   /// Waits until all submitted work is done and the workers have exited. Call close() first
-  /// (as in Python); join() without close() closes.
+  /// (as in Python); join() without close() closes. Throws std::logic_error from the
+  /// pool's own work (a task of a thread pool, a done-callback), which it would wait for.
   void join();
   /// Kills the workers now (Backend::thread: running tasks finish, since a thread cannot
-  /// be killed); pending work fails with Cancelled.
+  /// be killed); pending work fails with Cancelled. From the pool's own work (a
+  /// done-callback) it only starts: the pool stops as soon as that work returns.
   void terminate();
   /// Work submitted so far that has not started is cancelled (its futures report
   /// cancelled()); running work goes on. Used by executors' shutdown(cancel_futures).
@@ -699,6 +707,7 @@ class MPROC_API Pool {
 
  private:
   detail::PoolCore& core() const { return *core_; }
+  bool in_own_work() const noexcept;
   /// Whether shipped code must be portable: the mpi backend's ranks load the program at
   /// other addresses.
   bool portable() const noexcept { return backend_ == Backend::mpi; }

@@ -190,6 +190,7 @@ class MpiPoolCore final : public Dispatcher<MpiPoolCore, JobEntry, RankSlot>,
     throw SerializationError(fmt::format("MPI pool: {}", what));
   }
   bool dispatcher_gone() const { return finished_; }
+  bool in_own_work() const noexcept override { return t_driving == this; }
   void stopping() { leaving_ = true; }
   void dispatcher_joined();
 

@@ -21,7 +21,7 @@
 //   void protocol_error(const char*)       // a message that breaks the protocol
 //   void kill_job_workers(const Job*)      // Future::cancel(kill_running), if can_kill
 //   bool dispatcher_gone() const           // the dispatcher has stopped for good
-//   bool in_own_work() const               // this thread runs the pool's own callbacks
+//   bool in_own_work() const noexcept      // this thread runs the pool's own callbacks
 //   void stopping() / void dispatcher_joined()   // join()'s pool-specific steps
 //   static constexpr double target_chunk_ns;     // adaptive chunks aim at this
 //   static constexpr bool can_kill;
@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -106,6 +107,9 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   }
 
   void join() override {
+    if (pool().in_own_work())
+      throw std::logic_error(
+          "a pool cannot be joined from its own tasks or callbacks (it would wait for itself)");
     std::lock_guard join_lock(join_mutex_);
     this->wait_idle_then_stop([&] { return pool().dispatcher_gone(); });
     pool().stopping();
@@ -118,7 +122,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   void terminate() override {
     this->mark_terminating();
     this->wake();
-    join();
+    if (!pool().in_own_work()) join();
   }
 
  protected:

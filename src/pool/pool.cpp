@@ -6,6 +6,7 @@
 #include <exception>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -75,6 +76,19 @@ Pool::Pool(unsigned workers) : Pool(PoolOptions{.workers = workers}) {}
 Pool::~Pool() {
   try {
     close();
+    if (in_own_work()) {
+      // A callback of this pool dropped it: joining here would wait for that callback. A
+      // thread of its own joins and frees the core once the callback has returned.
+      std::thread([core = std::move(core_), threads = std::move(threads_)] {
+        try {
+          if (threads) threads->join();
+          if (core) core->join();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "mproc: Pool destructor: %s\n", e.what());
+        }
+      }).detach();
+      return;
+    }
     join();
   } catch (const std::exception& e) {
     // A destructor must not throw; say once what went wrong rather than nothing.
@@ -82,6 +96,10 @@ Pool::~Pool() {
   } catch (...) {
     std::fprintf(stderr, "mproc: Pool destructor: unknown exception\n");
   }
+}
+
+bool Pool::in_own_work() const noexcept {
+  return threads_ ? threads_->in_own_task() : core_->in_own_work();
 }
 
 unsigned Pool::workers() const noexcept {

@@ -270,6 +270,9 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   /// A message that breaks the protocol is ignored rather than crash the pool.
   void protocol_error(const char*) {}
   bool dispatcher_gone() const { return false; }
+  bool in_own_work() const noexcept override {
+    return std::this_thread::get_id() == thread_.get_id();
+  }
   void stopping() {}
   void dispatcher_joined();
 

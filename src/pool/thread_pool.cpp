@@ -391,7 +391,8 @@ void ThreadCore::cancel_pending() {
 void ThreadCore::join() {
   Impl& m = *impl_;
   if (tls_core == &m)
-    throw std::logic_error("a pool cannot be joined from inside one of its own tasks");
+    throw std::logic_error(
+        "a pool cannot be joined from its own tasks or callbacks (it would wait for itself)");
   std::lock_guard join_lock(m.join_mutex);
   if (m.joined) return;
   m.closed.store(true, std::memory_order_seq_cst);
@@ -411,7 +412,9 @@ void ThreadCore::join() {
 void ThreadCore::terminate() {
   close();
   cancel_pending();
-  join();
+  if (!in_own_task()) join();
 }
+
+bool ThreadCore::in_own_task() const noexcept { return tls_core == impl_.get(); }
 
 }  // namespace mproc::detail

@@ -64,8 +64,11 @@ class MPROC_API ThreadCore {
   /// Throws std::logic_error from inside one of this core's tasks (it would wait for
   /// itself).
   void join();
-  /// close(); queued tasks are discarded with Cancelled; running tasks finish; then joins.
+  /// close(); queued tasks are discarded with Cancelled; running tasks finish; then joins
+  /// (not from inside one of this core's tasks: there it returns once it has begun).
   void terminate();
+  /// Whether the calling thread is one of this core's workers.
+  bool in_own_task() const noexcept;
   /// Tasks that have not started are discarded with Cancelled as the workers reach them
   /// (before anything queued later runs); new work is still accepted unless closed.
   void cancel_pending();
