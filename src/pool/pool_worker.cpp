@@ -85,7 +85,7 @@ class Worker {
         case ToWorker::drop: drop(r.get<std::uint64_t>()); break;
         case ToWorker::exit: return;
       }
-      if (opt_.max_tasks != 0 && items_run_ >= opt_.max_tasks) return;
+      if (stop_ || (opt_.max_tasks != 0 && items_run_ >= opt_.max_tasks)) return;
     }
   }
 
@@ -125,7 +125,7 @@ class Worker {
         std::memcpy(&end, ends_bytes.data() + i * sizeof end, sizeof end);
         if (end < begin || end > items.size()) throw SerializationError("corrupt chunk");
         run_item(job, id, first + i, items.subspan(begin, end - begin),
-                 TaskInfo{first + i, first, count});
+                 TaskInfo{first + i, first, count}, i + 1 == count);
         begin = end;
       }
     }
@@ -194,8 +194,12 @@ class Worker {
     ctl.running.store(0, std::memory_order_release);
   }
 
+  /// Runs one item and sends its result. After the last item of a chunk, checks first
+  /// that the link is intact (a syscall, once per chunk): if one of the chunk's tasks
+  /// closed or replaced the worker's descriptors, that item fails with
+  /// mproc::TransportLost instead, and the worker leaves after the chunk.
   void run_item(JobCode& job, std::uint64_t id, std::uint64_t index,
-                std::span<const std::byte> args, const TaskInfo& info) {
+                std::span<const std::byte> args, const TaskInfo& info, bool last) {
     SlotControl& ctl = *opt_.control;
     if (opt_.timed) ctl.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
     ctl.job.store(id, std::memory_order_relaxed);
@@ -216,10 +220,31 @@ class Worker {
     }
     task.reset();
     ++items_run_;
+    if (last && !link_.intact()) transport_lost(info);
     // The result is sent before `running` is cleared: a parent that finds the worker dead
     // with `running` still set checks whether that item's result arrived.
     link_.send_item(out_);
     ctl.running.store(0, std::memory_order_release);
+  }
+
+  void transport_lost(const TaskInfo& info) {
+    // The item ran, but its worker can no longer be woken, nor wake the pool, through
+    // descriptors it does not own: fail it, stop using them, and leave.
+    link_.detach();
+    stop_ = true;
+    out_.clear();
+    put(out_, FromWorker::item_error);
+    put_string(out_, "mproc::TransportLost");
+    const std::string items =
+        info.chunk_size == 1
+            ? fmt::format("item {}", info.index)
+            : fmt::format("one of items {}..{}", info.chunk_first,
+                          info.chunk_first + info.chunk_size - 1);
+    put_string(out_, fmt::format("{} closed or replaced the file descriptors its pool worker "
+                                 "inherited (closefrom(3), close_range, or a library doing "
+                                 "so); the worker was replaced",
+                                 items));
+    put_string(out_, "");
   }
 
   void flush(std::uint64_t id) {
@@ -253,6 +278,7 @@ class Worker {
   std::unordered_map<std::uint64_t, JobCode> jobs_;
   std::vector<std::byte> out_;
   std::uint64_t items_run_ = 0;
+  bool stop_ = false;  // the link is lost: leave after this chunk
 };
 
 /// The process backend's link: a pair of rings in memory shared with the parent.
@@ -268,6 +294,16 @@ class RingLink final : public WorkerLink {
     // The relaxed send skips a fence per item; the chunk_end message after the last item
     // is a full send().
     if (!env_.results->try_send_relaxed(std::span(&msg, 1))) env_.results->send(msg);
+  }
+  // The only descriptor a worker uses is the pool's doorbell eventfd (the rings are
+  // memory, the waits futexes); ring() refuses a doorbell that is no longer intact.
+  bool intact() const override {
+    const Doorbell* bell = env_.results->doorbells().data;
+    return !Doorbell::lost() && (bell == nullptr || bell->intact());
+  }
+  void detach() override {
+    env_.results->set_doorbells({});
+    env_.tasks->set_doorbells({});
   }
 
  private:

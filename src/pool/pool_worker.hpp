@@ -46,6 +46,11 @@ class MPROC_API WorkerLink {
   /// process backend says no: a worker that dies must leave every finished item's result
   /// in the ring.
   virtual bool packs_results() const { return false; }
+  /// Whether the link's descriptors are still its own. A task may close the fds it
+  /// inherited (closefrom(3), close_range); the loop asks after every chunk.
+  virtual bool intact() const { return true; }
+  /// Stops using the link's descriptors (after !intact()): later sends only write memory.
+  virtual void detach() {}
 };
 
 /// A worker loop's settings.

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -136,6 +137,24 @@ UniqueFd Doorbell::make_eventfd() {
   return fd;
 }
 
+namespace {
+std::atomic<bool> g_doorbell_lost{false};
+}  // namespace
+
+Doorbell::Doorbell(int efd) : eventfd(efd) {
+  struct stat st {};
+  if (::fstat(efd, &st) != 0) throw_system_error(errno, "fstat of ring doorbell");
+  device = st.st_dev;
+  inode = st.st_ino;
+}
+
+bool Doorbell::intact() const noexcept {
+  struct stat st {};
+  return ::fstat(eventfd, &st) == 0 && st.st_dev == device && st.st_ino == inode;
+}
+
+bool Doorbell::lost() noexcept { return g_doorbell_lost.load(std::memory_order_relaxed); }
+
 void Doorbell::arm() noexcept {
   sleeping.store(1, std::memory_order_relaxed);
   // (F1) of the handshake: the loop's re-check of its rings must not be satisfied
@@ -174,6 +193,14 @@ void Doorbell::drain() noexcept {
 void Doorbell::ring() noexcept {
   if (sleeping.load(std::memory_order_relaxed) != 0 &&
       sleeping.exchange(0, std::memory_order_relaxed) != 0) {
+    // Writing to a number the process's own code closed or reused would lose the
+    // wake-up, or put 8 bytes into someone else's file. Leave the loop armed instead: the
+    // next peer (or the loop's own bounded sleep) wakes it.
+    if (!intact()) {
+      g_doorbell_lost.store(true, std::memory_order_relaxed);
+      sleeping.store(1, std::memory_order_relaxed);
+      return;
+    }
     // Fails only with EAGAIN when the counter would overflow, and then it is readable.
     const std::uint64_t one = 1;
     (void)retry_eintr([&] { return ::write(eventfd, &one, sizeof one); });

@@ -139,8 +139,14 @@ struct alignas(kCacheLine) Doorbell {
   std::atomic<std::uint32_t> sleeping{0};
   /// Non-blocking, close-on-exec eventfd; owned by whoever created it, not by this struct.
   int eventfd = -1;
+  /// What fstat said of `eventfd` when the doorbell was made. A task that closes the fds
+  /// it inherited (closefrom(3), close_range) can leave that number closed, or reused by
+  /// a file of its own; a peer checks before it writes (see intact()).
+  std::uint64_t device = 0;
+  std::uint64_t inode = 0;
 
-  explicit Doorbell(int efd) noexcept : eventfd(efd) {}
+  /// Records `efd`'s identity (fstat). Throws std::system_error.
+  explicit Doorbell(int efd);
 
   /// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK). Throws std::system_error.
   static UniqueFd make_eventfd();
@@ -160,8 +166,18 @@ struct alignas(kCacheLine) Doorbell {
 
   /// Peer side: if the loop is armed, disarm it and write the eventfd. The caller must
   /// have published its change (head/tail) and then executed a seq_cst fence; SpscRing
-  /// does. At most one peer writes per arm().
+  /// does. At most one peer writes per arm(). If `eventfd` is no longer this doorbell's
+  /// (see intact()), nothing is written, the loop stays armed for the next peer, and
+  /// lost() becomes true in this process.
   void ring() noexcept;
+
+  /// Whether `eventfd`, in this process, still names the file it named when the doorbell
+  /// was made: open, and the same device and inode. An eventfd shares its inode with the
+  /// kernel's other anonymous files, so this tells a closed number or a reused one (a
+  /// file, a pipe, a socket) from the doorbell, not one eventfd from another.
+  bool intact() const noexcept;
+  /// Whether a ring() in this process found its doorbell's eventfd gone.
+  static bool lost() noexcept;
 };
 static_assert(sizeof(Doorbell) == kCacheLine);
 
@@ -282,6 +298,7 @@ class SpscRing {
   void reset_view() noexcept;
 
   void set_doorbells(RingDoorbells doorbells) noexcept { bells_ = doorbells; }
+  RingDoorbells doorbells() const noexcept { return bells_; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool attached() const noexcept { return ctl_ != nullptr; }
 
