@@ -125,6 +125,16 @@ int main(int argc, char** argv) {
     check(pool.apply(square, 7L) == 49, "apply");
     return seconds_since(t);
   });
+  // Pools of any size: start plus the first result, per worker, against the small pool's.
+  std::vector<std::pair<unsigned, double>> sized;
+  for (unsigned n : {64u, 512u, 2048u}) {
+    sized.emplace_back(n, median_of(std::min(repeat, 3), [&] {
+                         auto t = Clock::now();
+                         mproc::Pool big(n);
+                         check(big.apply(square, 7L) == 49, "apply");
+                         return seconds_since(t);
+                       }) / n);
+  }
   mproc::Pool pool(workers);
   pool.map(square, mproc::range(0L, 1000L));
   const double map_trivial = median_of(repeat, [&] {
@@ -175,6 +185,10 @@ int main(int argc, char** argv) {
                   "<= 100 ms", false});
   rows.push_back({"Pool(2) start + first result", start_first, pyv("start_first_result"),
                   "Python Pool(2)", ">= 20x", true});
+  for (auto [n, per_worker] : sized)
+    rows.push_back({fmt::format("Pool({}) start + first result, per worker", n), per_worker,
+                    start_first / workers, fmt::format("Pool({}), per worker", workers),
+                    "linear in N", false});
   rows.push_back({"map chunksize=1, per item", chunk1, pyv("map_chunksize1_per_item"),
                   "Python Pool.map chunksize=1", "", true});
 

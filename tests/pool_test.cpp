@@ -514,6 +514,29 @@ TEST(Pool, ATaskThatReusesTheDoorbellsNumberGetsNothingWrittenIntoItsFile) {
   std::filesystem::remove(g_reused_fd_path);
 }
 
+long pid_times(long x) { return static_cast<long>(::getpid()) * 10'000 + x; }
+
+TEST(Pool, FiveHundredTwelveWorkersStartRunAMapAndLeaveNothing) {
+  // A few hundred spawn commands fill the fork server's socket buffer; the pool used to
+  // take EAGAIN for the server's death (BrokenPool, or a hang in the destructor).
+  const std::size_t fds = count_dir("/proc/self/fd");
+  std::set<long> pids;
+  {
+    mproc::Pool pool(512);
+    EXPECT_EQ(pool.apply(square, 9L), 81);
+    auto r = pool.map(pid_times, mproc::range(0L, 5000L), {.chunksize = 1});
+    ASSERT_EQ(r.size(), 5000u);
+    for (long i = 0; i < 5000; ++i) {
+      ASSERT_EQ(r[i] % 10'000, i);
+      pids.insert(r[i] / 10'000);
+    }
+  }
+  EXPECT_GT(pids.size(), 2u);
+  EXPECT_LE(pids.size(), 512u);
+  EXPECT_EQ(count_dir("/proc/self/fd"), fds);
+  EXPECT_TRUE(children_of(::getpid()).empty());
+}
+
 TEST(Pool, MadeInAShortLivedThreadKeepsItsWorkers) {
   std::unique_ptr<mproc::Pool> pool;
   std::thread([&] { pool = std::make_unique<mproc::Pool>(2); }).join();

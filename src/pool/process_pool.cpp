@@ -221,6 +221,11 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   void start_fork_server();
   void loop();
   bool read_server_events();
+  /// Queues a command for the fork server and sends what the socket takes now.
+  void tell_server(ServerCommand cmd);
+  /// Sends queued commands until the socket is full (then asks epoll for EPOLLOUT) or
+  /// the queue is empty. Returns whether it sent any.
+  bool flush_commands();
   bool drain(WorkerSlot& w);
   bool pump_writes(WorkerSlot& w);
   void send(WorkerSlot& w, std::vector<std::byte> msg);
@@ -287,6 +292,11 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   pid_t server_pid_ = -1;
   unsigned live_workers_ = 0;
   bool server_gone_ = false;
+  // Commands the socket had no room for yet: a Pool of a few hundred workers fills a
+  // socket buffer with spawn commands alone, and the fork server's events fill the other
+  // way while it works through them. Neither side may block on the other.
+  std::deque<ServerCommand> commands_;
+  bool want_writable_ = false;  // the socket is registered for EPOLLOUT
   bool counted_thread_ = false;  // the dispatcher counts in mproc_threads
   // Worker deaths since the last item finished: a worker that dies over and over before
   // finishing anything (a broken environment, not a task) must not respawn forever.
@@ -372,12 +382,41 @@ void ProcessPoolCore::start_fork_server() {
   ::fcntl(socket_.get(), F_SETFL, ::fcntl(socket_.get(), F_GETFL) | O_NONBLOCK);
 }
 
-void ProcessPoolCore::spawn(WorkerSlot& w) {
-  ServerCommand cmd{ServerCommand::spawn, w.slot};
-  if (retry_eintr([&] { return ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL); }) < 0) {
-    server_gone_ = true;
-    return;
+void ProcessPoolCore::tell_server(ServerCommand cmd) {
+  if (server_gone_) return;
+  commands_.push_back(cmd);
+  flush_commands();
+}
+
+bool ProcessPoolCore::flush_commands() {
+  bool sent = false;
+  while (!commands_.empty() && !server_gone_) {
+    const ServerCommand& cmd = commands_.front();
+    const ssize_t n = retry_eintr(
+        [&] { return ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL | MSG_DONTWAIT); });
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n != static_cast<ssize_t>(sizeof cmd)) {
+      server_gone_ = true;  // EPIPE, ECONNRESET: its end is closed
+      commands_.clear();
+      break;
+    }
+    commands_.pop_front();
+    sent = true;
   }
+  const bool want = !commands_.empty();
+  if (want != want_writable_ && epoll_) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+    ev.data.u64 = ~std::uint64_t{0} - 1;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, socket_.get(), &ev);
+    want_writable_ = want;
+  }
+  return sent;
+}
+
+void ProcessPoolCore::spawn(WorkerSlot& w) {
+  tell_server(ServerCommand{ServerCommand::spawn, w.slot});
+  if (server_gone_) return;
   w.state = WorkerState::starting;
   w.budget = options_.max_tasks_per_child == 0 ? ~std::uint64_t{0} : options_.max_tasks_per_child;
 }
@@ -436,8 +475,7 @@ void ProcessPoolCore::loop() {
     }
     if (!stopping && terminate_requested()) {
       stopping = true;
-      ServerCommand cmd{ServerCommand::kill_all, 0};
-      ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL);
+      tell_server(ServerCommand{ServerCommand::kill_all, 0});
       terminate_jobs();
     } else if (stop_now) {
       // join(): every job is done; let the workers flush their output and exit.
@@ -448,9 +486,9 @@ void ProcessPoolCore::loop() {
         put(msg, ToWorker::exit);
         send(w, std::move(msg));
       }
-      ServerCommand cmd{ServerCommand::shutdown, 0};
-      ::send(socket_.get(), &cmd, sizeof cmd, MSG_NOSIGNAL);
+      tell_server(ServerCommand{ServerCommand::shutdown, 0});
     }
+    progress |= flush_commands();
     progress |= read_server_events();
     for (auto& w : slots_) progress |= drain(w);
     if (!stopping) progress |= dispatch();
