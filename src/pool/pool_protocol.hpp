@@ -56,6 +56,12 @@ struct alignas(64) SlotControl {
   std::atomic<std::uint64_t> job{0};
   /// When the current chunk started (monotonic ns), for traces of a chunk cut by a crash.
   std::atomic<std::uint64_t> chunk_started_ns{0};
+  /// A packed run writes its results to the slot's scratch block in shared memory, then
+  /// sends them in one frame. While it runs: the index + 1 of the item whose result is at
+  /// the block's start (0: no run), and how many whole results the block holds. A parent
+  /// that finds the worker dead takes the results that had not been sent from there.
+  std::atomic<std::uint64_t> packed_first{0};
+  std::atomic<std::uint64_t> packed_written{0};
 };
 
 }  // namespace mproc::detail::pool

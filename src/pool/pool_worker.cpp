@@ -153,32 +153,64 @@ class Worker {
   }
 
   /// Runs a chunk through call_packed: one items_packed frame for each run of items that
-  /// succeed, an item_error frame for each item that throws.
+  /// succeed, an item_error frame for each item that throws. With a scratch block, each
+  /// run writes its results there (as many as it holds) and they go out in one frame;
+  /// a worker that dies mid-run leaves the finished ones for the pool to take.
   void run_packed(JobCode& job, std::uint64_t id, std::uint64_t first, std::uint64_t count,
                   std::span<const std::byte> items) {
     const TaskVTable& vt = *job.vtable;
     SlotControl& ctl = *opt_.control;
     ctl.job.store(id, std::memory_order_relaxed);
-    ctl.running.store(first + 1, std::memory_order_release);
     std::optional<TaskInfo>& task = *current_task_slot();
     task = TaskInfo{first, first, count};
+    const std::span<std::byte> scratch = link_.scratch();
+    const std::size_t per_run =
+        scratch.empty() ? count : std::max<std::size_t>(1, scratch.size() / vt.packed_out);
     for (std::uint64_t i = 0; i < count;) {
-      out_.clear();
-      put(out_, FromWorker::items_packed);
-      const std::size_t n_at = out_.size();
-      put<std::uint64_t>(out_, 0);
-      const std::size_t at = out_.size();
-      out_.resize(at + (count - i) * vt.packed_out);
+      const std::uint64_t n = std::min<std::uint64_t>(count - i, per_run);
+      std::byte* out;
+      std::size_t at = 0;
+      if (scratch.empty()) {
+        out_.clear();
+        put(out_, FromWorker::items_packed);
+        put<std::uint64_t>(out_, 0);
+        at = out_.size();
+        out_.resize(at + n * vt.packed_out);
+        out = out_.data() + at;
+      } else {
+        ctl.packed_written.store(0, std::memory_order_relaxed);
+        ctl.packed_first.store(first + i + 1, std::memory_order_release);
+        out = scratch.data();
+      }
       std::exception_ptr error;
       task->index = first + i;
-      const std::uint64_t done = vt.call_packed(job.fn, items.data() + i * vt.packed_in,
-                                                out_.data() + at, count - i,
-                                                &*task, error);
-      out_.resize(at + done * vt.packed_out);
-      std::memcpy(out_.data() + n_at, &done, sizeof done);
-      if (done > 0) link_.send_item(out_);
+      std::uint64_t done = vt.call_packed(job.fn, items.data() + i * vt.packed_in, out, n,
+                                          &*task, error, &ctl.running, &ctl.packed_written);
+      // As in run_item: a chunk whose tasks closed the worker's descriptors fails its last
+      // item instead of reporting it.
+      const bool lost = !error && i + done == count && !link_.intact();
+      if (lost) --done;
+      if (done > 0) {
+        if (scratch.empty()) {
+          out_.resize(at + done * vt.packed_out);
+          std::memcpy(out_.data() + at - sizeof done, &done, sizeof done);
+          link_.send_item(out_);
+        } else {
+          std::byte head[1 + sizeof done];
+          head[0] = static_cast<std::byte>(FromWorker::items_packed);
+          std::memcpy(head + 1, &done, sizeof done);
+          link_.send_packed(head, scratch.first(done * vt.packed_out));
+        }
+      }
       i += done;
       items_run_ += done;
+      if (lost) {
+        transport_lost(TaskInfo{first + i, first, count});
+        link_.send_item(out_);
+        ++i;
+        ++items_run_;
+        continue;
+      }
       if (!error) continue;
       out_.clear();
       try {
@@ -191,6 +223,7 @@ class Worker {
       ++items_run_;
     }
     task.reset();
+    ctl.packed_first.store(0, std::memory_order_release);
     ctl.running.store(0, std::memory_order_release);
   }
 
@@ -294,6 +327,12 @@ class RingLink final : public WorkerLink {
     // The relaxed send skips a fence per item; the chunk_end message after the last item
     // is a full send().
     if (!env_.results->try_send_relaxed(std::span(&msg, 1))) env_.results->send(msg);
+  }
+  bool packs_results() const override { return !env_.scratch.empty(); }
+  std::span<std::byte> scratch() override { return env_.scratch; }
+  void send_packed(std::span<const std::byte> head, std::span<const std::byte> body) override {
+    const std::span<const std::byte> parts[2] = {head, body};
+    if (!env_.results->try_send_relaxed(parts)) env_.results->send(parts);
   }
   // The only descriptor a worker uses is the pool's doorbell eventfd (the rings are
   // memory, the waits futexes); ring() refuses a doorbell that is no longer intact.

@@ -26,6 +26,8 @@ struct WorkerEnv {
   unsigned max_tasks;
   /// The pool has a task_timeout: publish each item's start time (a clock read per item).
   bool timed;
+  /// The slot's scratch block in shared memory, where packed runs write their results.
+  std::span<std::byte> scratch;
 };
 
 /// Runs the worker loop; never returns.
@@ -42,10 +44,18 @@ class MPROC_API WorkerLink {
   /// Sends one item's result; a link may batch these until the next send().
   virtual void send_item(std::span<const std::byte> msg) { send(msg); }
   /// Whether the pool takes items_packed frames: the results of a map whose argument and
-  /// result types are their own encoding, run back to back without a frame per item. The
-  /// process backend says no: a worker that dies must leave every finished item's result
-  /// in the ring.
+  /// result types are their own encoding, run back to back without a frame per item.
   virtual bool packs_results() const { return false; }
+  /// Where packed runs write their results, if the link has such a block in memory the
+  /// pool can read after the worker's death (the process backend: every finished item's
+  /// result must survive a crash). Empty: results are built in private memory.
+  virtual std::span<std::byte> scratch() { return {}; }
+  /// Sends one items_packed frame: `head` (kind and count), then `body` (the results).
+  virtual void send_packed(std::span<const std::byte> head, std::span<const std::byte> body) {
+    std::vector<std::byte> msg(head.begin(), head.end());
+    msg.insert(msg.end(), body.begin(), body.end());
+    send_item(msg);
+  }
   /// Whether the link's descriptors are still its own. A task may close the fds it
   /// inherited (closefrom(3), close_range); the loop asks after every chunk.
   virtual bool intact() const { return true; }

@@ -50,6 +50,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t ring_capacity = std::size_t{1} << 20;
+/// Each worker's block for the results of a packed run (8192 eight-byte results).
+constexpr std::size_t scratch_bytes = std::size_t{64} << 10;
 /// After its last event the dispatcher polls this long before it sleeps: a result or a
 /// submission that comes sooner costs no wake-up (an eventfd write and an epoll return on
 /// each side, several microseconds each), which is most of an apply round trip.
@@ -209,6 +211,12 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   // Layout of the shared mapping: doorbell, one SlotControl per worker, two rings per worker.
   std::size_t ring_block() const { return round_up(SpscRing::bytes_needed(ring_capacity), 4096); }
   std::size_t rings_offset() const { return round_up(64 + n_ * sizeof(SlotControl), 4096); }
+  std::size_t scratch_offset() const { return rings_offset() + 2 * n_ * ring_block(); }
+  std::span<std::byte> scratch(unsigned slot) const {
+    return {shm_.bytes() + scratch_offset() + slot * scratch_bytes, scratch_bytes};
+  }
+  /// The results a packed run had written but not sent when its worker died.
+  void take_unsent_results(WorkerSlot& w);
   SlotControl& control(unsigned slot) const {
     return reinterpret_cast<SlotControl*>(shm_.bytes() + 64)[slot];
   }
@@ -308,7 +316,7 @@ ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
     : Dispatcher(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
   if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "process", n_, true);
-  const std::size_t size = rings_offset() + 2 * n_ * ring_block();
+  const std::size_t size = scratch_offset() + n_ * scratch_bytes;
   shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
   eventfd_ = Doorbell::make_eventfd();
   doorbell_ = new (shm_.data()) Doorbell(eventfd_.get());
@@ -372,7 +380,8 @@ void ProcessPoolCore::start_fork_server() {
                                          &result_rings_[slot],
                                          &options_.initializer,
                                          options_.max_tasks_per_child,
-                                         options_.task_timeout.count() > 0 || tracer_};
+                                         options_.task_timeout.count() > 0 || tracer_,
+                                         scratch(slot)};
                       }};
     fork_server_main(env);
   }
@@ -658,8 +667,10 @@ bool ProcessPoolCore::pump_writes(WorkerSlot& w) {
 
 void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
   if (w.state != WorkerState::alive) return;
-  // Results written before the death are complete messages in the ring: keep them.
+  // Results written before the death are complete messages in the ring, or whole
+  // results of an unsent packed run in the scratch block: keep them.
   drain(w);
+  take_unsent_results(w);
   w.state = WorkerState::dead;
   --live_workers_;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.pidfd.get(), nullptr);
@@ -715,6 +726,30 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
   for (auto id : w.folded) w.lost_partials.push_back(id);
   w.folded.clear();
   for (auto& j : jobs_) j.setup.erase(w.slot);
+}
+
+void ProcessPoolCore::take_unsent_results(WorkerSlot& w) {
+  SlotControl& ctl = control(w.slot);
+  const std::uint64_t packed_first = ctl.packed_first.load(std::memory_order_acquire);
+  if (packed_first == 0 || w.chunks.empty()) return;
+  InFlight& c = w.chunks.front();
+  JobEntry* j = find_job(c.seg.job);
+  if (j == nullptr || ctl.job.load(std::memory_order_relaxed) != c.seg.job) return;
+  const std::uint32_t size = j->job->vtable->packed_out;
+  const std::uint64_t base = packed_first - 1;
+  const std::uint64_t written =
+      std::min<std::uint64_t>(ctl.packed_written.load(std::memory_order_acquire),
+                              size == 0 ? 0 : scratch_bytes / size);
+  const std::uint64_t next = c.seg.first + c.done;  // the first item with no result yet
+  const std::uint64_t end = std::min<std::uint64_t>(base + written, c.seg.first + c.count);
+  if (next < base || next >= end) return;
+  // The same bytes an items_packed frame would have carried.
+  std::vector<std::byte> frame;
+  put(frame, FromWorker::items_packed);
+  put<std::uint64_t>(frame, end - next);
+  const auto results = scratch(w.slot).subspan((next - base) * size, (end - next) * size);
+  frame.insert(frame.end(), results.begin(), results.end());
+  handle_message(w, frame);
 }
 
 void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
@@ -774,6 +809,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   w.state = WorkerState::empty;
   w.pid = 0;
   control(w.slot).running.store(0, std::memory_order_relaxed);
+  control(w.slot).packed_first.store(0, std::memory_order_relaxed);
   task_rings_[w.slot].init();
   result_rings_[w.slot].init();
   bool stopping;

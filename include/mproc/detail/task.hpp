@@ -3,6 +3,8 @@
 // bytes, plus each item's arguments as bytes. Internal to mproc.
 #pragma once
 
+#include <atomic>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -182,11 +184,16 @@ struct TaskVTable {
   /// For a map whose argument and result are each their own wire encoding (is_bulk_v: a
   /// run of them is one memcpy): runs `count` items whose arguments lie back to back at
   /// `in` (packed_in bytes each), writing the results back to back at `out` (packed_out
-  /// bytes each), and setting info->index to each item's index as it runs. Returns how
+  /// bytes each), and setting info->index to each item's index as it runs. Before each
+  /// item it release-stores index + 1 in `*running`, and after writing the item's result
+  /// the number of results written so far in `*written`: a parent that finds the worker
+  /// dead knows which item was running and which results in `out` are whole. Returns how
   /// many items succeeded; if fewer than `count`, the next one threw and `error` holds
   /// its exception. Null for other jobs.
   std::size_t (*call_packed)(void* fn, const std::byte* in, std::byte* out, std::size_t count,
-                             TaskInfo* info, std::exception_ptr& error) = nullptr;
+                             TaskInfo* info, std::exception_ptr& error,
+                             std::atomic<std::uint64_t>* running,
+                             std::atomic<std::uint64_t>* written) = nullptr;
   std::uint32_t packed_in = 0;
   std::uint32_t packed_out = 0;
 };
@@ -253,12 +260,15 @@ struct Trampoline {
       return is_bulk_v<Arg> && is_bulk_v<R>;
   }();
   static std::size_t call_packed(void* fn, const std::byte* in, std::byte* out,
-                                 std::size_t count, TaskInfo* info, std::exception_ptr& error) {
+                                 std::size_t count, TaskInfo* info, std::exception_ptr& error,
+                                 std::atomic<std::uint64_t>* running,
+                                 std::atomic<std::uint64_t>* written) {
     if constexpr (packable) {
       auto& f = *static_cast<F*>(fn);
       const std::size_t first = info->index;
       for (std::size_t i = 0; i < count; ++i) {
         info->index = first + i;
+        running->store(first + i + 1, std::memory_order_release);
         Arg arg;
         std::memcpy(&arg, in + i * sizeof arg, sizeof arg);
         try {
@@ -268,10 +278,11 @@ struct Trampoline {
           error = std::current_exception();
           return i;
         }
+        written->store(i + 1, std::memory_order_release);
       }
       return count;
     } else {
-      (void)fn, (void)in, (void)out, (void)info, (void)error;
+      (void)fn, (void)in, (void)out, (void)info, (void)error, (void)running, (void)written;
       return count;
     }
   }
