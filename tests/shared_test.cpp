@@ -336,8 +336,9 @@ TEST(Shipping, MalformedHandlesAreRefused) {
   auto bad = bytes;
   bad[8] ^= std::byte{0xff};
   EXPECT_THROW((void)mproc::loads<mproc::Lock>(bad), mproc::SharedStateError);
-  // A process that does not exist.
-  mproc::detail::SegmentWire w{999'999'999, 3, 1234, 4096};
+  // A process that does not exist (the size is one a segment can have: a page less the
+  // segment's header).
+  mproc::detail::SegmentWire w{999'999'999, 3, 1234, 4096 - 64};
   EXPECT_THROW((void)mproc::loads<mproc::Lock>(mproc::dumps(w, std::uint64_t{0})),
                mproc::SharedStateError);
   // Truncated.

@@ -134,6 +134,9 @@ struct EncodedRun {
 /// header for a Manager, the object header for a dict or list.
 inline constexpr std::uint64_t kManagerHeaderBytes = 2048;
 inline constexpr std::uint64_t kManagerObjectBytes = 40;
+/// A dict's or list's offset in the arena is a multiple of this; that it is the start of
+/// one of the arena's objects is checked against the arena itself.
+inline constexpr std::uint64_t kManagerObjectAlignment = 8;
 
 /// Places inside the arena's operations where a test can make the process kill itself,
 /// each between two stores of a mutation: what a SIGKILL there must not corrupt.
@@ -487,7 +490,7 @@ class SharedDict {
     if constexpr (Archive::is_saving) {
       ref_.save(ar);
     } else {
-      ref_.load(ar, detail::kManagerObjectBytes);
+      ref_.load_inside(ar, detail::kManagerObjectBytes, detail::kManagerObjectAlignment);
       detail::ManagerCore::check_dict(ref_, kTypeId);
     }
   }
@@ -569,7 +572,7 @@ class SharedList {
     if constexpr (Archive::is_saving) {
       ref_.save(ar);
     } else {
-      ref_.load(ar, detail::kManagerObjectBytes);
+      ref_.load_inside(ar, detail::kManagerObjectBytes, detail::kManagerObjectAlignment);
       detail::ManagerCore::check_list(ref_, kTypeId);
     }
   }

@@ -141,18 +141,21 @@ class MPROC_API Channel {
   bool join(SteadyTime deadline) const;
 
   /// Saves the handle, or loads one and checks that it names a channel of one of the
-  /// given flavors (SharedStateError otherwise).
+  /// given flavors where such a channel lies: at the start of its segment, or for a Pipe
+  /// at the start of either direction (SharedStateError or SerializationError otherwise).
   template <class Archive>
   void serialize_as(Archive& ar, ChannelFlavor flavor, ChannelFlavor also = ChannelFlavor{}) {
     if constexpr (Archive::is_saving) {
       ref_.save(ar);
     } else {
       SharedRef ref;
-      ref.load(ar, header_bytes());
+      ref.load_inside(ar, header_bytes(), kControlAlignment);
       check_loaded(ref, flavor, also);
       ref_ = std::move(ref);
     }
   }
+  /// Throws SharedStateError unless tx and rx are the two directions of one Pipe.
+  static void check_pipe_ends(const Channel& tx, const Channel& rx);
 
   /// The same queue (or the same direction of the same pipe).
   friend bool operator==(const Channel& a, const Channel& b) noexcept {
@@ -160,6 +163,8 @@ class MPROC_API Channel {
   }
 
  private:
+  // The control block is cache-line aligned (its atomics each own a line).
+  static constexpr std::uint64_t kControlAlignment = 64;
   static std::uint64_t header_bytes() noexcept;
   static void check_loaded(const SharedRef& ref, ChannelFlavor flavor, ChannelFlavor also);
   explicit Channel(SharedRef ref) noexcept : ref_(std::move(ref)) {}
@@ -468,11 +473,13 @@ class Connection {
   bool closed() const noexcept { return tx_.closed() || rx_.closed(); }
 
   /// Ships the handle. Loading throws SharedStateError if the bytes do not name a
-  /// reachable Pipe end.
+  /// reachable Pipe end (both directions of one Pipe), SerializationError if they are
+  /// malformed.
   template <class Archive>
   void serialize(Archive& ar) {
     tx_.serialize_as(ar, detail::ChannelFlavor::pipe);
     rx_.serialize_as(ar, detail::ChannelFlavor::pipe);
+    if constexpr (Archive::is_loading) detail::Channel::check_pipe_ends(tx_, rx_);
   }
 
  private:

@@ -174,7 +174,6 @@ class Value {
       lock_.ref_.load(ar, detail::kSharedDataOffset + sizeof(T));
       detail::check_shared_data(lock_.ref_.segment, detail::SharedKind::value, sizeof(T),
                                 detail::kSharedDataOffset, 1, "Value");
-      lock_.ref_.offset = 0;
     }
   }
 
@@ -272,7 +271,6 @@ class Array {
       ar(offset, count);
       detail::check_shared_data(lock_.ref_.segment, detail::SharedKind::array, sizeof(T), offset,
                                 count, "Array");
-      lock_.ref_.offset = 0;
       offset_ = offset;
       count_ = count;
     }

@@ -81,14 +81,10 @@ class MPROC_API LockBase {
   /// True if the calling thread holds the lock.
   bool held_by_me() const noexcept;
 
+  /// Ships the handle; loading accepts a Lock or an RLock (a Condition's lock is either).
   template <class Archive>
   void serialize(Archive& ar) {
-    if constexpr (Archive::is_saving) {
-      ref_.save(ar);
-    } else {
-      ref_.load(ar, kLockBlockBytes);
-      check_loaded();
-    }
+    serialize_as(ar, std::nullopt);
   }
 
  protected:
@@ -96,7 +92,18 @@ class MPROC_API LockBase {
   explicit LockBase(bool recursive);
   explicit LockBase(SharedRef ref) noexcept : ref_(std::move(ref)) {}
   bool lock_until(SteadyTime deadline) const;
-  void check_loaded() const;
+
+  /// Loading checks the block's kind tag: `kind`, or either lock kind if none is given.
+  template <class Archive>
+  void serialize_as(Archive& ar, std::optional<SharedKind> kind) {
+    if constexpr (Archive::is_saving) {
+      ref_.save(ar);
+    } else {
+      ref_.load(ar, kLockBlockBytes);
+      check_loaded(kind);
+    }
+  }
+  void check_loaded(std::optional<SharedKind> kind) const;
 
  protected:
   friend class mproc::Condition;
@@ -131,12 +138,27 @@ class MPROC_API Lock : public detail::LockBase {
  public:
   /// A new, unlocked lock in shared memory.
   Lock() : LockBase(false) {}
+
+  /// Ships the handle. Loading throws SharedStateError unless the bytes name a Lock (an
+  /// RLock is refused: it would not be the non-recursive lock the type promises),
+  /// SerializationError if they are malformed.
+  template <class Archive>
+  void serialize(Archive& ar) {
+    serialize_as(ar, detail::SharedKind::lock);
+  }
 };
 
 /// A lock its holder may take again; each lock() needs its unlock(). Robust.
 class MPROC_API RLock : public detail::LockBase {
  public:
   RLock() : LockBase(true) {}
+
+  /// Ships the handle. Loading throws SharedStateError unless the bytes name an RLock,
+  /// SerializationError if they are malformed.
+  template <class Archive>
+  void serialize(Archive& ar) {
+    serialize_as(ar, detail::SharedKind::rlock);
+  }
 
  private:
   template <class T>
@@ -180,6 +202,17 @@ class MPROC_API Semaphore : public detail::SyncHandle<detail::SharedKind::semaph
 class MPROC_API BoundedSemaphore : public Semaphore {
  public:
   explicit BoundedSemaphore(std::uint32_t value = 1) : Semaphore(value, value) {}
+
+  /// Ships the handle. Loading throws SharedStateError unless the bytes name a
+  /// BoundedSemaphore (a plain Semaphore has no bound to keep).
+  template <class Archive>
+  void serialize(Archive& ar) {
+    Semaphore::serialize(ar);
+    if constexpr (Archive::is_loading) check_bounded();
+  }
+
+ private:
+  void check_bounded() const;
 };
 
 /// A flag processes can wait for.

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -405,6 +406,9 @@ void check_arena(const Segment& segment, const char* what) {
   if (h->version != kVersion)
     throw SharedStateError(
         fmt::format("{}: the Manager was made by another version of mproc", what));
+  if (h->capacity != segment.size() || h->heap_start < sizeof(ArenaHeader) ||
+      h->heap_start % 64 != 0 || h->heap_start > h->capacity)
+    throw SharedStateError(fmt::format("{}: the handle names a damaged Manager", what));
 }
 
 SharedRef new_object(const SharedRef& arena_ref, std::uint32_t kind, std::uint64_t type_id) {
@@ -423,9 +427,22 @@ SharedRef new_object(const SharedRef& arena_ref, std::uint32_t kind, std::uint64
 void check_object(const SharedRef& ref, std::uint32_t kind, std::uint64_t type_id) {
   const char* what = kind_name(kind);
   check_arena(ref.segment, what);
-  const auto* h = reinterpret_cast<const ArenaHeader*>(ref.segment.data());
+  auto* h = reinterpret_cast<ArenaHeader*>(ref.segment.data());
+  // An object is the payload of a block the allocator handed out (below bump, which
+  // only grows; its stores are commits, so an acquire load sees the block's header),
+  // of the size class new_object() asks for, and begins with the kind tag. The offset
+  // is inside the segment already (SharedRef::load_inside).
+  const std::uint64_t bump =
+      std::atomic_ref<std::uint64_t>(h->bump).load(std::memory_order_acquire);
+  const std::uint64_t block = ref.offset - kBlockHeader;
+  const bool placed = ref.offset >= h->heap_start + kBlockHeader &&
+                      (ref.offset - h->heap_start) % 16 == kBlockHeader &&
+                      bump <= ref.segment.size() && ref.offset + kManagerObjectBytes <= bump;
+  if (!placed || *reinterpret_cast<const std::uint64_t*>(ref.segment.data() + block) !=
+                     (kBlockMagic | class_of(kManagerObjectBytes + kBlockHeader)))
+    throw SharedStateError(fmt::format("{}: the handle does not name a {}", what, what));
   const auto* o = reinterpret_cast<const ObjectHeader*>(ref.get());
-  if (ref.offset < h->heap_start + kBlockHeader || o->kind != kind)
+  if (o->kind != kind)
     throw SharedStateError(fmt::format("{}: the handle does not name a {}", what, what));
   if (o->type_id != type_id)
     throw SharedStateError(fmt::format(

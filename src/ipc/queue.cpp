@@ -1155,6 +1155,16 @@ void Channel::check_loaded(const SharedRef& ref, ChannelFlavor flavor, ChannelFl
       c->max_payload != capacity / 4 - kFrameHeader ||
       ref.offset + kHeaderBytes + capacity > ref.segment.size())
     throw SharedStateError(fmt::format("{}: the handle names a damaged {}", what, what));
+  // A channel starts its segment; a Pipe's second direction follows the first.
+  const bool second_of_pipe = got == ChannelFlavor::pipe && ref.offset == kHeaderBytes + capacity;
+  if (ref.offset != 0 && !second_of_pipe)
+    throw SharedStateError(
+        fmt::format("{}: the handle does not name a {} (offset {})", what, what, ref.offset));
+}
+
+void Channel::check_pipe_ends(const Channel& tx, const Channel& rx) {
+  if (!(tx.ref_.segment == rx.ref_.segment) || tx.ref_.offset == rx.ref_.offset)
+    throw SharedStateError("Pipe: the handle's two directions are not the two of one Pipe");
 }
 
 std::vector<std::byte>* acquire_scratch() noexcept {

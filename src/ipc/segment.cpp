@@ -156,38 +156,56 @@ Segment Segment::create(std::size_t size, std::string_view purpose, bool sparse)
 }
 
 Segment Segment::attach(const SegmentWire& wire) {
-  Registry& r = Registry::instance();
-  {
-    std::lock_guard lk(r.mutex);
-    auto it = r.by_id.find(wire.id);
-    if (it != r.by_id.end()) {
-      if (auto impl = it->second.lock()) return Segment(std::move(impl));
-    }
-  }
   const auto fail = [&](std::string_view why) -> Segment {
     throw SharedStateError(fmt::format(
         "cannot reach shared object {:016x} held by pid {} (fd {}): {}", wire.id, wire.pid,
         wire.fd, why));
   };
   if (wire.pid <= 0 || wire.fd < 0 || wire.id == 0 || wire.size == 0) return fail("malformed handle");
+  // The size the handle claims is what its offsets were checked against: it must be the
+  // segment's real size, also when this process has the segment mapped already.
+  constexpr std::string_view kOtherSize = "not the segment the handle names (size differs)";
+  Registry& r = Registry::instance();
+  {
+    std::lock_guard lk(r.mutex);
+    auto it = r.by_id.find(wire.id);
+    if (it != r.by_id.end()) {
+      if (auto impl = it->second.lock()) {
+        if (impl->payload_size() != wire.size) return fail(kOtherSize);
+        return Segment(std::move(impl));
+      }
+    }
+  }
+  const std::uint64_t page = page_size();
+  if (wire.size > (std::uint64_t{1} << 47) || (wire.size + kHeaderBytes) % page != 0)
+    return fail(kOtherSize);
+  const std::size_t mapped = kHeaderBytes + wire.size;
+  // stat() before open(): the fd may name anything (a terminal, a FIFO, a device), and
+  // only a regular file of the claimed size is worth opening. The open cannot block or
+  // take a controlling terminal in any case (O_NONBLOCK, O_NOCTTY), and what was opened
+  // must be what was stat'ed.
   const std::string path = fmt::format("/proc/{}/fd/{}", wire.pid, wire.fd);
-  UniqueFd fd(retry_eintr([&] { return ::open(path.c_str(), O_RDWR | O_CLOEXEC); }));
-  if (!fd) {
-    const int err = errno;
+  const auto unreachable = [&](int err) {
     return fail(err == ENOENT ? std::string("that process has exited or closed it")
                               : std::string(std::strerror(err)));
-  }
+  };
+  struct stat named {};
+  if (::stat(path.c_str(), &named) != 0) return unreachable(errno);
+  if (!S_ISREG(named.st_mode)) return fail("not a shared segment");
+  if (static_cast<std::uint64_t>(named.st_size) != mapped) return fail(kOtherSize);
+  UniqueFd fd(retry_eintr(
+      [&] { return ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK); }));
+  if (!fd) return unreachable(errno);
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a shared segment");
-  const auto mapped = static_cast<std::size_t>(st.st_size);
-  if (mapped < kHeaderBytes + wire.size || mapped % page_size() != 0)
-    return fail("not the segment the handle names (size differs)");
+  if (::fstat(fd.get(), &st) != 0 || st.st_dev != named.st_dev || st.st_ino != named.st_ino)
+    return fail("not a shared segment");
+  if (static_cast<std::uint64_t>(st.st_size) != mapped) return fail(kOtherSize);
   // Map the header first: the id decides whether this is the right file at all.
   void* base = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
                       fd.get(), 0);
   if (base == MAP_FAILED) return fail(std::strerror(errno));
   const auto* h = static_cast<const SegmentHeader*>(base);
-  if (h->magic != kMagic || h->id != wire.id || h->payload != mapped - kHeaderBytes) {
+  if (h->magic != kMagic || h->id != wire.id || h->payload != wire.size) {
     ::munmap(base, mapped);
     return fail("not the segment the handle names (the fd number was reused)");
   }
@@ -206,11 +224,22 @@ SegmentWire Segment::wire() const {
                      static_cast<std::uint64_t>(size_)};
 }
 
-void SharedRef::check_wire(const SegmentWire& w, std::uint64_t offset, std::uint64_t min_bytes) {
-  if (w.size < min_bytes || offset > w.size - min_bytes || offset % 8 != 0)
+void SharedRef::check_wire(const SegmentWire& w, std::uint64_t offset, std::uint64_t bytes,
+                           std::uint64_t alignment) {
+  if (w.size < bytes || offset > w.size - bytes)
     throw SerializationError(fmt::format(
         "shared handle: object at offset {} ({} bytes) lies outside its {}-byte segment", offset,
-        min_bytes, w.size));
+        bytes, w.size));
+  if (offset % 8 != 0 || (alignment != 0 && offset % alignment != 0))
+    throw SerializationError(
+        fmt::format("shared handle: misaligned object offset {} in its segment", offset));
+  // Well formed, but nothing of the decoded type can be there: the handle names an
+  // object inside another one's segment (a Barrier's lock, a Pipe's second direction).
+  if (alignment == 0 && offset != 0)
+    throw SharedStateError(fmt::format(
+        "shared handle: the object at offset {} of its segment is not of the type decoded "
+        "(that type starts its segment)",
+        offset));
 }
 
 void check_kind(const void* p, SharedKind kind, const char* what) {

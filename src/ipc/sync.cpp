@@ -202,7 +202,8 @@ LockBase::LockBase(bool recursive) {
   init_lock_block(ref_.get(), recursive);
 }
 
-void LockBase::check_loaded() const {
+void LockBase::check_loaded(std::optional<SharedKind> kind) const {
+  if (kind) return check_kind(ref_.get(), *kind, kind_name(*kind));
   std::uint32_t tag = 0;
   std::memcpy(&tag, ref_.get(), sizeof tag);
   if (tag != static_cast<std::uint32_t>(SharedKind::lock) &&
@@ -290,6 +291,11 @@ void Semaphore::release(std::uint32_t n) const {
 
 std::uint32_t Semaphore::get_value() const noexcept {
   return ref_.as<detail::SemBlock>()->value.load(std::memory_order_relaxed);
+}
+
+void BoundedSemaphore::check_bounded() const {
+  if (ref_.as<detail::SemBlock>()->max == 0)
+    throw SharedStateError("BoundedSemaphore: the handle names a Semaphore without a bound");
 }
 
 // ---- Event ----------------------------------------------------------------------------

@@ -64,8 +64,10 @@ class MPROC_API Segment {
   static Segment create(std::size_t size, std::string_view purpose, bool sparse = false);
 
   /// The segment `wire` describes, mapped in this process (the existing mapping if this
-  /// process has it already). Throws SharedStateError if it cannot be reached or is not
-  /// the segment the wire names.
+  /// process has it already). Its size() is wire.size: the size is compared with the
+  /// registered mapping's, or with the file's before it is mapped. Throws
+  /// SharedStateError if it cannot be reached or is not the segment the wire names
+  /// (another id or size, not an mproc segment, a malformed pid or fd); never blocks.
   static Segment attach(const SegmentWire& wire);
 
   /// This process's description of the segment, for another process to attach().
@@ -95,6 +97,14 @@ class MPROC_API Segment {
 
 /// A shared object inside a segment: the segment (which keeps it mapped) and the
 /// object's offset in its payload. What every shared handle holds and ships.
+///
+/// Loading a handle checks every field before anything reads the object: the segment
+/// must be the one the wire names, of the size it names (Segment::attach), and the
+/// object's `bytes` must lie inside it where such an object can be. Objects that own
+/// their segment (locks, Value, Array, a Queue, a Manager) are at offset 0: load();
+/// objects inside a shared segment (a Pipe's second direction, a Manager's dicts and
+/// lists) are at a multiple of their alignment: load_inside(). What the object's own
+/// header says (its kind tag, its layout) is then checked by the type that loads it.
 struct SharedRef {
   Segment segment;
   std::uint64_t offset = 0;
@@ -111,20 +121,37 @@ struct SharedRef {
     SegmentWire w = segment.wire();
     ar(w, offset);
   }
+  /// Loads a handle to an object of `bytes` that starts its segment. Throws
+  /// SerializationError if the object would lie outside the segment or its offset is
+  /// misaligned, SharedStateError if the offset is not 0 (no such object there), and
+  /// what Segment::attach throws.
   template <class Archive>
-  void load(Archive& ar, std::uint64_t min_bytes) {
-    SegmentWire w;
-    std::uint64_t off = 0;
-    ar(w, off);
-    check_wire(w, off, min_bytes);
-    segment = Segment::attach(w);
-    offset = off;
+  void load(Archive& ar, std::uint64_t bytes) {
+    load_at(ar, bytes, 0);
+  }
+  /// Loads a handle to an object of `bytes` at a multiple of `alignment` (a power of
+  /// two, at least 8) inside its segment. Throws as load().
+  template <class Archive>
+  void load_inside(Archive& ar, std::uint64_t bytes, std::uint64_t alignment) {
+    load_at(ar, bytes, alignment);
   }
 
  private:
-  // Refuses an offset that would put min_bytes of object outside the segment.
-  MPROC_API static void check_wire(const SegmentWire& w, std::uint64_t offset,
-                                   std::uint64_t min_bytes);
+  template <class Archive>
+  void load_at(Archive& ar, std::uint64_t bytes, std::uint64_t alignment) {
+    SegmentWire w;
+    std::uint64_t off = 0;
+    ar(w, off);
+    check_wire(w, off, bytes, alignment);
+    segment = Segment::attach(w);  // of w.size bytes, so the check above holds for it
+    offset = off;
+  }
+  // Refuses an offset that would put `bytes` of object outside a segment of w.size
+  // bytes (SerializationError), that is misaligned: not a multiple of 8 or of
+  // `alignment` (SerializationError), or that is not 0 when alignment is 0, for an
+  // object that starts its segment (SharedStateError).
+  MPROC_API static void check_wire(const SegmentWire& w, std::uint64_t offset, std::uint64_t bytes,
+                                   std::uint64_t alignment);
 };
 
 /// The kind tags written at the start of each shared object's block, checked when a
