@@ -537,6 +537,20 @@ TEST(Pool, FiveHundredTwelveWorkersStartRunAMapAndLeaveNothing) {
   EXPECT_TRUE(children_of(::getpid()).empty());
 }
 
+long chunk_of(long) { return static_cast<long>(mproc::current_task()->chunk_size); }
+
+TEST(Pool, ASecondCallOfTheSameFunctionStartsWithChunksSizedByItsCost) {
+  mproc::Pool pool(2);
+  const auto first = pool.map(chunk_of, mproc::range(0L, 200'000L));
+  EXPECT_EQ(first[0], 1);  // a probe: nothing is known of the function yet
+  const long largest = *std::max_element(first.begin(), first.end());
+  EXPECT_GT(largest, 100);
+  // Cheap items, known from the first call: large chunks from the start (how large
+  // depends on the machine's speed; the first call reached `largest`).
+  const auto second = pool.map(chunk_of, mproc::range(0L, 200'000L));
+  EXPECT_GT(second[0], 16);
+}
+
 TEST(Pool, MadeInAShortLivedThreadKeepsItsWorkers) {
   std::unique_ptr<mproc::Pool> pool;
   std::thread([&] { pool = std::make_unique<mproc::Pool>(2); }).join();

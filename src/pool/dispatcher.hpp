@@ -207,7 +207,10 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
         e.status = c.errors == 0 ? TraceStatus::ok : TraceStatus::error;
         tracer_->record(e);
       }
-      if (j != nullptr) update_item_cost(j->cost_ns, static_cast<double>(ns), c.count);
+      if (j != nullptr) {
+        update_item_cost(j->cost_ns, static_cast<double>(ns), c.count);
+        known_costs_.remember(*j->job, j->cost_ns);
+      }
       s.chunks.pop_front();
       return;
     }
@@ -316,8 +319,11 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
     else if (pool().one_item_chunks())
       n = 1;
     else
-      n = adaptive_chunk(j.cost_ns, Pool::target_chunk_ns, max_chunk_items,
-                         Book::remaining_items(j), slots_.size());
+      // A call of a function this pool has run before starts from what its items cost
+      // then, not from one-item probes.
+      n = adaptive_chunk(j.cost_ns >= 0 ? j.cost_ns : known_costs_.recall(*j.job),
+                         Pool::target_chunk_ns, max_chunk_items, Book::remaining_items(j),
+                         slots_.size());
     return static_cast<std::size_t>(std::min<std::uint64_t>(n, cap));
   }
 
@@ -380,6 +386,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
  private:
   std::mutex join_mutex_;
   std::vector<const Job*> kill_requests_;  // shared with user threads, under mutex_
+  KnownCosts known_costs_;
 };
 
 }  // namespace mproc::detail

@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <optional>
+#include <string_view>
+#include <vector>
 
 namespace mproc::detail {
 
@@ -32,5 +35,57 @@ inline std::size_t adaptive_chunk(double cost_ns, double target_ns, std::size_t 
   if (remaining) n = std::min(n, std::max<std::size_t>(1, *remaining / (2 * workers)));
   return n;
 }
+
+/// The item cost each function had in its latest call, so that the next call of the same
+/// function (the same code and the same shipped state) sizes its first chunks from it.
+/// Keeps the last `capacity` functions. Dispatcher thread only.
+class KnownCosts {
+ public:
+  /// Records `cost_ns` (if known) as the cost of `job`'s function.
+  template <class Job>
+  void remember(const Job& job, double cost_ns) {
+    if (cost_ns < 0) return;
+    const Key k = key_of(job);
+    for (auto& e : entries_)
+      if (e.key == k) {
+        e.cost_ns = cost_ns;
+        return;
+      }
+    if (entries_.size() < capacity) {
+      entries_.push_back({k, cost_ns});
+    } else {
+      entries_[next_] = {k, cost_ns};
+      next_ = (next_ + 1) % capacity;
+    }
+  }
+  /// The cost last recorded for `job`'s function, or -1.
+  template <class Job>
+  double recall(const Job& job) const {
+    const Key k = key_of(job);
+    for (auto& e : entries_)
+      if (e.key == k) return e.cost_ns;
+    return -1;
+  }
+
+ private:
+  static constexpr std::size_t capacity = 16;
+  struct Key {
+    const void* code;
+    std::size_t state_hash;
+    bool operator==(const Key&) const = default;
+  };
+  struct Entry {
+    Key key;
+    double cost_ns;
+  };
+  template <class Job>
+  static Key key_of(const Job& job) {
+    const std::string_view state(reinterpret_cast<const char*>(job.state.data()),
+                                 job.state.size());
+    return Key{job.vtable, std::hash<std::string_view>{}(state)};
+  }
+  std::vector<Entry> entries_;
+  std::size_t next_ = 0;
+};
 
 }  // namespace mproc::detail
