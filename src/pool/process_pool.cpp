@@ -262,7 +262,9 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
     put<std::uintptr_t>(out, reinterpret_cast<std::uintptr_t>(job.vtable));
   }
   bool can_take_chunk(const WorkerSlot& w) const {
-    return w.state == WorkerState::alive && w.budget > 0;
+    // A worker still starting has its rings already: its first chunk waits there, and it
+    // starts on it without a round trip through the dispatcher.
+    return (w.state == WorkerState::alive || w.state == WorkerState::starting) && w.budget > 0;
   }
   bool all_started() const {
     // A worker still starting up will want the next chunk: keep second chunks for later.
@@ -563,7 +565,13 @@ bool ProcessPoolCore::read_server_events() {
         if (w.pid == ev.pid) on_exited(w, ev.status);
         break;
       case ServerEvent::spawn_failed:
+        // Whatever was queued for it fails with the pool, below.
         w.state = WorkerState::empty;
+        w.chunks.clear();
+        w.outbox.clear();
+        w.writing = false;
+        w.writer.reset();
+        for (auto& j : jobs_) j.setup.erase(w.slot);
         if (!broken_) {
           broken_ = std::make_exception_ptr(std::system_error(
               ev.status, std::system_category(), "fork for a Pool worker"));
@@ -650,7 +658,7 @@ void ProcessPoolCore::send(WorkerSlot& w, std::vector<std::byte> msg) {
 }
 
 bool ProcessPoolCore::pump_writes(WorkerSlot& w) {
-  if (w.state != WorkerState::alive) return false;
+  if (w.state != WorkerState::alive && w.state != WorkerState::starting) return false;
   bool any = false;
   for (;;) {
     if (!w.writing) {
