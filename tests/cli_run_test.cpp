@@ -184,10 +184,11 @@ TEST_F(Run, NoShellUnlessAskedFor) {
   EXPECT_EQ(direct.code, 0) << direct.err;
   EXPECT_EQ(direct.out, "$MPROC_RUN_TEST_VAR ; echo z\na;b ; echo z\n* ; echo z\n");
 
-  Result shell = run({"--keep-order", "--shell", "--", "echo", "{};", "echo", "z", ":::",
-                      "$MPROC_RUN_TEST_VAR", "a"});
+  // The template is the shell's; the values are quoted for it, so they never execute.
+  Result shell = run({"--keep-order", "--shell", "--", "echo", "$MPROC_RUN_TEST_VAR", "{};", "echo", "z",
+                      ":::", "$MPROC_RUN_TEST_VAR", "a;id", "it's"});
   EXPECT_EQ(shell.code, 0) << shell.err;
-  EXPECT_EQ(shell.out, "expanded\nz\na\nz\n");
+  EXPECT_EQ(shell.out, "expanded $MPROC_RUN_TEST_VAR\nz\nexpanded a;id\nz\nexpanded it's\nz\n");
 }
 
 TEST_F(Run, OutputBlocksNeverInterleave) {
@@ -280,34 +281,37 @@ TEST_F(Run, RetriesRerunAFailedJobAndPrintOnlyTheLastAttempt) {
 
 TEST_F(Run, JoblogHasGnuParallelColumns) {
   Result r = run({"-j", "1", "--joblog", path("log"), "--shell", "--", "{}", ":::", "exit 0", "exit 3",
-                  "kill -TERM $$"});
+                  "kill -TERM $$", "printf 12345"});
   EXPECT_EQ(r.code, 2);
   const auto log = split_lines(slurp(dir_ / "log"));
-  ASSERT_EQ(log.size(), 4u) << slurp(dir_ / "log");
-  EXPECT_EQ(log[0], "Seq\tHost\tStarttime\tJobRuntime\tExitval\tSignal\tCommand");
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  const std::regex row(R"((\d+)\t([^\t]+)\t(\d+\.\d{3})\t(\d+\.\d{3})\t(-?\d+)\t(\d+)\t(.*))");
-  const std::vector<std::vector<std::string>> want{
-      {"1", "0", "0", "exit 0"}, {"2", "3", "0", "exit 3"}, {"3", "-1", "15", "kill -TERM $$"}};
+  ASSERT_EQ(log.size(), 5u) << slurp(dir_ / "log");
+  EXPECT_EQ(log[0], "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand");
+  // GNU parallel's: ":" for this host, the runtime right-aligned in 10 columns, Receive the
+  // bytes of stdout, Exitval 0 beside the signal that killed a job.
+  const std::regex row(R"((\d+)\t:\t(\d+\.\d{3})\t( *\d+\.\d{3})\t0\t(\d+)\t(-?\d+)\t(\d+)\t(.*))");
+  const std::vector<std::vector<std::string>> want{{"1", "0", "0", "0", "exit 0"},
+                                                   {"2", "0", "3", "0", "exit 3"},
+                                                   {"3", "0", "0", "15", "kill -TERM $$"},
+                                                   {"4", "5", "0", "0", "printf 12345"}};
   const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   for (std::size_t i = 0; i < want.size(); ++i) {
     std::smatch m;
     ASSERT_TRUE(std::regex_match(log[i + 1], m, row)) << log[i + 1];
     EXPECT_EQ(m[1], want[i][0]);
-    EXPECT_EQ(m[2], host);
-    EXPECT_NEAR(std::stod(m[3]), now, 60.0);
-    EXPECT_LT(std::stod(m[4]), 30.0);
-    EXPECT_EQ(m[5], want[i][1]);
-    EXPECT_EQ(m[6], want[i][2]);
-    EXPECT_EQ(m[7], want[i][3]);
+    EXPECT_NEAR(std::stod(m[2]), now, 60.0);
+    EXPECT_EQ(m[3].length(), 10) << log[i + 1];
+    EXPECT_LT(std::stod(m[3]), 30.0);
+    EXPECT_EQ(m[4], want[i][1]);
+    EXPECT_EQ(m[5], want[i][2]);
+    EXPECT_EQ(m[6], want[i][3]);
+    EXPECT_EQ(m[7], want[i][4]);
   }
   EXPECT_THAT(r.err, HasSubstr("seq 3: killed by SIGTERM: kill -TERM $$"));
 }
 
 TEST_F(Run, UnwritableJoblogIsAUsageErrorAndNothingRuns) {
   Result r = run({"--joblog", path("no/such/dir/log"), "--", "touch", path("{}"), ":::", "ran"});
-  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.code, 255);
   EXPECT_THAT(r.err, HasSubstr("cannot open joblog"));
   EXPECT_EQ(lines(r.err), 1u);
   EXPECT_FALSE(fs::exists(dir_ / "ran"));
@@ -341,27 +345,34 @@ TEST_F(Run, SigtermStopsTheRunnerAndKillsRunningJobsWithTheirChildren) {
   for (pid_t p : pids) EXPECT_TRUE(dies_within(p, std::chrono::seconds(5))) << p;
 }
 
-TEST_F(Run, UsageErrorsExitTwoWithOneLine) {
+TEST_F(Run, UsageErrorsExit255WithOneLine) {
   const std::vector<std::vector<std::string>> cases{
       {},
       {"--"},
       {"--", ":::", "a"},
       {"-j", "abc", "--", "echo", ":::", "a"},
-      {"-j", "-1", "--", "echo", ":::", "a"},
+      {"-j", "+x", "--", "echo", ":::", "a"},
+      {"-j", "5x", "--", "echo", ":::", "a"},
       {"--timeout", "x", "--", "echo", ":::", "a"},
       {"--timeout", "-2", "--", "echo", ":::", "a"},
       {"--retries", "1.5", "--", "echo", ":::", "a"},
       {"--no-such-flag", "--", "echo", ":::", "a"},
-      {"--", "echo", ":::", "a", ":::", "b"},
+      {"--halt", "later,fail=1", "--", "echo", ":::", "a"},
+      {"--halt", "now,fail=0", "--", "echo", ":::", "a"},
+      {"-N", "x", "--", "echo", ":::", "a"},
+      {"--colsep", "(", "--", "echo", ":::", "a"},
+      {"--", "echo", "{=uc=}", ":::", "a"},
+      {"--", "echo", ":::+", "a"},
+      {"--", "echo", "::::", path("no-such-file")},
   };
   for (const auto& args : cases) {
     Result r = run(args);
-    EXPECT_EQ(r.code, 2) << ::testing::PrintToString(args);
+    EXPECT_EQ(r.code, 255) << ::testing::PrintToString(args);
     EXPECT_EQ(lines(r.err), 1u) << r.err;
     EXPECT_EQ(r.out, "");
   }
   Result none = run({"--", "echo"}, "\n\n");
-  EXPECT_EQ(none.code, 2);
+  EXPECT_EQ(none.code, 255);
   EXPECT_EQ(none.err, "mproc run: no arguments (give them after ::: or on stdin)\n");
 }
 
@@ -369,7 +380,8 @@ TEST_F(Run, HelpDocumentsTheBehaviour) {
   Result r = run({"--help"});
   EXPECT_EQ(r.code, 0);
   for (const char* s : {"--jobs", "--timeout", "--retries", "--keep-order", "--joblog", "--shell", ":::",
-                        "no arguments", "127", "capped at 101", "line per attempt"})
+                        "no arguments", "127", "capped at 101", "line per attempt", "255", "--halt", "--colsep",
+                        "{/.}", "--results", "--line-buffer"})
     EXPECT_THAT(r.out, HasSubstr(s));
 }
 
