@@ -307,7 +307,7 @@ std::vector<std::string> values_of(const Piece& p, const Context& c) {
     case Kind::positional: {
       const long n = static_cast<long>(c.args->size());
       const long i = p.index > 0 ? p.index - 1 : n + p.index;
-      if (i < 0 || i >= n) return {""};
+      if (i < 0 || i >= n) return {};  // nothing, not an empty word (GNU parallel's)
       return {apply_mod((*c.args)[static_cast<std::size_t>(i)], p.mod)};
     }
     case Kind::all: {
@@ -325,20 +325,24 @@ bool has_all(const Word& w) {
 
 /// A word made argv words: a value list ({} of several arguments) breaks the word between
 /// its values, as the shell splits GNU parallel's quoted values joined with spaces.
+/// A word made of nothing but missing values ({3} of two arguments) is no word at all.
 void expand_word(const Word& w, const Context& c, std::vector<std::string>& out) {
   std::string cur;
+  bool any = false;
   for (const auto& p : w) {
     if (p.kind == Kind::text) {
       cur += p.text;
+      any = any || !p.text.empty();
       continue;
     }
     const auto v = values_of(p, c);
     for (std::size_t i = 0; i < v.size(); ++i) {
       if (i > 0) out.push_back(std::exchange(cur, {}));
       cur += v[i];
+      any = true;
     }
   }
-  out.push_back(std::move(cur));
+  if (any) out.push_back(std::move(cur));
 }
 
 /// A word as shell text: literal text verbatim, each value quoted (unless `quote` is
