@@ -454,7 +454,7 @@ const std::vector<Spec>& option_specs() {
       {{"--eta"}, false, [](O& o, const std::string&) { o.progress = Progress::eta; }},
       {{"--progress"}, false, [](O& o, const std::string&) { o.progress = Progress::progress; }},
       {{"-a", "--arg-file"}, true,
-       [](O& o, const std::string& v) { o.sources.push_back({{v}, false}); }},  // read later
+       [](O& o, const std::string& v) { o.arg_files.push_back(v); }},
       {{"--will-cite", "--no-notice"}, false, [](O&, const std::string&) {}},
       {{"-h", "--help"}, false, [](O& o, const std::string&) { o.help = true; }},
   };
@@ -487,7 +487,6 @@ std::string shell_quote(std::string_view s) {
 
 Options parse_options(const std::vector<std::string>& args) {
   Options o;
-  std::vector<std::string> arg_files;  // -a, in order
   std::size_t i = 0;
   for (; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -500,14 +499,7 @@ Options parse_options(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) throw UsageError(fmt::format("option '{}' needs a value", name));
       return args[++i];
     };
-    auto apply = [&](const Spec& s, const std::string& v) {
-      const std::size_t before = o.sources.size();
-      s.set(o, v);
-      if (o.sources.size() != before) {  // -a FILE
-        arg_files.push_back(o.sources.back().values[0]);
-        o.sources.pop_back();
-      }
-    };
+    auto apply = [&](const Spec& s, const std::string& v) { s.set(o, v); };
     if (a.compare(0, 2, "--") == 0) {
       const auto eq = a.find('=');
       const std::string name = a.substr(0, eq);
@@ -533,7 +525,7 @@ Options parse_options(const std::vector<std::string>& args) {
   }
   if (o.help) return o;
   const char sep = o.null_sep ? '\0' : '\n';
-  for (const auto& f : arg_files) o.sources.push_back({read_items(f, sep), false});
+  for (const auto& f : o.arg_files) o.sources.push_back({read_items(f, sep), false});
   for (; i < args.size() && !is_separator(args[i]); ++i) o.command.push_back(args[i]);
   while (i < args.size()) {
     const std::string kind = args[i++];

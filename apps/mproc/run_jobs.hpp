@@ -44,6 +44,7 @@ struct Source {
 struct Options {
   std::vector<std::string> command;  // the template, before the first source
   std::vector<Source> sources;       // empty: stdin
+  std::vector<std::string> arg_files;  // -a FILE, in order: sources before the ::: ones
   std::string jobs = "100%";
   double timeout = 0;  // seconds; 0: none
   double delay = 0;    // seconds between job starts
