@@ -790,6 +790,16 @@ TEST_F(Run, ProgressOnlyOnATerminal) {
   EXPECT_THAT(t.out, HasSubstr("100% 3/3"));
 }
 
+TEST_F(Run, WarnsWhenArgumentsComeFromATerminal) {
+  Result piped = run({"--", "echo"}, "a\n");
+  EXPECT_EQ(piped.out, "a\n");
+  EXPECT_EQ(piped.err, "");
+  if (::access("/usr/bin/script", X_OK) != 0) GTEST_SKIP() << "no script(1) to give it a terminal";
+  // On a pseudo-terminal stdin is the terminal: the warning, then end of input.
+  Result t = run_program({"/usr/bin/script", "-qec", std::string("'") + MPROC_BINARY + "' run -- echo", "/dev/null"});
+  EXPECT_THAT(t.out, HasSubstr("mproc run: warning: reading arguments from the terminal"));
+}
+
 TEST_F(Run, HelpDocumentsTheBehaviour) {
   Result r = run({"--help"});
   EXPECT_EQ(r.code, 0);
