@@ -2,6 +2,9 @@
 // on the top-level CLI11 app; its callback returns the process exit code.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 
 namespace mproc::cli {
@@ -21,8 +24,11 @@ void add_pi(CLI::App& app, int* exit_code);
 void add_dot(CLI::App& app, int* exit_code);
 /// Adds `mproc rangecount`.
 void add_rangecount(CLI::App& app, int* exit_code);
-/// Adds `mproc run`, the parallel command runner.
+/// Lists `mproc run`, the parallel command runner, in the top-level help.
 void add_run(CLI::App& app, int* exit_code);
+/// Runs `mproc run` with the words after `run`; returns the exit code (GNU parallel's:
+/// failed jobs up to 101, 255 for usage and other errors).
+int run_main(const std::vector<std::string>& args);
 /// Adds `mproc trace-view`, which draws a trace file as an HTML timeline.
 void add_trace_view(CLI::App& app, int* exit_code);
 

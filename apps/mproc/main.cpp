@@ -1,6 +1,6 @@
 // The mproc command-line tool. Exit codes: 0 success, 1 some tasks failed,
-// 2 usage or input error (one line on stderr, never a stack dump); `mproc run` exits with
-// the number of failed jobs, capped at 101.
+// 2 usage or input error (one line on stderr, never a stack dump); `mproc run` follows GNU
+// parallel: the number of failed jobs, capped at 101, and 255 for usage errors.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Run `mproc SUBCOMMAND --help` for a subcommand's options.\n"
       "Exit codes: 0 success, 1 some tasks failed, 2 usage or input error;\n"
-      "`mproc run` exits with the number of failed jobs, at most 101.");
+      "`mproc run` exits with the number of failed jobs, at most 101 (255:\n"
+      "usage error), as GNU parallel does.");
 
   int exit_code = mproc::cli::ok;
   mproc::cli::add_info(app, &exit_code);
@@ -89,6 +90,9 @@ int main(int argc, char** argv) {
   mproc::cli::add_run(app, &exit_code);
   mproc::cli::add_trace_view(app, &exit_code);
 
+  // `mproc run` parses GNU parallel's options itself: nothing after `run` is CLI11's.
+  if (argc >= 2 && std::string_view(argv[1]) == "run")
+    return mproc::cli::run_main(std::vector<std::string>(argv + 2, argv + argc));
   if (const std::string error = check_subcommand(app, argc, argv); !error.empty()) {
     fmt::print(stderr, "mproc: {}\n", error);
     return mproc::cli::usage_error;
