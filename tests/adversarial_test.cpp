@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "proc_counts.hpp"
+
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -181,30 +183,8 @@ TEST(Adversarial, StormWithHangsUnderATimeoutAccountsForEveryItem) {
   expect_each_ran_once();
 }
 
-std::size_t count_dir(const std::string& path) {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(path)) ++n;
-  return n;
-}
-
-/// Live (not zombie) processes whose parent is `parent`.
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> out;
-  for (auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), {});
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + close + 2, "%c %d", &state, &ppid) == 2 &&
-        ppid == parent && state != 'Z')
-      out.push_back(std::stoi(name));
-  }
-  return out;
-}
+using proc_counts::children_of;
+using proc_counts::count_dir;
 
 long twice(long x) { return 2 * x; }
 
@@ -219,9 +199,9 @@ int crash_kind(int k) {
 }
 
 TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
-  const std::size_t fds0 = count_dir("/proc/self/fd");
-  const std::size_t threads0 = count_dir("/proc/self/task");
-  const std::size_t shm0 = count_dir("/dev/shm");
+  const int fds0 = count_dir("/proc/self/fd");
+  const int threads0 = count_dir("/proc/self/task");
+  const int shm0 = count_dir("/dev/shm");
   {
     mproc::Pool pool(2);
     const auto servers = children_of(::getpid());
@@ -236,8 +216,8 @@ TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
       EXPECT_EQ(children_of(servers[0]).size(), 2u);
     };
     settle();
-    const std::size_t fds = count_dir("/proc/self/fd");
-    const std::size_t threads = count_dir("/proc/self/task");
+    const int fds = count_dir("/proc/self/fd");
+    const int threads = count_dir("/proc/self/task");
     for (int k = 0; k < 200; ++k) {
       try {
         pool.apply(crash_kind, k);

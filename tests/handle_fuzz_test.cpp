@@ -11,6 +11,8 @@
 // live object of the same type was spliced in.
 #include <gtest/gtest.h>
 
+#include "proc_counts.hpp"
+
 #include <dirent.h>
 #include <unistd.h>
 
@@ -62,24 +64,9 @@ Bytes with_u64(Bytes b, std::size_t at, std::uint64_t v) {
   return b;
 }
 
-int count_dir(const char* path) {
-  int n = 0;
-  if (DIR* d = ::opendir(path)) {
-    while (dirent* e = ::readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-int open_fds() { return count_dir("/proc/self/fd") - 1; }  // minus opendir's own fd
-
-int mproc_mappings() {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);)
-    if (line.find("memfd:mproc:") != std::string::npos) ++n;
-  return n;
-}
+using proc_counts::count_dir;
+using proc_counts::mproc_mappings;
+using proc_counts::open_fds;
 
 // ---- the shared types ---------------------------------------------------------------------
 //

@@ -10,6 +10,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "proc_counts.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -37,29 +39,8 @@ using ::testing::HasSubstr;
 long square(long x) { return x * x; }
 int add(int a, int b) { return a + b; }
 
-std::size_t count_dir(const char* path) {
-  std::size_t n = 0;
-  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(path)) ++n;
-  return n;
-}
-
-/// Processes whose parent is `parent`, from /proc/<pid>/stat.
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> out;
-  for (auto& e : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), {});
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + close + 2, "%c %d", &state, &ppid) == 2 && ppid == parent)
-      out.push_back(std::stoi(name));
-  }
-  return out;
-}
+using proc_counts::children_of;
+using proc_counts::count_dir;
 
 /// Running, as opposed to gone or a zombie (an orphan's zombie waits for init to reap it).
 bool alive(pid_t pid) {
@@ -423,9 +404,9 @@ long slow_square(long x) {
 }
 
 TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
-  const std::size_t fds = count_dir("/proc/self/fd");
-  const std::size_t threads = count_dir("/proc/self/task");
-  const std::size_t shm = count_dir("/dev/shm");
+  const int fds = count_dir("/proc/self/fd");
+  const int threads = count_dir("/proc/self/task");
+  const int shm = count_dir("/dev/shm");
   mproc::Future<std::vector<long>> f;
   {
     mproc::Pool pool(2);
@@ -440,8 +421,8 @@ TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
 }
 
 TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
-  const std::size_t fds = count_dir("/proc/self/fd");
-  const std::size_t threads = count_dir("/proc/self/task");
+  const int fds = count_dir("/proc/self/fd");
+  const int threads = count_dir("/proc/self/task");
   mproc::Future<std::vector<int>> f;
   {
     mproc::Pool pool(2);
@@ -519,7 +500,7 @@ long pid_times(long x) { return static_cast<long>(::getpid()) * 10'000 + x; }
 TEST(Pool, FiveHundredTwelveWorkersStartRunAMapAndLeaveNothing) {
   // A few hundred spawn commands fill the fork server's socket buffer; the pool used to
   // take EAGAIN for the server's death (BrokenPool, or a hang in the destructor).
-  const std::size_t fds = count_dir("/proc/self/fd");
+  const int fds = count_dir("/proc/self/fd");
   std::set<long> pids;
   {
     mproc::Pool pool(512);

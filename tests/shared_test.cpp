@@ -3,6 +3,8 @@
 // handles shipped to pool workers that started before the objects existed, and leaks.
 #include <gtest/gtest.h>
 
+#include "proc_counts.hpp"
+
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -32,25 +34,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-int count_dir(const char* path) {
-  int n = 0;
-  if (DIR* d = ::opendir(path)) {
-    while (dirent* e = ::readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
-int open_fds() { return count_dir("/proc/self/fd") - 1; }  // minus opendir's own fd
-
-int mproc_mappings() {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);)
-    if (line.find("memfd:mproc:") != std::string::npos) ++n;
-  return n;
-}
+using proc_counts::count_dir;
+using proc_counts::mproc_mappings;
+using proc_counts::open_fds;
 
 // Runs f in `n` processes (argument: the process's index) and joins them, failing the
 // test if one does not end within the timeout or exits non-zero.

@@ -1,0 +1,59 @@
+// What this process holds, counted from /proc: for the tests that check nothing leaks.
+#pragma once
+
+#include <dirent.h>
+#include <sys/types.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace proc_counts {
+
+/// Entries of a directory, without "." and "..".
+inline int count_dir(const char* path) {
+  int n = 0;
+  if (DIR* d = ::opendir(path)) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+/// Open file descriptors, not counting the one count_dir itself holds.
+inline int open_fds() { return count_dir("/proc/self/fd") - 1; }
+
+/// mproc's shared memory mappings (memfds named mproc:...).
+inline int mproc_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  int n = 0;
+  for (std::string line; std::getline(maps, line);)
+    if (line.find("memfd:mproc:") != std::string::npos) ++n;
+  return n;
+}
+
+/// Processes whose parent is `parent`, zombies included (an unreaped child is a leak too).
+inline std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  if (DIR* d = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream f("/proc/" + name + "/stat");
+      const std::string stat((std::istreambuf_iterator<char>(f)), {});
+      const auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      char state = 0;
+      int ppid = 0;
+      if (std::sscanf(stat.c_str() + close + 2, "%c %d", &state, &ppid) == 2 && ppid == parent)
+        out.push_back(std::stoi(name));
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+}  // namespace proc_counts
