@@ -6,12 +6,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -36,9 +38,11 @@
 namespace {
 std::atomic<bool> g_watch{false};
 std::atomic<std::size_t> g_largest{0};
+std::atomic<std::size_t> g_total{0};
 
 void note_allocation(std::size_t n) {
   if (!g_watch.load(std::memory_order_relaxed)) return;
+  g_total.fetch_add(n, std::memory_order_relaxed);
   std::size_t seen = g_largest.load(std::memory_order_relaxed);
   while (n > seen && !g_largest.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
   }
@@ -57,6 +61,15 @@ std::size_t largest_allocation(F&& f) {
   }
   g_watch = false;
   return g_largest.load();
+}
+
+/// Runs `f` and returns the bytes it requested in all, freed or not: more than the peak
+/// it held, never less.
+template <class F>
+std::size_t total_allocation(F&& f) {
+  g_total = 0;
+  (void)largest_allocation(std::forward<F>(f));
+  return g_total.load();
 }
 }  // namespace
 
@@ -383,6 +396,28 @@ TEST(SerializeRoundTrip, Associative) {
   EXPECT_EQ(round_trip(std::set<int, std::greater<>>{1, 2, 3}), (std::set<int, std::greater<>>{1, 2, 3}));
 }
 
+TEST(SerializeRoundTrip, MultiContainers) {
+  // Equal keys keep the order their values were inserted in.
+  const std::multimap<int, std::string> mm{{2, "b"}, {1, "a"}, {2, "a"}, {2, "c"}, {0, ""}};
+  const auto mm2 = round_trip(mm);
+  EXPECT_EQ(mm2, mm);
+  const auto [lo, hi] = mm2.equal_range(2);
+  std::vector<std::string> under_2;
+  for (auto it = lo; it != hi; ++it) under_2.push_back(it->second);
+  EXPECT_EQ(under_2, (std::vector<std::string>{"b", "a", "c"}));
+  const std::multiset<std::string> ms{"x", "y", "x", "", "x"};
+  EXPECT_EQ(round_trip(ms), ms);
+  EXPECT_EQ(round_trip(ms).count("x"), 3u);
+  const std::unordered_multimap<int, int> umm{{1, 1}, {1, 2}, {3, 3}, {1, 1}};
+  EXPECT_EQ(round_trip(umm), umm);
+  const std::unordered_multiset<std::string> ums{"p", "p", "q"};
+  EXPECT_EQ(round_trip(ums), ums);
+  // A set's bytes are a multiset's (the reverse holds when no key repeats).
+  const std::set<int> s{1, 5, 9};
+  EXPECT_EQ(dumps(s), dumps(std::multiset<int>{9, 5, 1}));
+  EXPECT_EQ(loads<std::multiset<int>>(dumps(s)), (std::multiset<int>{1, 5, 9}));
+}
+
 TEST(SerializeRoundTrip, NestedStdTypes) {
   using Cell = std::optional<std::variant<int, std::string>>;
   using T = std::map<std::string, std::vector<Cell>>;
@@ -636,6 +671,64 @@ TEST(SerializeMalformed, DuplicateKeys) {
     s.insert(s.end(), k.begin(), k.end());
   }
   expect_error<std::set<int>>(s, "duplicate key");
+}
+
+// Each encoding of `keys` (ints), with the count in front: the bytes of a set<int>.
+Bytes set_bytes(std::initializer_list<int> keys) {
+  Bytes b;
+  append_u64(b, keys.size());
+  for (int key : keys) {
+    const Bytes k = dumps(key);
+    b.insert(b.end(), k.begin(), k.end());
+  }
+  return b;
+}
+
+TEST(SerializeMalformed, OrderedKeysMustBeIncreasing) {
+  // A std::map or std::set iterates in key order, so its encoding lists the keys in that
+  // order; bytes listing them otherwise are a second encoding of the same value.
+  Bytes m;
+  append_u64(m, 2);
+  for (int key : {7, 5}) {
+    const Bytes k = dumps(key, std::string("v"));
+    m.insert(m.end(), k.begin(), k.end());
+  }
+  expect_error<std::map<int, std::string>>(m, "keys out of order in std::map<int, ");
+  expect_error<std::set<int>>(set_bytes({7, 5}), "keys out of order in std::set<int");
+  expect_error<std::set<int>>(set_bytes({1, 2, 3, 9, 4}), "at element 4");
+  // Of the orders of {1, 2, 3}, exactly the sorted one decodes.
+  std::array<int, 3> keys{1, 2, 3};
+  int accepted = 0;
+  do {
+    try {
+      EXPECT_EQ(loads<std::set<int>>(set_bytes({keys[0], keys[1], keys[2]})), (std::set<int>{1, 2, 3}));
+      ++accepted;
+      EXPECT_EQ(keys, (std::array<int, 3>{1, 2, 3}));
+    } catch (const SerializationError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("keys out of order"));
+    }
+  } while (std::next_permutation(keys.begin(), keys.end()));
+  EXPECT_EQ(accepted, 1);
+  // The order is the container's own: a set with std::greater lists its keys descending.
+  EXPECT_EQ((loads<std::set<int, std::greater<>>>(set_bytes({7, 5}))), (std::set<int, std::greater<>>{5, 7}));
+  expect_error<std::set<int, std::greater<>>>(set_bytes({5, 7}), "keys out of order");
+  // Unordered containers have no order to keep.
+  EXPECT_EQ(loads<std::unordered_set<int>>(set_bytes({7, 5})), (std::unordered_set<int>{5, 7}));
+}
+
+TEST(SerializeMalformed, MultiKeysMayRepeatButNotDescend) {
+  EXPECT_EQ(loads<std::multiset<int>>(set_bytes({5, 5, 7})), (std::multiset<int>{5, 5, 7}));
+  expect_error<std::multiset<int>>(set_bytes({5, 7, 5}), "keys out of order in std::multiset<int");
+  expect_error<std::set<int>>(set_bytes({5, 5, 7}), "duplicate key in std::set<int");
+  Bytes m;
+  append_u64(m, 3);
+  for (int key : {1, 1, 0}) {
+    const Bytes k = dumps(key, key);
+    m.insert(m.end(), k.begin(), k.end());
+  }
+  expect_error<std::multimap<int, int>>(m, "keys out of order in std::multimap<int, int");
+  EXPECT_EQ((loads<std::unordered_multimap<int, int>>(m)), (std::unordered_multimap<int, int>{{1, 1}, {1, 1}, {0, 0}}));
+  expect_error<std::unordered_map<int, int>>(m, "duplicate key");
 }
 
 TEST(SerializeMalformed, TrailingBytesThrow) {

@@ -23,8 +23,10 @@
 //   pair, tuple             the members in order
 //   optional<T>             1 byte 0/1, then the value when 1
 //   variant<T...>           index (u8, or u32 past 256 alternatives), then the alternative
-//   map, unordered_map      u64 count, then key, value, key, value...
-//   set, unordered_set      u64 count, then the keys
+//   map, multimap           u64 count, then key, value, key, value... in key order
+//   set, multiset           u64 count, then the keys in key order
+//   unordered_[multi]map    u64 count, then key, value... in the container's own order
+//   unordered_[multi]set    u64 count, then the keys in the container's own order
 //   user type               whatever its serialize() writes, nothing around it
 //   trivially copyable      sizeof(T) bytes, copied as they are in memory
 // A run of values whose memory is its own encoding (arithmetic types, enums with a fixed
@@ -36,9 +38,12 @@
 //   - Every read is bounds-checked; malformed, truncated or hostile input throws
 //     SerializationError, saying what was wrong, and never reads out of bounds.
 //   - No invalid value is created: bool bytes, optional flags and variant indices are
-//     checked; enums without a fixed underlying type are refused at compile time. Maps
-//     and sets refuse duplicate keys and vector<bool> nonzero padding bits, so a value
-//     has one encoding (unordered containers aside, whose order is their own).
+//     checked; enums without a fixed underlying type are refused at compile time.
+//   - A value has one encoding (unordered containers aside, whose order is their own):
+//     map and set refuse keys out of their comparator's order or repeated, multimap and
+//     multiset keys out of order (equal keys may repeat, their values in the order they
+//     were inserted); unordered_map and unordered_set refuse a repeated key, which would
+//     otherwise be dropped; vector<bool> refuses nonzero padding bits.
 //   - A count is accepted only if count * (fewest bytes an element can encode to) fits in
 //     the bytes left, so the decoder never allocates more than a valid message of the same
 //     length could need. A user type counts as at least 1 byte; a container whose user-type
@@ -60,6 +65,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
@@ -80,8 +86,8 @@ static_assert(std::endian::native == std::endian::little,
 
 /// True for the types the archives can encode and decode: arithmetic types, enums with a
 /// fixed underlying type, std::string, vector, array, C arrays, pair, tuple, optional,
-/// variant, map, unordered_map, set, unordered_set of serializable types, types with a
-/// serialize(Archive&) member or free function, and other trivially copyable types.
+/// variant, [unordered_][multi]map and [unordered_][multi]set of serializable types, types
+/// with a serialize(Archive&) member or free function, and other trivially copyable types.
 /// References and cv-qualifiers are ignored.
 template <class T>
 concept serializable = detail::is_serializable<std::remove_cvref_t<T>>();
@@ -548,11 +554,22 @@ struct Codec {
     for (std::size_t i = 0; i < n; ++i) {
       Key key{};
       load(ar, key);
+      if constexpr (StdTraits<C>::ordered) {
+        // One value, one encoding: the keys come in the container's own order, which is
+        // how the encoder iterates. Checked against the last key, so the end() hint
+        // below is exact and each insertion is amortised constant time.
+        if (!c.empty()) {
+          const Key& last = key_of<is_map>(*std::prev(c.end()));
+          if (c.key_comp()(key, last)) [[unlikely]]
+            throw_key(i, "keys out of order in ", &type_name<C>);
+          if (!StdTraits<C>::multi && !c.key_comp()(last, key)) [[unlikely]]
+            throw_key(i, "duplicate key in ", &type_name<C>);
+        }
+      }
       const std::size_t before = c.size();
       if constexpr (is_map) {
         typename C::mapped_type value{};
         load(ar, value);
-        // Keys arrive sorted from a std::map, which makes the end() hint exact.
         if constexpr (StdTraits<C>::ordered)
           c.emplace_hint(c.end(), std::move(key), std::move(value));
         else
@@ -563,11 +580,24 @@ struct Codec {
         else
           c.emplace(std::move(key));
       }
-      // A repeated key would silently shrink the container; the encoder never writes one.
-      if (c.size() == before) [[unlikely]]
-        throw_serialization_error("duplicate key in " + type_name<C>() + " at element " +
-                                  std::to_string(i));
+      // A repeated key would silently shrink an unordered container; the encoder never
+      // writes one. (The ordered ones refused it above.)
+      if (!StdTraits<C>::multi && c.size() == before) [[unlikely]]
+        throw_key(i, "duplicate key in ", &type_name<C>);
     }
+  }
+
+  template <bool IsMap, class V>
+  static const auto& key_of(const V& element) {
+    if constexpr (IsMap)
+      return element.first;
+    else
+      return element;
+  }
+
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_key(std::size_t i, const char* what,
+                                                               std::string (*name)()) {
+    throw_serialization_error(what + name() + " at element " + std::to_string(i));
   }
 };
 

@@ -45,8 +45,8 @@ enum class Kind {
   tuple,          // the elements in order
   optional,       // one byte 0/1, then the value when 1
   variant,        // index (u8, or u32 past 256 alternatives), then the alternative
-  map,            // u64 count, then key, value pairs (map and unordered_map)
-  set,            // u64 count, then keys (set and unordered_set)
+  map,            // u64 count, then key, value pairs ([unordered_][multi]map)
+  set,            // u64 count, then keys ([unordered_][multi]set)
   user,           // whatever the type's serialize() writes
   raw,            // any other trivially copyable type: sizeof(T) bytes, copied as is
 };
@@ -108,25 +108,56 @@ template <class... T>
 struct StdTraits<std::variant<T...>> : StdTraitsBase {
   static constexpr Kind kind = Kind::variant;
 };
+// `ordered`: iterates in key order, so the keys of an encoding must come in that order
+// (strictly for map and set, non-decreasing for the multi- containers). `multi`: equal
+// keys may repeat; otherwise a repeated key is refused, as it would be dropped.
 template <class K, class V, class C, class A>
 struct StdTraits<std::map<K, V, C, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::map;
   static constexpr bool ordered = true;
+  static constexpr bool multi = false;
+};
+template <class K, class V, class C, class A>
+struct StdTraits<std::multimap<K, V, C, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::map;
+  static constexpr bool ordered = true;
+  static constexpr bool multi = true;
 };
 template <class K, class V, class H, class E, class A>
 struct StdTraits<std::unordered_map<K, V, H, E, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::map;
   static constexpr bool ordered = false;
+  static constexpr bool multi = false;
+};
+template <class K, class V, class H, class E, class A>
+struct StdTraits<std::unordered_multimap<K, V, H, E, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::map;
+  static constexpr bool ordered = false;
+  static constexpr bool multi = true;
 };
 template <class K, class C, class A>
 struct StdTraits<std::set<K, C, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::set;
   static constexpr bool ordered = true;
+  static constexpr bool multi = false;
+};
+template <class K, class C, class A>
+struct StdTraits<std::multiset<K, C, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::set;
+  static constexpr bool ordered = true;
+  static constexpr bool multi = true;
 };
 template <class K, class H, class E, class A>
 struct StdTraits<std::unordered_set<K, H, E, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::set;
   static constexpr bool ordered = false;
+  static constexpr bool multi = false;
+};
+template <class K, class H, class E, class A>
+struct StdTraits<std::unordered_multiset<K, H, E, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::set;
+  static constexpr bool ordered = false;
+  static constexpr bool multi = true;
 };
 template <class C, class Tr>
 struct StdTraits<std::basic_string_view<C, Tr>> {
