@@ -731,6 +731,40 @@ TEST(SerializeMalformed, MultiKeysMayRepeatButNotDescend) {
   expect_error<std::unordered_map<int, int>>(m, "duplicate key");
 }
 
+TEST(SerializeMalformed, DecodeAllocationIsBoundedByTheInput) {
+  // 16 KiB of zeros read as a vector of empty optionals of 64 KiB arrays: one byte per
+  // element on the wire, 64 KiB per element in memory. It used to allocate 1 GiB.
+  using Big = std::vector<std::optional<std::array<char, 65536>>>;
+  Bytes b;
+  append_u64(b, 16384 - 8);
+  b.resize(16384, std::byte{0});
+  const std::size_t total = total_allocation([&] {
+    try {
+      (void)loads<Big>(b);
+      ADD_FAILURE() << "16 KiB decoded into a vector of 16376 64 KiB optionals";
+    } catch (const SerializationError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("of 16376 elements would allocate"));
+    }
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+}
+
+TEST(SerializeMalformed, DecodeAllocationIsBoundedInTotal) {
+  // Each inner vector alone stays under the fixed allowance (900 x 64 KiB, 59 MB); the 16
+  // of them together (944 MB from 14.5 KiB) do not: the bound is on the whole value, not
+  // on each allocation.
+  using Inner = std::vector<std::optional<std::array<char, 65536>>>;
+  Bytes b;
+  append_u64(b, 16);
+  for (int i = 0; i < 16; ++i) {
+    append_u64(b, 900);
+    b.insert(b.end(), 900, std::byte{0});
+  }
+  const std::size_t total = total_allocation(
+      [&] { EXPECT_THROW((void)loads<std::vector<Inner>>(b), SerializationError); });
+  EXPECT_LT(total, std::size_t{128} << 20);
+}
+
 TEST(SerializeMalformed, TrailingBytesThrow) {
   Bytes b = dumps(42);
   b.push_back(std::byte{0});
@@ -781,6 +815,55 @@ struct ThrowsOnCopy {
   }
   int dummy = 0;
 };
+
+TEST(SerializeEncode, WhatTheDecoderWouldRefuseForItsAllocationIsRefusedAtEncode) {
+  // n empty optionals of 64 KiB arrays: 8 + n bytes, n * 65537 bytes to decode into. The
+  // largest n the budget allows round-trips; one more is refused on both sides.
+  using Opt = std::optional<std::array<char, 65536>>;
+  using Big = std::vector<Opt>;
+  constexpr std::size_t allowance = mproc::InputArchive::alloc_allowance;
+  constexpr std::size_t per_byte = mproc::InputArchive::alloc_per_byte;
+  static_assert(mproc::OutputArchive::alloc_allowance == allowance);
+  const std::size_t most = (allowance + 8 * per_byte) / (sizeof(Opt) - per_byte);
+  ASSERT_LE(most * sizeof(Opt), allowance + per_byte * (8 + most));
+  ASSERT_GT((most + 1) * sizeof(Opt), allowance + per_byte * (9 + most));
+  EXPECT_EQ(round_trip(Big(most)).size(), most);
+
+  Bytes buffer = bytes_of({1, 2});
+  try {
+    mproc::dump_into(buffer, Big(most + 1));
+    ADD_FAILURE() << "encoded what the decoder refuses";
+  } catch (const SerializationError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("would allocate " + std::to_string((most + 1) * sizeof(Opt))));
+  }
+  EXPECT_EQ(buffer, bytes_of({1, 2})) << "dump_into must leave the buffer as it was";
+  Bytes b;
+  append_u64(b, most + 1);
+  b.resize(8 + most + 1, std::byte{0});
+  EXPECT_THROW((void)loads<Big>(b), SerializationError);
+
+  // The budget is per value: two values each within theirs encode and decode together,
+  // in one call or in two.
+  const Bytes two = dumps(Big(most), Big(most));
+  Big x, y;
+  mproc::loads_into(two, x, y);
+  EXPECT_EQ(x.size() + y.size(), 2 * most);
+  mproc::InputArchive in(two);
+  in(x);
+  in(y);
+  EXPECT_TRUE(in.at_end());
+  EXPECT_EQ(x.size() + y.size(), 2 * most);
+}
+
+TEST(SerializeEncode, LargeDenseValuesAreWithinTheBudget) {
+  // Containers whose elements are at least a few bytes on the wire are nowhere near the
+  // allowance, whatever their size: a million-node map, a vector of 3 million strings.
+  std::map<std::int32_t, std::int32_t> m;
+  for (std::int32_t i = 0; i < 1'000'000; ++i) m.emplace_hint(m.end(), i, -i);
+  EXPECT_EQ(round_trip(m), m);
+  const std::vector<std::string> strings(3'000'000, "x");
+  EXPECT_EQ(round_trip(strings), strings);
+}
 
 TEST(SerializeEncode, ValuelessVariantIsRefused) {
   using Throws = ThrowsOnCopy;

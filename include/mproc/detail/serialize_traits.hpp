@@ -31,6 +31,9 @@ class InputArchive;
 
 namespace detail {
 
+template <class T>
+inline constexpr bool always_false_v = false;
+
 /// The wire encoding a type gets. The order of the checks in kind_of() is the precedence.
 enum class Kind {
   unsupported,
@@ -326,6 +329,40 @@ constexpr std::size_t min_size() {
 
 template <class T>
 inline constexpr std::size_t min_size_v = min_size<T>();
+
+// ---- the decode allocation budget ----
+
+/// Decoding one value may allocate, for the elements of the containers in it, at most
+/// alloc_allowance + alloc_per_byte * (the bytes left when the value starts). Valid data
+/// sits far inside it: a vector<double> or a string needs 1 byte per input byte, a
+/// std::set<char> node 40. What it stops is a few input bytes asking for a lot of memory:
+/// a std::nullopt is 1 byte on the wire and may be sizeof(T) in a vector.
+inline constexpr std::size_t alloc_allowance = std::size_t{64} << 20;
+inline constexpr std::size_t alloc_per_byte = 64;
+
+/// The budget of a value that starts with `input_bytes` left, saturating.
+constexpr std::size_t alloc_budget(std::size_t input_bytes) noexcept {
+  if (input_bytes > (SIZE_MAX - alloc_allowance) / alloc_per_byte) return SIZE_MAX;
+  return alloc_allowance + alloc_per_byte * input_bytes;
+}
+
+/// What one element of container C costs the budget: its size in the container, plus the
+/// node links of a node-based container (libstdc++'s: a red-black node holds a colour and
+/// three pointers; a hash node a next pointer and maybe the hash, and the bucket array a
+/// pointer per element). An estimate of what the allocator is asked for, the same on
+/// both sides: the encoder adds up the same charges and refuses what the decoder would.
+template <class C>
+constexpr std::size_t alloc_per_element() {
+  constexpr Kind k = kind_v<C>;
+  constexpr std::size_t ptr = sizeof(void*);
+  if constexpr (k == Kind::string || k == Kind::vector) {
+    return sizeof(typename C::value_type);
+  } else if constexpr (k == Kind::map || k == Kind::set) {
+    return sizeof(typename C::value_type) + (StdTraits<C>::ordered ? 4 * ptr : 3 * ptr);
+  } else {
+    static_assert(always_false_v<C>, "not a container");
+  }
+}
 
 // ---- error messages: built only on the failure path ----
 
