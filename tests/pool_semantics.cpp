@@ -16,7 +16,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
+#include <forward_list>
 #include <fstream>
 #include <list>
 #include <map>
@@ -125,6 +127,46 @@ TEST_P(PoolSemantics, MapOverRangeStringsListAndSinglePassInputs) {
   EXPECT_TRUE(pool.map([](int x) { return x; }, std::list<int>{}).empty());
   EXPECT_TRUE(pool.map_async([](int x) { return x; }, mproc::range(5, 5)).get().empty());
   EXPECT_EQ(pool.map_reduce([](int x) { return x; }, std::plus<>{}, mproc::range(0)), 0);
+}
+
+std::list<std::string> reverse_and_mark(const std::list<std::string>& l) {
+  std::list<std::string> out;
+  for (const std::string& s : l) out.push_front(s + "*");
+  return out;
+}
+
+TEST_P(PoolSemantics, StandardContainersTravelAsArgumentsAndResults) {
+  auto pool = make_pool();
+  std::vector<std::list<std::string>> inputs;
+  for (int i = 0; i < 300; ++i) {
+    std::list<std::string> l;
+    for (int j = 0; j < i % 7; ++j) l.push_back(std::to_string(i) + ":" + std::to_string(j));
+    inputs.push_back(std::move(l));
+  }
+  const auto out = pool.map(reverse_and_mark, inputs, {.chunksize = 4});
+  ASSERT_EQ(out.size(), inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    std::list<std::string> expected;
+    for (const std::string& s : inputs[i]) expected.push_front(s + "*");
+    EXPECT_EQ(out[i], expected) << "item " << i;
+  }
+
+  const auto countdown = pool.apply(
+      [](int n) {
+        std::deque<int> d;
+        for (int i = 0; i < n; ++i) d.push_front(i);
+        return d;
+      },
+      5);
+  EXPECT_EQ(countdown, (std::deque<int>{4, 3, 2, 1, 0}));
+  const auto by_parity = pool.apply(
+      [](const std::forward_list<int>& f) {
+        std::multimap<int, int> m;
+        for (int x : f) m.emplace(x % 2, x);
+        return m;
+      },
+      std::forward_list<int>{1, 2, 3, 4, 5});
+  EXPECT_EQ(by_parity, (std::multimap<int, int>{{1, 1}, {0, 2}, {1, 3}, {0, 4}, {1, 5}}));
 }
 
 TEST_P(PoolSemantics, MapAsyncStarmapAndStarmapAsync) {

@@ -23,8 +23,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <forward_list>
 #include <limits>
+#include <list>
 #include <map>
 #include <new>
 #include <optional>
@@ -159,7 +162,8 @@ using TF = std::vector<std::string>;
 using TG = std::tuple<std::vector<Pod>, std::u16string, std::optional<std::vector<std::vector<int>>>,
                       std::set<std::vector<bool>>, Level>;
 using TH = std::tuple<std::multimap<std::int16_t, std::string>, std::multiset<std::uint8_t>,
-                      std::set<std::pair<std::uint8_t, std::uint8_t>>>;
+                      std::set<std::pair<std::uint8_t, std::uint8_t>>, std::deque<std::int16_t>,
+                      std::list<std::optional<std::string>>, std::forward_list<std::vector<bool>>>;
 
 // ---- random values ----
 
@@ -291,12 +295,16 @@ struct Gen {
   }
   TH h() {
     TH t;
-    auto& [mm, ms, pairs] = t;
+    auto& [mm, ms, pairs, dq, li, fl] = t;
     // Few distinct keys, so that equal ones repeat.
     for (std::size_t i = small(); i > 0; --i) mm.emplace(static_cast<std::int16_t>(below(4)), text());
     for (std::size_t i = small(); i > 0; --i) ms.insert(static_cast<std::uint8_t>(below(6)));
     for (std::size_t i = small(); i > 0; --i)
       pairs.emplace(static_cast<std::uint8_t>(below(3)), static_cast<std::uint8_t>(rng()));
+    for (std::size_t i = small(); i > 0; --i) dq.push_back(static_cast<std::int16_t>(rng()));
+    for (std::size_t i = small(); i > 0; --i)
+      li.push_back(coin() ? std::optional<std::string>(text()) : std::nullopt);
+    for (std::size_t i = small(); i > 0; --i) fl.push_front(bits());
     return t;
   }
 };
@@ -423,8 +431,10 @@ void decode_all(std::span<const std::byte> input, Reused& r, bool reuse, std::ui
   decode_as(input, "F (vector<string>)", r.f, reuse, iteration, counts, keep);
   decode_as(input, "G (tuple<vector<Pod>, u16string, optional<...>, set<vector<bool>>, enum>)",
             r.g, reuse, iteration, counts, keep);
-  decode_as(input, "H (tuple<multimap<i16, string>, multiset<u8>, set<pair<u8, u8>>>)", r.h,
-            reuse, iteration, counts, keep);
+  decode_as(input,
+            "H (tuple<multimap<i16, string>, multiset<u8>, set<pair<u8, u8>>, deque<i16>, "
+            "list<optional<string>>, forward_list<vector<bool>>>)",
+            r.h, reuse, iteration, counts, keep);
 }
 
 // ---- mutations ----

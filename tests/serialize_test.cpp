@@ -13,8 +13,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <forward_list>
 #include <functional>
 #include <limits>
+#include <list>
 #include <map>
 #include <memory>
 #include <new>
@@ -225,6 +228,11 @@ static_assert(mproc::serializable<Color>);
 static_assert(mproc::serializable<std::byte>);
 static_assert(mproc::serializable<Legacy>);
 static_assert(mproc::serializable<int[3]>);
+static_assert(mproc::serializable<std::deque<std::string>>);
+static_assert(mproc::serializable<std::list<std::optional<Member>>>);
+static_assert(mproc::serializable<std::forward_list<std::multimap<int, std::deque<bool>>>>);
+static_assert(!mproc::serializable<std::list<NotSerializable>>);
+static_assert(!mproc::serializable<std::deque<std::string_view>>);
 static_assert(!mproc::serializable<Unfixed>);
 static_assert(!mproc::serializable<NotSerializable>);
 static_assert(!mproc::serializable<std::vector<NotSerializable>>);
@@ -396,6 +404,40 @@ TEST(SerializeRoundTrip, Associative) {
   EXPECT_EQ(round_trip(std::set<int, std::greater<>>{1, 2, 3}), (std::set<int, std::greater<>>{1, 2, 3}));
 }
 
+TEST(SerializeRoundTrip, SequenceContainers) {
+  const std::deque<int> d{3, 1, 4, 1, 5, 9, 2, 6};
+  EXPECT_EQ(round_trip(d), d);
+  std::deque<std::string> ds;
+  for (int i = 0; i < 5000; ++i) ds.push_back(std::to_string(i));  // many deque blocks
+  EXPECT_EQ(round_trip(ds), ds);
+  const std::list<std::string> l{"linked", "", std::string(1000, 'x'), "list"};
+  EXPECT_EQ(round_trip(l), l);
+  const std::forward_list<double> f{1.5, -0.0, 1e300};
+  EXPECT_EQ(round_trip(f), f);
+  const std::list<std::vector<int>> lv{{1, 2}, {}, {3}};
+  EXPECT_EQ(round_trip(lv), lv);
+  const std::deque<bool> db{true, false, true};
+  EXPECT_EQ(round_trip(db), db);
+  const std::forward_list<std::optional<Member>> fo{std::nullopt, Member{7, "m", {0.5}}};
+  EXPECT_EQ(round_trip(fo), fo);
+  EXPECT_TRUE(round_trip(std::list<int>{}).empty());
+  EXPECT_TRUE(round_trip(std::forward_list<std::string>{}).empty());
+
+  // The bytes of a vector: one container's encoding decodes as another.
+  EXPECT_EQ(dumps(d), dumps(std::vector<int>(d.begin(), d.end())));
+  EXPECT_EQ(dumps(l), dumps(std::vector<std::string>(l.begin(), l.end())));
+  EXPECT_EQ(dumps(f), dumps(std::vector<double>{1.5, -0.0, 1e300}));
+  EXPECT_EQ(loads<std::list<int>>(dumps(std::vector<int>{7, 8})), (std::list<int>{7, 8}));
+
+  // Decoding into a longer or a shorter container replaces it.
+  std::list<std::string> longer{"a", "b", "c", "d", "e"};
+  mproc::loads_into(dumps(std::list<std::string>{"x", "y"}), longer);
+  EXPECT_EQ(longer, (std::list<std::string>{"x", "y"}));
+  std::forward_list<int> shorter{1};
+  mproc::loads_into(dumps(std::forward_list<int>{4, 5, 6}), shorter);
+  EXPECT_EQ(shorter, (std::forward_list<int>{4, 5, 6}));
+}
+
 TEST(SerializeRoundTrip, MultiContainers) {
   // Equal keys keep the order their values were inserted in.
   const std::multimap<int, std::string> mm{{2, "b"}, {1, "a"}, {2, "a"}, {2, "c"}, {0, ""}};
@@ -559,7 +601,9 @@ TEST(SerializeLayout, LargeString) {
 
 using Complex = std::tuple<std::map<std::string, std::vector<std::optional<std::variant<int, std::string>>>>,
                            Member, geo::Point, std::vector<bool>, std::array<bool, 3>,
-                           std::unordered_map<int, std::set<std::string>>, Node, Color, Pod>;
+                           std::unordered_map<int, std::set<std::string>>, Node, Color, Pod,
+                           std::list<std::string>, std::deque<std::optional<int>>,
+                           std::forward_list<std::multiset<int>>>;
 
 Complex make_complex() {
   using Cell = std::optional<std::variant<int, std::string>>;
@@ -571,7 +615,10 @@ Complex make_complex() {
                  {{3, {"a", "bb"}}, {4, {}}},
                  Node{1, {Node{2, {}}, Node{3, {Node{4, {}}}}}},
                  Color::green,
-                 Pod{5, 6.0f, {'a', 'b', 'c', 'd'}}};
+                 Pod{5, 6.0f, {'a', 'b', 'c', 'd'}},
+                 {"l1", "", "l3"},
+                 {std::nullopt, 8, std::nullopt},
+                 {{1, 1, 2}, {}}};
 }
 
 TEST(SerializeMalformed, TruncationAtEveryPositionThrows) {
@@ -614,6 +661,9 @@ TEST(SerializeMalformed, HostileLengthsThrowWithoutAllocating) {
       EXPECT_THROW((void)loads<std::unordered_set<std::uint64_t>>(b), SerializationError);
       EXPECT_THROW((void)loads<std::vector<Member>>(b), SerializationError);
       EXPECT_THROW((void)loads<std::vector<std::vector<char>>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::list<std::string>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::forward_list<double>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::deque<std::optional<char>>>(b), SerializationError);
     });
     EXPECT_LT(largest, 64u * 1024) << "length " << n;
   }
@@ -745,6 +795,28 @@ TEST(SerializeMalformed, DecodeAllocationIsBoundedByTheInput) {
     } catch (const SerializationError& e) {
       EXPECT_THAT(e.what(), ::testing::HasSubstr("of 16376 elements would allocate"));
     }
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+}
+
+TEST(SerializeMalformed, ListNodesCountAgainstTheBudget) {
+  // An empty optional<char> is 1 byte on the wire and, in a list, a node of 2 pointers and
+  // the optional: 24 bytes, within 64 per byte. With 4 KiB arrays it is not.
+  Bytes b;
+  append_u64(b, 100000);
+  b.resize(8 + 100000, std::byte{0});
+  EXPECT_EQ(loads<std::list<std::optional<char>>>(b).size(), 100000u);
+  std::size_t total = total_allocation([&] {
+    expect_error<std::list<std::optional<std::array<char, 4096>>>>(b, "of 100000 elements would allocate");
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+  // A deque allocates blocks even when empty: a vector of empty deques is charged for them.
+  Bytes d;
+  append_u64(d, 1'000'000);
+  for (int i = 0; i < 1'000'000; ++i) append_u64(d, 0);
+  EXPECT_EQ(loads<std::vector<std::vector<int>>>(d).size(), 1'000'000u);
+  total = total_allocation([&] {
+    expect_error<std::vector<std::deque<char>>>(d, "would allocate");
   });
   EXPECT_LT(total, std::size_t{1} << 20);
 }

@@ -19,6 +19,8 @@
 //   std::string             u64 length, then the characters
 //   vector<T>               u64 count, then the elements
 //   vector<bool>            u64 count, then ceil(count/8) bytes, bits LSB first, padding 0
+//   deque, list,            as vector<T>, so that one's bytes decode as another
+//     forward_list
 //   array<T, N>, T[N]       the N elements
 //   pair, tuple             the members in order
 //   optional<T>             1 byte 0/1, then the value when 1
@@ -73,6 +75,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <tuple>
@@ -90,9 +93,10 @@ static_assert(std::endian::native == std::endian::little,
               "mproc's wire format is little-endian and written as native memory");
 
 /// True for the types the archives can encode and decode: arithmetic types, enums with a
-/// fixed underlying type, std::string, vector, array, C arrays, pair, tuple, optional,
-/// variant, [unordered_][multi]map and [unordered_][multi]set of serializable types, types
-/// with a serialize(Archive&) member or free function, and other trivially copyable types.
+/// fixed underlying type, std::string, vector, deque, list, forward_list, array, C arrays,
+/// pair, tuple, optional, variant, [unordered_][multi]map and [unordered_][multi]set of
+/// serializable types, types with a serialize(Archive&) member or free function, and
+/// other trivially copyable types.
 /// References and cv-qualifiers are ignored.
 template <class T>
 concept serializable = detail::is_serializable<std::remove_cvref_t<T>>();
@@ -266,8 +270,8 @@ constexpr void diagnose() {
   } else if constexpr (kind_v<T> == Kind::string) {
     static_assert(always_false_v<T>,
                   "mproc: only strings of character (arithmetic) types are serializable");
-  } else if constexpr (kind_v<T> == Kind::vector || kind_v<T> == Kind::array ||
-                       kind_v<T> == Kind::optional) {
+  } else if constexpr (kind_v<T> == Kind::vector || kind_v<T> == Kind::sequence ||
+                       kind_v<T> == Kind::array || kind_v<T> == Kind::optional) {
     diagnose<typename StdTraits<T>::element>();
   } else if constexpr (kind_v<T> == Kind::pair) {
     diagnose<typename T::first_type>();
@@ -336,6 +340,14 @@ struct Codec {
       const std::size_t start = ar.out_->size();
       save_range(ar, v.data(), v.size());
       check_encoded_size<T, typename T::value_type>(ar, start, v.size());
+    } else if constexpr (k == Kind::sequence) {
+      // forward_list has no size().
+      const auto n = static_cast<std::size_t>(std::ranges::distance(v));
+      save_length(ar, n);
+      charge<T>(ar, n);
+      const std::size_t start = ar.out_->size();
+      for (const auto& e : v) save(ar, e);
+      check_encoded_size<T, typename T::value_type>(ar, start, n);
     } else if constexpr (k == Kind::array) {
       save_range(ar, std::data(v), StdTraits<T>::size);
     } else if constexpr (k == Kind::pair) {
@@ -406,6 +418,11 @@ struct Codec {
       charge<T>(ar, n);
       v.resize(n);
       load_range<T>(ar, v.data(), n);
+    } else if constexpr (k == Kind::sequence) {
+      const std::size_t n = load_count<T, typename T::value_type>(ar);
+      charge<T>(ar, n);
+      v.resize(n);
+      for (auto& e : v) load(ar, e);
     } else if constexpr (k == Kind::array) {
       load_range<T>(ar, std::data(v), StdTraits<T>::size);
     } else if constexpr (k == Kind::pair) {

@@ -8,6 +8,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <forward_list>
+#include <list>
 #include <map>
 #include <optional>
 #include <set>
@@ -43,6 +46,7 @@ enum class Kind {
   string,         // u64 length, then the characters
   vector_bool,    // u64 length, then the bits packed LSB-first, padding bits zero
   vector,         // u64 length, then the elements
+  sequence,       // u64 length, then the elements (deque, list, forward_list)
   array,          // the N elements (std::array and C arrays), no length
   pair,           // first, second
   tuple,          // the elements in order
@@ -81,6 +85,26 @@ template <class T, class A>
 struct StdTraits<std::vector<T, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::vector;
   using element = T;
+};
+// The other sequence containers encode as a vector does; `links` is the pointers a node
+// holds besides its element (for the allocation budget).
+template <class T, class A>
+struct StdTraits<std::deque<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 0;
+};
+template <class T, class A>
+struct StdTraits<std::list<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 2;
+};
+template <class T, class A>
+struct StdTraits<std::forward_list<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 1;
 };
 template <class T, std::size_t N>
 struct StdTraits<std::array<T, N>> : StdTraitsBase {
@@ -254,7 +278,8 @@ constexpr bool is_serializable() {
       return false;
     } else if constexpr (k == Kind::string) {
       return kind_v<typename StdTraits<T>::element> == Kind::arithmetic;
-    } else if constexpr (k == Kind::vector || k == Kind::array || k == Kind::optional) {
+    } else if constexpr (k == Kind::vector || k == Kind::sequence || k == Kind::array ||
+                         k == Kind::optional) {
       return is_serializable<typename StdTraits<T>::element>();
     } else if constexpr (k == Kind::pair || k == Kind::tuple || k == Kind::variant) {
       return AllSerializable<T>::value;
@@ -305,7 +330,7 @@ constexpr std::size_t min_size() {
   } else if constexpr (k == Kind::enumeration) {
     return min_size<std::underlying_type_t<T>>();
   } else if constexpr (k == Kind::string || k == Kind::vector || k == Kind::vector_bool ||
-                       k == Kind::map || k == Kind::set) {
+                       k == Kind::sequence || k == Kind::map || k == Kind::set) {
     return 8;
   } else if constexpr (k == Kind::array) {
     return StdTraits<T>::size * min_size<typename StdTraits<T>::element>();
@@ -346,19 +371,50 @@ constexpr std::size_t alloc_budget(std::size_t input_bytes) noexcept {
   return alloc_allowance + alloc_per_byte * input_bytes;
 }
 
-/// What one element of container C costs the budget: its size in the container, plus the
-/// node links of a node-based container (libstdc++'s: a red-black node holds a colour and
-/// three pointers; a hash node a next pointer and maybe the hash, and the bucket array a
-/// pointer per element). An estimate of what the allocator is asked for, the same on
-/// both sides: the encoder adds up the same charges and refuses what the decoder would.
+/// What default-constructing a T allocates before it holds anything: libstdc++'s deque
+/// allocates its map (8 pointers) and one block (512 bytes, or one element if larger);
+/// the other std types nothing. (A user type's constructor is its own business.)
+template <class T>
+constexpr std::size_t alloc_on_construct() {
+  constexpr Kind k = kind_v<T>;
+  if constexpr (k == Kind::sequence) {
+    if constexpr (std::is_same_v<T, std::deque<typename T::value_type, typename T::allocator_type>>)
+      return 8 * sizeof(void*) + std::max<std::size_t>(512, sizeof(typename T::value_type));
+    else
+      return 0;
+  } else if constexpr (k == Kind::array) {
+    return StdTraits<T>::size * alloc_on_construct<typename StdTraits<T>::element>();
+  } else if constexpr (k == Kind::pair) {
+    return alloc_on_construct<typename T::first_type>() +
+           alloc_on_construct<typename T::second_type>();
+  } else if constexpr (k == Kind::tuple) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (std::size_t{0} + ... + alloc_on_construct<std::tuple_element_t<I, T>>());
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else {
+    return 0;
+  }
+}
+
+/// What one element of container C costs the budget: its size in the container, what
+/// constructing it allocates, and the node links of a node-based container (libstdc++'s:
+/// a list node two pointers, a red-black node a colour and three pointers, a hash node a
+/// next pointer and maybe the hash, and the bucket array a pointer per element). An
+/// estimate of what the allocator is asked for, the same on both sides: the encoder adds
+/// up the same charges and refuses what the decoder would.
 template <class C>
 constexpr std::size_t alloc_per_element() {
   constexpr Kind k = kind_v<C>;
   constexpr std::size_t ptr = sizeof(void*);
-  if constexpr (k == Kind::string || k == Kind::vector) {
-    return sizeof(typename C::value_type);
+  using E = typename C::value_type;
+  if constexpr (k == Kind::string) {
+    return sizeof(E);
+  } else if constexpr (k == Kind::vector) {
+    return sizeof(E) + alloc_on_construct<E>();
+  } else if constexpr (k == Kind::sequence) {
+    return sizeof(E) + alloc_on_construct<E>() + StdTraits<C>::links * ptr;
   } else if constexpr (k == Kind::map || k == Kind::set) {
-    return sizeof(typename C::value_type) + (StdTraits<C>::ordered ? 4 * ptr : 3 * ptr);
+    return sizeof(E) + alloc_on_construct<E>() + (StdTraits<C>::ordered ? 4 * ptr : 3 * ptr);
   } else {
     static_assert(always_false_v<C>, "not a container");
   }
