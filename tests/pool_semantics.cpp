@@ -23,6 +23,7 @@
 #include <list>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <sstream>
@@ -444,6 +445,110 @@ TEST_P(PoolSemantics, ImapThrowsWhenTheFailedItemIsReached) {
     }
   }
   EXPECT_EQ(pool.apply(add, 1, 1), 2);  // still usable
+}
+
+int fail_at_0(int x) {
+  if (x == 0) throw std::runtime_error("zero");
+  return x * 2;
+}
+int fail_at_3(int x) {
+  if (x == 3) throw std::runtime_error("three");
+  return x * 2;
+}
+
+/// What a range-for over `stream` inside a try block sees: each value, then "end", or the
+/// error (by the word of it that names the item) where it came out.
+template <class Stream>
+std::vector<std::string> range_for(Stream&& stream) {
+  std::vector<std::string> seen;
+  try {
+    for (int x : stream) seen.push_back(std::to_string(x));
+    seen.push_back("end");
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    seen.push_back("error " + (what.find("zero") != std::string::npos    ? std::string("zero")
+                               : what.find("three") != std::string::npos ? std::string("three")
+                                                                         : what));
+  }
+  return seen;
+}
+
+TEST_P(PoolSemantics, ImapErrorOfTheFirstItemComesOutOfTheLoopNotBegin) {
+  auto pool = make_pool();
+  for (const bool ordered : {true, false}) {
+    SCOPED_TRACE(ordered ? "imap" : "imap_unordered");
+    auto imap = [&](auto f, int n) {
+      return ordered ? pool.imap(f, mproc::range(0, n), {.chunksize = 1})
+                     : pool.imap_unordered(f, mproc::range(0, n), {.chunksize = 1});
+    };
+    // begin() waits for the first result but never throws its error: the dereference does.
+    {
+      auto stream = imap(fail_at_0, 1);
+      std::optional<decltype(stream.begin())> it;
+      EXPECT_NO_THROW(it.emplace(stream.begin()));
+      ASSERT_TRUE(it.has_value());
+      EXPECT_FALSE(*it == stream.end());
+      EXPECT_THAT([&] { (void)**it; }, ::testing::ThrowsMessage<std::exception>(HasSubstr("zero")));
+      ++*it;  // past the error it reported
+      EXPECT_TRUE(*it == stream.end());
+    }
+    EXPECT_EQ(range_for(imap(fail_at_0, 1)), (std::vector<std::string>{"error zero"}));
+    EXPECT_EQ(range_for(imap([](int) -> int { throw std::runtime_error("zero"); }, 5)),
+              (std::vector<std::string>{"error zero"}));
+    EXPECT_EQ(range_for(imap(fail_at_3, 0)), (std::vector<std::string>{"end"}));
+    // An increment that skips a failed item without dereferencing it throws its error,
+    // once, and leaves the iterator where it was; the next one moves on.
+    {
+      auto stream = imap(fail_at_0, 1);
+      auto it = stream.begin();
+      EXPECT_THAT([&] { ++it; }, ::testing::ThrowsMessage<std::exception>(HasSubstr("zero")));
+      EXPECT_FALSE(it == stream.end());
+      ++it;
+      EXPECT_TRUE(it == stream.end());
+    }
+  }
+  // In order: the items before the failed one, then its error, in the loop.
+  EXPECT_EQ(range_for(pool.imap(fail_at_0, mproc::range(0, 6), {.chunksize = 1})),
+            (std::vector<std::string>{"error zero"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 6), {.chunksize = 1})),
+            (std::vector<std::string>{"0", "2", "4", "error three"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 6), {.chunksize = 4})),
+            (std::vector<std::string>{"0", "2", "4", "error three"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 3))),
+            (std::vector<std::string>{"0", "2", "4", "end"}));
+}
+
+TEST_P(PoolSemantics, ImapStreamEndsAfterTheErrorOfATerminatedPool) {
+  // A loop that catches each error and goes on must come to an end when the pool is
+  // gone: the error of the whole stream is reported once, then the stream is over. (The
+  // thread backend's terminate() waits for the running tasks, which fill the stream's
+  // window of 1024 items per worker first: a millisecond each keeps that short.)
+  auto pool = make_pool();
+  auto stream = pool.imap(
+      [](int x) {
+        std::this_thread::sleep_for(1ms);
+        return x;
+      },
+      mproc::range(0, 100000), {.chunksize = 1});
+  auto it = stream.begin();
+  pool.terminate();
+  std::size_t steps = 0, values = 0, errors = 0;
+  for (; it != stream.end() && steps < 200000; ++steps) {
+    try {
+      (void)*it;
+      ++values;
+    } catch (const std::exception&) {
+      ++errors;
+    }
+    try {
+      ++it;
+    } catch (const std::exception&) {
+      ++errors;
+    }
+  }
+  EXPECT_LT(steps, 200000u) << "the stream did not end";
+  EXPECT_GE(errors, 1u);
+  EXPECT_LT(values, 100000u);
 }
 
 // ---- initializer -------------------------------------------------------------------------
