@@ -59,8 +59,8 @@ enum class Kind {
 };
 
 // Why some std types are refused rather than copied as trivially copyable bytes: a view
-// would travel as a pointer into the sender's memory. Sending the data a view refers to,
-// without copying, is the zero-copy extension (see serialize.hpp).
+// would travel as a pointer into the sender's memory. Sending data without copying is
+// what mproc::Array does (shared.hpp): it travels as a reference to its segment.
 enum class Refusal { none, view };
 
 struct StdTraitsBase {
