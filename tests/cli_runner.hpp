@@ -21,13 +21,17 @@ struct Result {
 };
 
 /// Runs `mproc args...` through the shell with each argument single-quoted (arguments
-/// must not contain a single quote); 128 + N when a signal N ended it.
-inline Result mproc(const std::vector<std::string>& args) {
+/// must not contain a single quote); 128 + N when a signal N ended it. With
+/// `kill_after_seconds`, a watchdog (coreutils' timeout) kills it with SIGKILL if it
+/// still runs then: code 137.
+inline Result mproc(const std::vector<std::string>& args, int kill_after_seconds = 0) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("mproc-cli-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const std::string out = (dir / "out").string(), err = (dir / "err").string();
   std::string cmd = std::string("'") + MPROC_BINARY + "'";
+  if (kill_after_seconds > 0)
+    cmd = "timeout -s KILL " + std::to_string(kill_after_seconds) + " " + cmd;
   for (auto& a : args) cmd += " '" + a + "'";
   cmd += " >'" + out + "' 2>'" + err + "'";
   const int status = std::system(cmd.c_str());

@@ -16,11 +16,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
+#include <forward_list>
 #include <fstream>
 #include <list>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <sstream>
@@ -125,6 +128,46 @@ TEST_P(PoolSemantics, MapOverRangeStringsListAndSinglePassInputs) {
   EXPECT_TRUE(pool.map([](int x) { return x; }, std::list<int>{}).empty());
   EXPECT_TRUE(pool.map_async([](int x) { return x; }, mproc::range(5, 5)).get().empty());
   EXPECT_EQ(pool.map_reduce([](int x) { return x; }, std::plus<>{}, mproc::range(0)), 0);
+}
+
+std::list<std::string> reverse_and_mark(const std::list<std::string>& l) {
+  std::list<std::string> out;
+  for (const std::string& s : l) out.push_front(s + "*");
+  return out;
+}
+
+TEST_P(PoolSemantics, StandardContainersTravelAsArgumentsAndResults) {
+  auto pool = make_pool();
+  std::vector<std::list<std::string>> inputs;
+  for (int i = 0; i < 300; ++i) {
+    std::list<std::string> l;
+    for (int j = 0; j < i % 7; ++j) l.push_back(std::to_string(i) + ":" + std::to_string(j));
+    inputs.push_back(std::move(l));
+  }
+  const auto out = pool.map(reverse_and_mark, inputs, {.chunksize = 4});
+  ASSERT_EQ(out.size(), inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    std::list<std::string> expected;
+    for (const std::string& s : inputs[i]) expected.push_front(s + "*");
+    EXPECT_EQ(out[i], expected) << "item " << i;
+  }
+
+  const auto countdown = pool.apply(
+      [](int n) {
+        std::deque<int> d;
+        for (int i = 0; i < n; ++i) d.push_front(i);
+        return d;
+      },
+      5);
+  EXPECT_EQ(countdown, (std::deque<int>{4, 3, 2, 1, 0}));
+  const auto by_parity = pool.apply(
+      [](const std::forward_list<int>& f) {
+        std::multimap<int, int> m;
+        for (int x : f) m.emplace(x % 2, x);
+        return m;
+      },
+      std::forward_list<int>{1, 2, 3, 4, 5});
+  EXPECT_EQ(by_parity, (std::multimap<int, int>{{1, 1}, {0, 2}, {1, 3}, {0, 4}, {1, 5}}));
 }
 
 TEST_P(PoolSemantics, MapAsyncStarmapAndStarmapAsync) {
@@ -402,6 +445,110 @@ TEST_P(PoolSemantics, ImapThrowsWhenTheFailedItemIsReached) {
     }
   }
   EXPECT_EQ(pool.apply(add, 1, 1), 2);  // still usable
+}
+
+int fail_at_0(int x) {
+  if (x == 0) throw std::runtime_error("zero");
+  return x * 2;
+}
+int fail_at_3(int x) {
+  if (x == 3) throw std::runtime_error("three");
+  return x * 2;
+}
+
+/// What a range-for over `stream` inside a try block sees: each value, then "end", or the
+/// error (by the word of it that names the item) where it came out.
+template <class Stream>
+std::vector<std::string> range_for(Stream&& stream) {
+  std::vector<std::string> seen;
+  try {
+    for (int x : stream) seen.push_back(std::to_string(x));
+    seen.push_back("end");
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    seen.push_back("error " + (what.find("zero") != std::string::npos    ? std::string("zero")
+                               : what.find("three") != std::string::npos ? std::string("three")
+                                                                         : what));
+  }
+  return seen;
+}
+
+TEST_P(PoolSemantics, ImapErrorOfTheFirstItemComesOutOfTheLoopNotBegin) {
+  auto pool = make_pool();
+  for (const bool ordered : {true, false}) {
+    SCOPED_TRACE(ordered ? "imap" : "imap_unordered");
+    auto imap = [&](auto f, int n) {
+      return ordered ? pool.imap(f, mproc::range(0, n), {.chunksize = 1})
+                     : pool.imap_unordered(f, mproc::range(0, n), {.chunksize = 1});
+    };
+    // begin() waits for the first result but never throws its error: the dereference does.
+    {
+      auto stream = imap(fail_at_0, 1);
+      std::optional<decltype(stream.begin())> it;
+      EXPECT_NO_THROW(it.emplace(stream.begin()));
+      ASSERT_TRUE(it.has_value());
+      EXPECT_FALSE(*it == stream.end());
+      EXPECT_THAT([&] { (void)**it; }, ::testing::ThrowsMessage<std::exception>(HasSubstr("zero")));
+      ++*it;  // past the error it reported
+      EXPECT_TRUE(*it == stream.end());
+    }
+    EXPECT_EQ(range_for(imap(fail_at_0, 1)), (std::vector<std::string>{"error zero"}));
+    EXPECT_EQ(range_for(imap([](int) -> int { throw std::runtime_error("zero"); }, 5)),
+              (std::vector<std::string>{"error zero"}));
+    EXPECT_EQ(range_for(imap(fail_at_3, 0)), (std::vector<std::string>{"end"}));
+    // An increment that skips a failed item without dereferencing it throws its error,
+    // once, and leaves the iterator where it was; the next one moves on.
+    {
+      auto stream = imap(fail_at_0, 1);
+      auto it = stream.begin();
+      EXPECT_THAT([&] { ++it; }, ::testing::ThrowsMessage<std::exception>(HasSubstr("zero")));
+      EXPECT_FALSE(it == stream.end());
+      ++it;
+      EXPECT_TRUE(it == stream.end());
+    }
+  }
+  // In order: the items before the failed one, then its error, in the loop.
+  EXPECT_EQ(range_for(pool.imap(fail_at_0, mproc::range(0, 6), {.chunksize = 1})),
+            (std::vector<std::string>{"error zero"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 6), {.chunksize = 1})),
+            (std::vector<std::string>{"0", "2", "4", "error three"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 6), {.chunksize = 4})),
+            (std::vector<std::string>{"0", "2", "4", "error three"}));
+  EXPECT_EQ(range_for(pool.imap(fail_at_3, mproc::range(0, 3))),
+            (std::vector<std::string>{"0", "2", "4", "end"}));
+}
+
+TEST_P(PoolSemantics, ImapStreamEndsAfterTheErrorOfATerminatedPool) {
+  // A loop that catches each error and goes on must come to an end when the pool is
+  // gone: the error of the whole stream is reported once, then the stream is over. (The
+  // thread backend's terminate() waits for the running tasks, which fill the stream's
+  // window of 1024 items per worker first: a millisecond each keeps that short.)
+  auto pool = make_pool();
+  auto stream = pool.imap(
+      [](int x) {
+        std::this_thread::sleep_for(1ms);
+        return x;
+      },
+      mproc::range(0, 100000), {.chunksize = 1});
+  auto it = stream.begin();
+  pool.terminate();
+  std::size_t steps = 0, values = 0, errors = 0;
+  for (; it != stream.end() && steps < 200000; ++steps) {
+    try {
+      (void)*it;
+      ++values;
+    } catch (const std::exception&) {
+      ++errors;
+    }
+    try {
+      ++it;
+    } catch (const std::exception&) {
+      ++errors;
+    }
+  }
+  EXPECT_LT(steps, 200000u) << "the stream did not end";
+  EXPECT_GE(errors, 1u);
+  EXPECT_LT(values, 100000u);
 }
 
 // ---- initializer -------------------------------------------------------------------------

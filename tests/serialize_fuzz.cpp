@@ -5,7 +5,8 @@
 // bytes, truncation, insertion, deletion, huge length fields, splices of other inputs), and
 // decodes each result as every type, fresh and into reused objects. It fails (exit 1) on
 // any exception other than mproc::SerializationError, on a decoded value that does not
-// survive its own round trip, and (abort) on any single allocation over 1 GiB; the
+// survive its own round trip or (no unordered container in it) does not re-encode to the
+// very bytes it came from, and (abort) on any single allocation over 1 GiB; the
 // sanitizers abort on out-of-bounds access and undefined behaviour. FrameDecoder gets the
 // same treatment with streams cut at random places.
 //
@@ -15,14 +16,18 @@
 // whichever comes first, and prints a one-line summary.
 #include <mproc/serialize.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <forward_list>
 #include <limits>
+#include <list>
 #include <map>
 #include <new>
 #include <optional>
@@ -156,6 +161,9 @@ using TE = Tree;
 using TF = std::vector<std::string>;
 using TG = std::tuple<std::vector<Pod>, std::u16string, std::optional<std::vector<std::vector<int>>>,
                       std::set<std::vector<bool>>, Level>;
+using TH = std::tuple<std::multimap<std::int16_t, std::string>, std::multiset<std::uint8_t>,
+                      std::set<std::pair<std::uint8_t, std::uint8_t>>, std::deque<std::int16_t>,
+                      std::list<std::optional<std::string>>, std::forward_list<std::vector<bool>>>;
 
 // ---- random values ----
 
@@ -285,6 +293,20 @@ struct Gen {
     for (std::size_t i = small(); i > 0; --i) s.insert(bits());
     return TG{std::move(pods), std::move(u), std::move(o), std::move(s), level()};
   }
+  TH h() {
+    TH t;
+    auto& [mm, ms, pairs, dq, li, fl] = t;
+    // Few distinct keys, so that equal ones repeat.
+    for (std::size_t i = small(); i > 0; --i) mm.emplace(static_cast<std::int16_t>(below(4)), text());
+    for (std::size_t i = small(); i > 0; --i) ms.insert(static_cast<std::uint8_t>(below(6)));
+    for (std::size_t i = small(); i > 0; --i)
+      pairs.emplace(static_cast<std::uint8_t>(below(3)), static_cast<std::uint8_t>(rng()));
+    for (std::size_t i = small(); i > 0; --i) dq.push_back(static_cast<std::int16_t>(rng()));
+    for (std::size_t i = small(); i > 0; --i)
+      li.push_back(coin() ? std::optional<std::string>(text()) : std::nullopt);
+    for (std::size_t i = small(); i > 0; --i) fl.push_front(bits());
+    return t;
+  }
 };
 
 // ---- failure reporting ----
@@ -347,6 +369,19 @@ void check_round_trip(const T& value, const char* name, std::uint64_t iteration,
   }
 }
 
+// One value, one encoding: what decodes re-encodes to the bytes it came from (for the
+// types whose encoding does not depend on insertion history).
+template <class T>
+void check_canonical(const T& value, const char* name, std::uint64_t iteration,
+                     std::span<const std::byte> input) {
+  if constexpr (deterministic_v<T>) {
+    const Bytes again = mproc::dumps(value);
+    if (!std::equal(again.begin(), again.end(), input.begin(), input.end()))
+      fail("a second encoding of a value was accepted", name, iteration, input,
+           ("it re-encodes as " + hex(again)).c_str());
+  }
+}
+
 template <class T>
 void decode_as(std::span<const std::byte> input, const char* name, T& reused, bool reuse,
                std::uint64_t iteration, Counts& counts, std::vector<Bytes>& keep) {
@@ -354,9 +389,11 @@ void decode_as(std::span<const std::byte> input, const char* name, T& reused, bo
     if (reuse) {
       mproc::loads_into(input, reused);
       check_round_trip(reused, name, iteration, input);
+      check_canonical(reused, name, iteration, input);
     } else {
       const T value = mproc::loads<T>(input);
       check_round_trip(value, name, iteration, input);
+      check_canonical(value, name, iteration, input);
     }
     ++counts.ok;
     if (keep.size() < 8) keep.emplace_back(input.begin(), input.end());
@@ -377,6 +414,7 @@ struct Reused {
   TE e;
   TF f;
   TG g;
+  TH h;
 };
 
 void decode_all(std::span<const std::byte> input, Reused& r, bool reuse, std::uint64_t iteration,
@@ -393,6 +431,10 @@ void decode_all(std::span<const std::byte> input, Reused& r, bool reuse, std::ui
   decode_as(input, "F (vector<string>)", r.f, reuse, iteration, counts, keep);
   decode_as(input, "G (tuple<vector<Pod>, u16string, optional<...>, set<vector<bool>>, enum>)",
             r.g, reuse, iteration, counts, keep);
+  decode_as(input,
+            "H (tuple<multimap<i16, string>, multiset<u8>, set<pair<u8, u8>>, deque<i16>, "
+            "list<optional<string>>, forward_list<vector<bool>>>)",
+            r.h, reuse, iteration, counts, keep);
 }
 
 // ---- mutations ----
@@ -589,6 +631,7 @@ int main(int argc, char** argv) {
     add_seed(corpus, gen.tree(4), "E");
     add_seed(corpus, gen.f(), "F");
     add_seed(corpus, gen.g(), "G");
+    add_seed(corpus, gen.h(), "H");
   }
   // A chain of Trees far deeper than the decoder allows (the encoder refuses to write one):
   // without the depth limit, decoding it would overflow the stack. Checked once in full,

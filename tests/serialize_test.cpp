@@ -6,13 +6,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <forward_list>
+#include <functional>
 #include <limits>
+#include <list>
 #include <map>
 #include <memory>
 #include <new>
@@ -36,9 +41,11 @@
 namespace {
 std::atomic<bool> g_watch{false};
 std::atomic<std::size_t> g_largest{0};
+std::atomic<std::size_t> g_total{0};
 
 void note_allocation(std::size_t n) {
   if (!g_watch.load(std::memory_order_relaxed)) return;
+  g_total.fetch_add(n, std::memory_order_relaxed);
   std::size_t seen = g_largest.load(std::memory_order_relaxed);
   while (n > seen && !g_largest.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
   }
@@ -57,6 +64,15 @@ std::size_t largest_allocation(F&& f) {
   }
   g_watch = false;
   return g_largest.load();
+}
+
+/// Runs `f` and returns the bytes it requested in all, freed or not: more than the peak
+/// it held, never less.
+template <class F>
+std::size_t total_allocation(F&& f) {
+  g_total = 0;
+  (void)largest_allocation(std::forward<F>(f));
+  return g_total.load();
 }
 }  // namespace
 
@@ -212,6 +228,11 @@ static_assert(mproc::serializable<Color>);
 static_assert(mproc::serializable<std::byte>);
 static_assert(mproc::serializable<Legacy>);
 static_assert(mproc::serializable<int[3]>);
+static_assert(mproc::serializable<std::deque<std::string>>);
+static_assert(mproc::serializable<std::list<std::optional<Member>>>);
+static_assert(mproc::serializable<std::forward_list<std::multimap<int, std::deque<bool>>>>);
+static_assert(!mproc::serializable<std::list<NotSerializable>>);
+static_assert(!mproc::serializable<std::deque<std::string_view>>);
 static_assert(!mproc::serializable<Unfixed>);
 static_assert(!mproc::serializable<NotSerializable>);
 static_assert(!mproc::serializable<std::vector<NotSerializable>>);
@@ -383,6 +404,62 @@ TEST(SerializeRoundTrip, Associative) {
   EXPECT_EQ(round_trip(std::set<int, std::greater<>>{1, 2, 3}), (std::set<int, std::greater<>>{1, 2, 3}));
 }
 
+TEST(SerializeRoundTrip, SequenceContainers) {
+  const std::deque<int> d{3, 1, 4, 1, 5, 9, 2, 6};
+  EXPECT_EQ(round_trip(d), d);
+  std::deque<std::string> ds;
+  for (int i = 0; i < 5000; ++i) ds.push_back(std::to_string(i));  // many deque blocks
+  EXPECT_EQ(round_trip(ds), ds);
+  const std::list<std::string> l{"linked", "", std::string(1000, 'x'), "list"};
+  EXPECT_EQ(round_trip(l), l);
+  const std::forward_list<double> f{1.5, -0.0, 1e300};
+  EXPECT_EQ(round_trip(f), f);
+  const std::list<std::vector<int>> lv{{1, 2}, {}, {3}};
+  EXPECT_EQ(round_trip(lv), lv);
+  const std::deque<bool> db{true, false, true};
+  EXPECT_EQ(round_trip(db), db);
+  const std::forward_list<std::optional<Member>> fo{std::nullopt, Member{7, "m", {0.5}}};
+  EXPECT_EQ(round_trip(fo), fo);
+  EXPECT_TRUE(round_trip(std::list<int>{}).empty());
+  EXPECT_TRUE(round_trip(std::forward_list<std::string>{}).empty());
+
+  // The bytes of a vector: one container's encoding decodes as another.
+  EXPECT_EQ(dumps(d), dumps(std::vector<int>(d.begin(), d.end())));
+  EXPECT_EQ(dumps(l), dumps(std::vector<std::string>(l.begin(), l.end())));
+  EXPECT_EQ(dumps(f), dumps(std::vector<double>{1.5, -0.0, 1e300}));
+  EXPECT_EQ(loads<std::list<int>>(dumps(std::vector<int>{7, 8})), (std::list<int>{7, 8}));
+
+  // Decoding into a longer or a shorter container replaces it.
+  std::list<std::string> longer{"a", "b", "c", "d", "e"};
+  mproc::loads_into(dumps(std::list<std::string>{"x", "y"}), longer);
+  EXPECT_EQ(longer, (std::list<std::string>{"x", "y"}));
+  std::forward_list<int> shorter{1};
+  mproc::loads_into(dumps(std::forward_list<int>{4, 5, 6}), shorter);
+  EXPECT_EQ(shorter, (std::forward_list<int>{4, 5, 6}));
+}
+
+TEST(SerializeRoundTrip, MultiContainers) {
+  // Equal keys keep the order their values were inserted in.
+  const std::multimap<int, std::string> mm{{2, "b"}, {1, "a"}, {2, "a"}, {2, "c"}, {0, ""}};
+  const auto mm2 = round_trip(mm);
+  EXPECT_EQ(mm2, mm);
+  const auto [lo, hi] = mm2.equal_range(2);
+  std::vector<std::string> under_2;
+  for (auto it = lo; it != hi; ++it) under_2.push_back(it->second);
+  EXPECT_EQ(under_2, (std::vector<std::string>{"b", "a", "c"}));
+  const std::multiset<std::string> ms{"x", "y", "x", "", "x"};
+  EXPECT_EQ(round_trip(ms), ms);
+  EXPECT_EQ(round_trip(ms).count("x"), 3u);
+  const std::unordered_multimap<int, int> umm{{1, 1}, {1, 2}, {3, 3}, {1, 1}};
+  EXPECT_EQ(round_trip(umm), umm);
+  const std::unordered_multiset<std::string> ums{"p", "p", "q"};
+  EXPECT_EQ(round_trip(ums), ums);
+  // A set's bytes are a multiset's (the reverse holds when no key repeats).
+  const std::set<int> s{1, 5, 9};
+  EXPECT_EQ(dumps(s), dumps(std::multiset<int>{9, 5, 1}));
+  EXPECT_EQ(loads<std::multiset<int>>(dumps(s)), (std::multiset<int>{1, 5, 9}));
+}
+
 TEST(SerializeRoundTrip, NestedStdTypes) {
   using Cell = std::optional<std::variant<int, std::string>>;
   using T = std::map<std::string, std::vector<Cell>>;
@@ -524,7 +601,9 @@ TEST(SerializeLayout, LargeString) {
 
 using Complex = std::tuple<std::map<std::string, std::vector<std::optional<std::variant<int, std::string>>>>,
                            Member, geo::Point, std::vector<bool>, std::array<bool, 3>,
-                           std::unordered_map<int, std::set<std::string>>, Node, Color, Pod>;
+                           std::unordered_map<int, std::set<std::string>>, Node, Color, Pod,
+                           std::list<std::string>, std::deque<std::optional<int>>,
+                           std::forward_list<std::multiset<int>>>;
 
 Complex make_complex() {
   using Cell = std::optional<std::variant<int, std::string>>;
@@ -536,7 +615,10 @@ Complex make_complex() {
                  {{3, {"a", "bb"}}, {4, {}}},
                  Node{1, {Node{2, {}}, Node{3, {Node{4, {}}}}}},
                  Color::green,
-                 Pod{5, 6.0f, {'a', 'b', 'c', 'd'}}};
+                 Pod{5, 6.0f, {'a', 'b', 'c', 'd'}},
+                 {"l1", "", "l3"},
+                 {std::nullopt, 8, std::nullopt},
+                 {{1, 1, 2}, {}}};
 }
 
 TEST(SerializeMalformed, TruncationAtEveryPositionThrows) {
@@ -579,6 +661,9 @@ TEST(SerializeMalformed, HostileLengthsThrowWithoutAllocating) {
       EXPECT_THROW((void)loads<std::unordered_set<std::uint64_t>>(b), SerializationError);
       EXPECT_THROW((void)loads<std::vector<Member>>(b), SerializationError);
       EXPECT_THROW((void)loads<std::vector<std::vector<char>>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::list<std::string>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::forward_list<double>>(b), SerializationError);
+      EXPECT_THROW((void)loads<std::deque<std::optional<char>>>(b), SerializationError);
     });
     EXPECT_LT(largest, 64u * 1024) << "length " << n;
   }
@@ -638,6 +723,120 @@ TEST(SerializeMalformed, DuplicateKeys) {
   expect_error<std::set<int>>(s, "duplicate key");
 }
 
+// Each encoding of `keys` (ints), with the count in front: the bytes of a set<int>.
+Bytes set_bytes(std::initializer_list<int> keys) {
+  Bytes b;
+  append_u64(b, keys.size());
+  for (int key : keys) {
+    const Bytes k = dumps(key);
+    b.insert(b.end(), k.begin(), k.end());
+  }
+  return b;
+}
+
+TEST(SerializeMalformed, OrderedKeysMustBeIncreasing) {
+  // A std::map or std::set iterates in key order, so its encoding lists the keys in that
+  // order; bytes listing them otherwise are a second encoding of the same value.
+  Bytes m;
+  append_u64(m, 2);
+  for (int key : {7, 5}) {
+    const Bytes k = dumps(key, std::string("v"));
+    m.insert(m.end(), k.begin(), k.end());
+  }
+  expect_error<std::map<int, std::string>>(m, "keys out of order in std::map<int, ");
+  expect_error<std::set<int>>(set_bytes({7, 5}), "keys out of order in std::set<int");
+  expect_error<std::set<int>>(set_bytes({1, 2, 3, 9, 4}), "at element 4");
+  // Of the orders of {1, 2, 3}, exactly the sorted one decodes.
+  std::array<int, 3> keys{1, 2, 3};
+  int accepted = 0;
+  do {
+    try {
+      EXPECT_EQ(loads<std::set<int>>(set_bytes({keys[0], keys[1], keys[2]})), (std::set<int>{1, 2, 3}));
+      ++accepted;
+      EXPECT_EQ(keys, (std::array<int, 3>{1, 2, 3}));
+    } catch (const SerializationError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("keys out of order"));
+    }
+  } while (std::next_permutation(keys.begin(), keys.end()));
+  EXPECT_EQ(accepted, 1);
+  // The order is the container's own: a set with std::greater lists its keys descending.
+  EXPECT_EQ((loads<std::set<int, std::greater<>>>(set_bytes({7, 5}))), (std::set<int, std::greater<>>{5, 7}));
+  expect_error<std::set<int, std::greater<>>>(set_bytes({5, 7}), "keys out of order");
+  // Unordered containers have no order to keep.
+  EXPECT_EQ(loads<std::unordered_set<int>>(set_bytes({7, 5})), (std::unordered_set<int>{5, 7}));
+}
+
+TEST(SerializeMalformed, MultiKeysMayRepeatButNotDescend) {
+  EXPECT_EQ(loads<std::multiset<int>>(set_bytes({5, 5, 7})), (std::multiset<int>{5, 5, 7}));
+  expect_error<std::multiset<int>>(set_bytes({5, 7, 5}), "keys out of order in std::multiset<int");
+  expect_error<std::set<int>>(set_bytes({5, 5, 7}), "duplicate key in std::set<int");
+  Bytes m;
+  append_u64(m, 3);
+  for (int key : {1, 1, 0}) {
+    const Bytes k = dumps(key, key);
+    m.insert(m.end(), k.begin(), k.end());
+  }
+  expect_error<std::multimap<int, int>>(m, "keys out of order in std::multimap<int, int");
+  EXPECT_EQ((loads<std::unordered_multimap<int, int>>(m)), (std::unordered_multimap<int, int>{{1, 1}, {1, 1}, {0, 0}}));
+  expect_error<std::unordered_map<int, int>>(m, "duplicate key");
+}
+
+TEST(SerializeMalformed, DecodeAllocationIsBoundedByTheInput) {
+  // 16 KiB of zeros read as a vector of empty optionals of 64 KiB arrays: one byte per
+  // element on the wire, 64 KiB per element in memory. It used to allocate 1 GiB.
+  using Big = std::vector<std::optional<std::array<char, 65536>>>;
+  Bytes b;
+  append_u64(b, 16384 - 8);
+  b.resize(16384, std::byte{0});
+  const std::size_t total = total_allocation([&] {
+    try {
+      (void)loads<Big>(b);
+      ADD_FAILURE() << "16 KiB decoded into a vector of 16376 64 KiB optionals";
+    } catch (const SerializationError& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr("of 16376 elements would allocate"));
+    }
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+}
+
+TEST(SerializeMalformed, ListNodesCountAgainstTheBudget) {
+  // An empty optional<char> is 1 byte on the wire and, in a list, a node of 2 pointers and
+  // the optional: 24 bytes, within 64 per byte. With 4 KiB arrays it is not.
+  Bytes b;
+  append_u64(b, 100000);
+  b.resize(8 + 100000, std::byte{0});
+  EXPECT_EQ(loads<std::list<std::optional<char>>>(b).size(), 100000u);
+  std::size_t total = total_allocation([&] {
+    expect_error<std::list<std::optional<std::array<char, 4096>>>>(b, "of 100000 elements would allocate");
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+  // A deque allocates blocks even when empty: a vector of empty deques is charged for them.
+  Bytes d;
+  append_u64(d, 1'000'000);
+  for (int i = 0; i < 1'000'000; ++i) append_u64(d, 0);
+  EXPECT_EQ(loads<std::vector<std::vector<int>>>(d).size(), 1'000'000u);
+  total = total_allocation([&] {
+    expect_error<std::vector<std::deque<char>>>(d, "would allocate");
+  });
+  EXPECT_LT(total, std::size_t{1} << 20);
+}
+
+TEST(SerializeMalformed, DecodeAllocationIsBoundedInTotal) {
+  // Each inner vector alone stays under the fixed allowance (900 x 64 KiB, 59 MB); the 16
+  // of them together (944 MB from 14.5 KiB) do not: the bound is on the whole value, not
+  // on each allocation.
+  using Inner = std::vector<std::optional<std::array<char, 65536>>>;
+  Bytes b;
+  append_u64(b, 16);
+  for (int i = 0; i < 16; ++i) {
+    append_u64(b, 900);
+    b.insert(b.end(), 900, std::byte{0});
+  }
+  const std::size_t total = total_allocation(
+      [&] { EXPECT_THROW((void)loads<std::vector<Inner>>(b), SerializationError); });
+  EXPECT_LT(total, std::size_t{128} << 20);
+}
+
 TEST(SerializeMalformed, TrailingBytesThrow) {
   Bytes b = dumps(42);
   b.push_back(std::byte{0});
@@ -688,6 +887,55 @@ struct ThrowsOnCopy {
   }
   int dummy = 0;
 };
+
+TEST(SerializeEncode, WhatTheDecoderWouldRefuseForItsAllocationIsRefusedAtEncode) {
+  // n empty optionals of 64 KiB arrays: 8 + n bytes, n * 65537 bytes to decode into. The
+  // largest n the budget allows round-trips; one more is refused on both sides.
+  using Opt = std::optional<std::array<char, 65536>>;
+  using Big = std::vector<Opt>;
+  constexpr std::size_t allowance = mproc::InputArchive::alloc_allowance;
+  constexpr std::size_t per_byte = mproc::InputArchive::alloc_per_byte;
+  static_assert(mproc::OutputArchive::alloc_allowance == allowance);
+  const std::size_t most = (allowance + 8 * per_byte) / (sizeof(Opt) - per_byte);
+  ASSERT_LE(most * sizeof(Opt), allowance + per_byte * (8 + most));
+  ASSERT_GT((most + 1) * sizeof(Opt), allowance + per_byte * (9 + most));
+  EXPECT_EQ(round_trip(Big(most)).size(), most);
+
+  Bytes buffer = bytes_of({1, 2});
+  try {
+    mproc::dump_into(buffer, Big(most + 1));
+    ADD_FAILURE() << "encoded what the decoder refuses";
+  } catch (const SerializationError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("would allocate " + std::to_string((most + 1) * sizeof(Opt))));
+  }
+  EXPECT_EQ(buffer, bytes_of({1, 2})) << "dump_into must leave the buffer as it was";
+  Bytes b;
+  append_u64(b, most + 1);
+  b.resize(8 + most + 1, std::byte{0});
+  EXPECT_THROW((void)loads<Big>(b), SerializationError);
+
+  // The budget is per value: two values each within theirs encode and decode together,
+  // in one call or in two.
+  const Bytes two = dumps(Big(most), Big(most));
+  Big x, y;
+  mproc::loads_into(two, x, y);
+  EXPECT_EQ(x.size() + y.size(), 2 * most);
+  mproc::InputArchive in(two);
+  in(x);
+  in(y);
+  EXPECT_TRUE(in.at_end());
+  EXPECT_EQ(x.size() + y.size(), 2 * most);
+}
+
+TEST(SerializeEncode, LargeDenseValuesAreWithinTheBudget) {
+  // Containers whose elements are at least a few bytes on the wire are nowhere near the
+  // allowance, whatever their size: a million-node map, a vector of 3 million strings.
+  std::map<std::int32_t, std::int32_t> m;
+  for (std::int32_t i = 0; i < 1'000'000; ++i) m.emplace_hint(m.end(), i, -i);
+  EXPECT_EQ(round_trip(m), m);
+  const std::vector<std::string> strings(3'000'000, "x");
+  EXPECT_EQ(round_trip(strings), strings);
+}
 
 TEST(SerializeEncode, ValuelessVariantIsRefused) {
   using Throws = ThrowsOnCopy;

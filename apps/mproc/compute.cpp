@@ -49,6 +49,40 @@ CLI::Validator integer_in(std::uint64_t min, std::uint64_t max) {
       "");
 }
 
+std::uint64_t parse_size(std::string_view option, const std::string& text, std::uint64_t max) {
+  const std::string name(option);
+  const auto not_a_size = [&] {
+    return CLI::ValidationError(name, "not a size: '" + text + "' (e.g. 50M, 1G, 4096)");
+  };
+  std::size_t pos = 0;
+  unsigned long long n = 0;
+  // stoull takes "-5" as 2^64 - 5, and leading blanks.
+  if (text.empty() || text.find_first_not_of("0123456789KkMGiB") != std::string::npos)
+    throw not_a_size();
+  try {
+    n = std::stoull(text, &pos);
+  } catch (const std::exception&) {
+    throw not_a_size();
+  }
+  const std::string unit = text.substr(pos);
+  std::uint64_t mult = 1;
+  if (unit == "K" || unit == "k" || unit == "KiB")
+    mult = std::uint64_t{1} << 10;
+  else if (unit == "M" || unit == "MiB")
+    mult = std::uint64_t{1} << 20;
+  else if (unit == "G" || unit == "GiB")
+    mult = std::uint64_t{1} << 30;
+  else if (!unit.empty())
+    throw not_a_size();
+  if (n == 0 || n > max / mult) {
+    const std::string most = max % (std::uint64_t{1} << 30) == 0   ? fmt::format("{}G", max >> 30)
+                             : max % (std::uint64_t{1} << 20) == 0 ? fmt::format("{}M", max >> 20)
+                                                                   : fmt::format("{}", max);
+    throw CLI::ValidationError(name, "must be between 1 byte and " + most + ": '" + text + "'");
+  }
+  return n * mult;
+}
+
 void add_compute_options(CLI::App& cmd, ComputeOptions& o) {
   cmd.add_option("--backend", o.backend, "Where workers run: process, thread or mpi")
       ->check(CLI::IsMember({"process", "thread", "mpi"}))

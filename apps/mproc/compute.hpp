@@ -44,6 +44,11 @@ struct ComputeOptions {
 /// octal), for counts that CLI11's own conversion would take from "-1" as 2^64 - 1.
 CLI::Validator integer_in(std::uint64_t min, std::uint64_t max);
 
+/// A size in bytes as options take it: digits, then K, M or G (KiB, MiB, GiB) or nothing,
+/// e.g. 4096, 50M, 1G. Throws CLI::ValidationError, naming `option`, unless it is one of
+/// these and between 1 and `max` bytes.
+std::uint64_t parse_size(std::string_view option, const std::string& text, std::uint64_t max);
+
 /// Adds --backend, -j/--workers, --chunksize, --json, --progress, --quiet and --trace to
 /// `cmd`, bound to `o` (which must outlive the parse).
 void add_compute_options(CLI::App& cmd, ComputeOptions& o);

@@ -85,9 +85,14 @@ constexpr std::size_t palette_size = std::size(palette);
 
 constexpr std::int64_t absent = std::numeric_limits<std::int64_t>::min();
 
+/// --max-bytes when not given: a trace --trace writes is some 80 bytes per chunk, so this
+/// is over ten million chunks; more is a file that is not a trace, or a stream without end.
+constexpr const char* default_max_bytes = "1G";
+
 struct Options {
   std::string input;
   std::string output;
+  std::string max_bytes = default_max_bytes;
   bool quiet = false;
 };
 
@@ -402,32 +407,167 @@ Trace TraceBuilder::finish() {
 // ---------------------------------------------------------------------------------------
 // Input and output
 
-/// Closes a file descriptor on every path out.
-struct FdCloser {
-  int fd;
-  ~FdCloser() { ::close(fd); }
-};
-
-std::string read_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw UsageError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
-  const FdCloser closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-    throw UsageError(fmt::format("'{}' is a directory, not a trace file", path));
-  std::string text;
-  if (st.st_size > 0) text.reserve(static_cast<std::size_t>(st.st_size));
-  std::vector<char> buf(std::size_t{1} << 16);
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n > 0) {
-      text.append(buf.data(), static_cast<std::size_t>(n));
-    } else if (n == 0) {
-      return text;
-    } else if (errno != EINTR) {
-      throw UsageError(fmt::format("cannot read '{}': {}", path, std::strerror(errno)));
+/// The trace file, handed to the parser a byte at a time from a buffer refilled by
+/// read(2), so that the parser stops reading where the text stops being JSON: the first
+/// bytes of /dev/urandom, not its end. Files, pipes and devices are read alike (st_size
+/// is not trusted, only used to refuse at once a regular file already over the limit).
+/// The input ends early at `max_bytes` (too_large() then says whether more followed)
+/// and before a NUL byte, which JSON text never holds and nlohmann's lexer would take
+/// for the end (it reads C strings too).
+class Input {
+ public:
+  Input(const std::string& path, std::uint64_t max_bytes) : path_(path), max_bytes_(max_bytes) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw UsageError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+    struct stat st {};
+    if (::fstat(fd_, &st) == 0) {
+      if (S_ISDIR(st.st_mode)) {
+        ::close(fd_);
+        throw UsageError(fmt::format("'{}' is a directory, not a trace file", path));
+      }
+      if (S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+        ::close(fd_);
+        throw too_large_error();
+      }
     }
   }
+  ~Input() { ::close(fd_); }
+  Input(const Input&) = delete;
+  Input& operator=(const Input&) = delete;
+
+  /// False when the input has ended (or stopped at max_bytes or a NUL). Reads as needed;
+  /// throws UsageError if read() fails.
+  bool has_byte() { return next_ != end_ || fill(); }
+  char byte() const { return *next_; }
+  void advance() {
+    ++next_;
+    ++offset_;
+  }
+
+  /// The offset of the next byte: how many were handed out.
+  std::uint64_t offset() const noexcept { return offset_; }
+  /// True when the input went on past max_bytes.
+  bool too_large() const noexcept { return too_large_; }
+  /// The offset of the first NUL byte, if the input reached one.
+  std::optional<std::uint64_t> nul() const noexcept { return nul_; }
+  /// True when every byte so far is JSON whitespace.
+  bool blank() const noexcept { return blank_; }
+
+  UsageError too_large_error() const {
+    return UsageError(fmt::format("'{}' is larger than the --max-bytes limit of {} bytes",
+                                  path_, max_bytes_));
+  }
+
+ private:
+  bool fill() {
+    if (stopped_) return false;
+    const std::uint64_t read_so_far = offset_;  // everything read was handed out
+    // At the limit, one byte more tells a file of exactly max_bytes from a larger one.
+    const std::size_t want = read_so_far >= max_bytes_
+                                 ? 1
+                                 : static_cast<std::size_t>(std::min<std::uint64_t>(
+                                       buffer_.size(), max_bytes_ - read_so_far));
+    ssize_t n;
+    while ((n = ::read(fd_, buffer_.data(), want)) < 0) {
+      if (errno != EINTR)
+        throw UsageError(fmt::format("cannot read '{}': {}", path_, std::strerror(errno)));
+    }
+    if (n == 0) {
+      stopped_ = true;
+      return false;
+    }
+    if (read_so_far >= max_bytes_) {
+      too_large_ = stopped_ = true;
+      return false;
+    }
+    next_ = buffer_.data();
+    end_ = next_ + n;
+    if (const void* zero = std::memchr(next_, '\0', static_cast<std::size_t>(n))) {
+      end_ = static_cast<const char*>(zero);
+      nul_ = offset_ + static_cast<std::uint64_t>(end_ - next_);
+      stopped_ = true;
+    }
+    if (blank_)
+      blank_ = std::all_of(next_, end_, [](char c) {
+        return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+      });
+    return next_ != end_;
+  }
+
+  std::string path_;
+  std::uint64_t max_bytes_;
+  int fd_ = -1;
+  std::array<char, std::size_t{1} << 16> buffer_;
+  const char* next_ = nullptr;
+  const char* end_ = nullptr;
+  std::uint64_t offset_ = 0;
+  bool stopped_ = false;  // at the end, the limit or a NUL: read no more
+  bool too_large_ = false;
+  bool blank_ = true;
+  std::optional<std::uint64_t> nul_;
+};
+
+/// An input iterator over an Input, for nlohmann's iterator input adapter (which compares
+/// it with the default-constructed end before each byte).
+class InputIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = char;
+
+  InputIterator() = default;
+  explicit InputIterator(Input& in) : in_(&in) {}
+  char operator*() const { return in_->byte(); }
+  InputIterator& operator++() {
+    in_->advance();
+    return *this;
+  }
+  InputIterator operator++(int) {
+    InputIterator before = *this;
+    in_->advance();
+    return before;
+  }
+  bool operator==(const InputIterator& other) const { return at_end() == other.at_end(); }
+
+ private:
+  bool at_end() const { return in_ == nullptr || !in_->has_byte(); }
+  Input* in_ = nullptr;
+};
+
+/// `s` with every byte that is not part of well-formed UTF-8, and DEL, written as \xNN:
+/// a message that quotes the input stays one printable line, whatever the input holds.
+/// (nlohmann writes control characters as <U+00NN> already.)
+std::string printable(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    // The length of the UTF-8 sequence starting here, 0 if none is well-formed
+    // (Unicode 15, table 3-7: no overlong forms, no surrogates, nothing past U+10FFFF).
+    std::size_t len = 0;
+    if (b < 0x7f) {
+      len = 1;
+    } else if (b >= 0xc2 && b <= 0xf4) {
+      const std::size_t need = b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+      const unsigned lo = b == 0xe0 ? 0xa0 : b == 0xf0 ? 0x90 : 0x80;
+      const unsigned hi = b == 0xed ? 0x9f : b == 0xf4 ? 0x8f : 0xbf;
+      bool ok = i + need <= s.size();
+      for (std::size_t k = 1; ok && k < need; ++k) {
+        const auto c = static_cast<unsigned char>(s[i + k]);
+        ok = k == 1 ? c >= lo && c <= hi : c >= 0x80 && c <= 0xbf;
+      }
+      if (ok) len = need;
+    }
+    if (len == 0) {
+      out += fmt::format("\\x{:02x}", b);
+      ++i;
+    } else {
+      out.append(s.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
 }
 
 /// Hands a trace to a TraceBuilder as nlohmann's SAX parser reads it (json::sax_parse
@@ -438,8 +578,8 @@ std::string read_file(const std::string& path) {
 /// on the heap), and begin() stops at more than max_nesting open containers.
 class TraceReader {
  public:
-  TraceReader(std::string path, TraceBuilder& builder)
-      : path_(std::move(path)), builder_(builder) {}
+  TraceReader(std::string path, TraceBuilder& builder, const Input& input)
+      : path_(std::move(path)), builder_(builder), input_(input) {}
 
   bool null() { return begin(nullptr); }
   bool boolean(bool v) { return begin(v); }
@@ -475,6 +615,7 @@ class TraceReader {
     if (token.size() > keep)
       if (const auto at = error.find(token); at != std::string::npos)
         error.replace(at, token.size(), "..." + token.substr(token.size() - keep));
+    error = printable(error);
     return false;
   }
 
@@ -488,6 +629,7 @@ class TraceReader {
   std::string error;  ///< nlohmann's message when the text is not JSON, else ""
   std::size_t error_at = 0;
   bool too_deep = false;  ///< stopped at a container nested more than max_nesting deep
+  std::uint64_t too_deep_at = 0;  ///< the offset of the container that opened one too many
 
  private:
   static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
@@ -502,6 +644,9 @@ class TraceReader {
     const bool container = v.is_structured();
     if (container && depth_ == max_nesting) {
       too_deep = true;
+      // The parser reports a container as soon as it has read its '[' or '{' (no
+      // lookahead), so that is the last byte handed out.
+      too_deep_at = input_.offset() - 1;
       return false;
     }
     json* built = nullptr;
@@ -563,6 +708,7 @@ class TraceReader {
 
   std::string path_;
   TraceBuilder& builder_;
+  const Input& input_;
   std::size_t depth_ = 0;              // open containers
   std::size_t events_depth_ = none;    // the depth of the events, while in their array
   std::size_t events_ = 0;             // events seen
@@ -576,48 +722,27 @@ class TraceReader {
   std::string problem_;
 };
 
-/// The offset of the first '[' or '{' that opens more than `max` containers, outside
-/// strings; text.size() if none. `text` must be JSON up to there.
-std::size_t nesting_offset(std::string_view text, std::size_t max) {
-  std::size_t depth = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (depth++ == max) return i;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return text.size();
-}
-
-Trace read_trace(const std::string& path, const std::string& text) {
-  if (text.find_first_not_of(" \t\r\n") == std::string::npos)
-    throw UsageError(fmt::format("'{}' is empty", path));
+/// Reads and checks the trace at `path` as it parses it, one event at a time.
+Trace read_trace(const std::string& path, std::uint64_t max_bytes) {
+  Input input(path, max_bytes);
   TraceBuilder builder(path);
-  TraceReader reader(path, builder);
-  json::sax_parse(text, &reader);
-  // nlohmann's lexer takes a NUL byte for the end of the input (it reads C strings too),
-  // so that "[1]\0x" would pass; JSON text never holds one.
-  const std::size_t nul = text.find('\0');
+  TraceReader reader(path, builder, input);
+  json::sax_parse(InputIterator(input), InputIterator(), &reader);
+  // Past the limit, whatever the parser made of the cut is beside the point.
+  if (input.too_large()) throw input.too_large_error();
+  const std::uint64_t nul = input.nul().value_or(std::numeric_limits<std::uint64_t>::max());
+  if (input.blank() && !input.nul()) throw UsageError(fmt::format("'{}' is empty", path));
   // A JSON error anywhere outranks a structure that is not a trace, so that a truncated
-  // file is called truncated: the problem waits until the end.
+  // file is called truncated: the problem waits until the end. The input ends before a
+  // NUL, so an error there is the NUL's.
   if (!reader.error.empty() && reader.error_at < nul)
     throw UsageError(fmt::format("'{}' is not valid JSON: {} at byte {}{}", path, reader.error,
                                  reader.error_at,
-                                 reader.error_at >= text.size() ? " (truncated file?)" : ""));
+                                 reader.error_at >= input.offset() ? " (truncated file?)" : ""));
   if (reader.too_deep)
     throw UsageError(fmt::format("'{}' has arrays and objects nested more than {} deep, at byte {}",
-                                 path, max_nesting, nesting_offset(text, max_nesting)));
-  if (nul != std::string::npos)
+                                 path, max_nesting, reader.too_deep_at));
+  if (input.nul())
     throw UsageError(
         fmt::format("'{}' is not valid JSON: unexpected byte 0x00 at byte {}", path, nul));
   if (const std::string problem = reader.problem(); !problem.empty()) throw UsageError(problem);
@@ -1177,8 +1302,8 @@ int run(const Options& o) {
   std::error_code ec;
   if (fs::equivalent(o.input, output, ec))
     throw UsageError(fmt::format("the output '{}' is the input file", output));
-  const std::string text = read_file(o.input);
-  const Trace trace = read_trace(o.input, text);
+  const std::uint64_t max_bytes = parse_size("--max-bytes", o.max_bytes, std::uint64_t{1} << 40);
+  const Trace trace = read_trace(o.input, max_bytes);
   Page page(trace, fs::path(o.input).filename().string());
   write_file(output, page.render());
   if (!o.quiet)
@@ -1199,6 +1324,9 @@ void add_trace_view(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--output", o->output,
                   "Where to write the page (default: FILE.html)")
       ->type_name("OUT.html");
+  cmd->add_option("--max-bytes", o->max_bytes,
+                  fmt::format("Refuse a trace over N bytes (default {}; K, M, G)", default_max_bytes))
+      ->option_text("N");
   cmd->add_flag("--quiet", o->quiet, "No summary line on stderr");
   cmd->footer(
       "Draws a Chrome trace-event file (as --trace writes it) as one self-contained\n"
@@ -1206,8 +1334,12 @@ void add_trace_view(CLI::App& app, int* exit_code) {
       "slowest tasks and the failures. The page loads nothing from the network.\n"
       "The default output is FILE with its extension replaced by .html.\n"
       "\n"
+      "The input may be a pipe or a device: it is read as it is parsed, and reading\n"
+      "stops at the first byte that cannot be JSON, or past --max-bytes.\n"
+      "\n"
       "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, is\n"
-      "not JSON or is not a trace, or an output that cannot be written).");
+      "not JSON, is not a trace or is larger than --max-bytes, or an output that\n"
+      "cannot be written).");
   cmd->callback([o, exit_code] { run_command("trace-view", exit_code, [&] { return run(*o); }); });
 }
 

@@ -60,26 +60,6 @@ struct Options {
 /// Rows of the table when neither --top nor the listing is asked for.
 constexpr std::uint64_t default_top = 20;
 
-std::uint64_t parse_size(const std::string& s) {
-  std::size_t pos = 0;
-  unsigned long long n = 0;
-  try {
-    n = std::stoull(s, &pos);
-  } catch (...) {
-    throw CLI::ValidationError("--size", "not a size: '" + s + "' (e.g. 50M, 1G, 4096)");
-  }
-  std::string unit = s.substr(pos);
-  std::uint64_t mult = 1;
-  if (unit == "K" || unit == "k" || unit == "KiB") mult = 1ull << 10;
-  else if (unit == "M" || unit == "MiB") mult = 1ull << 20;
-  else if (unit == "G" || unit == "GiB") mult = 1ull << 30;
-  else if (!unit.empty() || s.find('-') != std::string::npos)
-    throw CLI::ValidationError("--size", "not a size: '" + s + "' (e.g. 50M, 1G, 4096)");
-  if (n == 0 || n > (64ull << 30) / mult)
-    throw CLI::ValidationError("--size", "must be between 1 byte and 64G: '" + s + "'");
-  return n * mult;
-}
-
 /// One input: a file the workers map (`path`), or a stream read into the in-memory
 /// corpus before the pool starts, at `base` (`path` empty).
 struct Input {
@@ -229,7 +209,7 @@ int run(const Options& o) {
     // not share: they would count nothing.
     if (o.common.backend == "mpi")
       throw UsageError("--backend mpi needs PATH arguments: the built-in corpus exists on rank 0 only");
-    const std::uint64_t size = parse_size(o.size);
+    const std::uint64_t size = parse_size("--size", o.size, std::uint64_t{64} << 30);
     std::optional<ProgressBar> bar;
     if (o.common.progress) bar.emplace("generating", "MB", static_cast<double>(size) / 1e6);
     corpus = words::synthetic_corpus(size, 42, [&](std::size_t done) {

@@ -415,16 +415,16 @@ class StreamJob final : public FeederJob<View, Arg> {
     cv_.notify_all();
   }
 
-  /// Blocks for the next result; none at the end. Rethrows a failed item's error.
-  /// Returns true and fills `out` (unless R is void), or false at the end.
-  bool next(std::optional<stored_t<R>>& out, PoolCore& core,
+  /// Blocks for the next result; none at the end. Returns true and fills `out` (unless R
+  /// is void) or, for a failed item, `error`; false at the end. Throws an abort's error.
+  bool next(std::optional<stored_t<R>>& out, std::exception_ptr& error, PoolCore& core,
             const std::chrono::steady_clock::time_point* deadline) {
     std::unique_lock lock(mutex_);
     for (;;) {
       if (auto slot = results_.take()) {
         lock.unlock();
         core.wake();  // the window moved
-        slot->deliver(out);
+        slot->deliver(out, error);
         return true;
       }
       if (done_) {
@@ -515,13 +515,22 @@ concept process_ready =
 
 }  // namespace detail
 
-/// The results of imap / imap_unordered: an input range that blocks for each next result
-/// and rethrows a failed item's error when that item is reached. Destroying it before the
-/// end stops pulling further inputs.
+/// The results of imap / imap_unordered: an input range that blocks for each next result.
+/// A failed item's error is thrown where the item is reached, as Python's next() raises
+/// it: by dereferencing the iterator that stands at it (every time), or by incrementing
+/// it without having dereferenced it (once, leaving it where it was; the next increment
+/// moves on). begin() and increments that move never throw, so in
+/// `for (auto r : pool.imap(f, xs))` the error comes out of the loop's body, after the
+/// items before it. The stream goes on after an item's error. An error of the whole
+/// stream (the pool terminated or broken, the executors' map timeout) is reported the
+/// same way, once; the next increment ends the stream. Destroying it before the end stops
+/// pulling further inputs. Not thread-safe.
 template <class R>
 class ResultStream {
  public:
-  using Next = std::function<bool(std::optional<detail::stored_t<R>>&,
+  /// Fills `out` (or, for a failed item, `error`) with the next result and returns true,
+  /// or returns false at the end. Throws for an error of the whole stream.
+  using Next = std::function<bool(std::optional<detail::stored_t<R>>&, std::exception_ptr&,
                                   const std::chrono::steady_clock::time_point*)>;
 
   class iterator {
@@ -530,10 +539,13 @@ class ResultStream {
     using difference_type = std::ptrdiff_t;
 
     iterator() = default;
-    value_type& operator*() const { return *stream_->current_; }
-    value_type* operator->() const { return &*stream_->current_; }
+    /// The result here. Throws the item's error if it failed.
+    value_type& operator*() const { return stream_->get(); }
+    value_type* operator->() const { return &stream_->get(); }
+    /// Blocks for the next result. Throws only to report an error that was not
+    /// dereferenced (see the class comment).
     iterator& operator++() {
-      stream_->advance();
+      stream_->increment();
       return *this;
     }
     void operator++(int) { ++*this; }
@@ -553,7 +565,7 @@ class ResultStream {
     if (stop_) stop_();
   }
 
-  /// Blocks for the first result. Call once.
+  /// Blocks for the first result; does not throw its error (the iterator does). Call once.
   iterator begin() {
     advance();
     return iterator(this);
@@ -565,14 +577,48 @@ class ResultStream {
   void set_deadline(std::chrono::steady_clock::time_point deadline) { deadline_ = deadline; }
 
  private:
+  detail::stored_t<R>& get() {
+    if (error_) {
+      reported_ = true;
+      std::rethrow_exception(error_);
+    }
+    return *current_;
+  }
+
+  void increment() {
+    if (error_ && !reported_) {
+      // Skipped without a look: the error is not dropped silently.
+      reported_ = true;
+      std::rethrow_exception(error_);
+    }
+    if (error_ && whole_stream_) {
+      error_ = nullptr;
+      ended_ = true;
+      return;
+    }
+    advance();
+  }
+
+  // Keeps what the next step gave (a value, an item's error or an error of the whole
+  // stream) for the iterator to hand out; never throws it.
   void advance() {
     current_.reset();
-    ended_ = !next_(current_, deadline_ ? &*deadline_ : nullptr);
+    error_ = nullptr;
+    reported_ = whole_stream_ = false;
+    try {
+      ended_ = !next_(current_, error_, deadline_ ? &*deadline_ : nullptr);
+    } catch (...) {
+      error_ = std::current_exception();
+      whole_stream_ = true;
+    }
   }
 
   Next next_;
   std::function<void()> stop_;
   std::optional<detail::stored_t<R>> current_;
+  std::exception_ptr error_;   // the error at this position, if it failed
+  bool reported_ = false;      // error_ has been thrown to the caller
+  bool whole_stream_ = false;  // error_ ends the stream
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   bool ended_ = false;
 };
@@ -824,9 +870,9 @@ class MPROC_API Pool {
       job->method = method;
       job->start();
       return ResultStream<R>(
-          [job](std::optional<detail::stored_t<R>>& out,
+          [job](std::optional<detail::stored_t<R>>& out, std::exception_ptr& error,
                 const std::chrono::steady_clock::time_point* deadline) {
-            return job->next(out, deadline);
+            return job->next(out, error, deadline);
           },
           [job] { job->drain(); });
     }
@@ -841,9 +887,9 @@ class MPROC_API Pool {
       core().submit(job);
       detail::PoolCore* core_ptr = core_.get();
       return ResultStream<R>(
-          [job, core_ptr](std::optional<detail::stored_t<R>>& out,
+          [job, core_ptr](std::optional<detail::stored_t<R>>& out, std::exception_ptr& error,
                           const std::chrono::steady_clock::time_point* deadline) {
-            return job->next(out, *core_ptr, deadline);
+            return job->next(out, error, *core_ptr, deadline);
           },
           [job, core_ptr] {
             // Results still in flight must not reach a callback whose captures may be gone.

@@ -19,12 +19,16 @@
 //   std::string             u64 length, then the characters
 //   vector<T>               u64 count, then the elements
 //   vector<bool>            u64 count, then ceil(count/8) bytes, bits LSB first, padding 0
+//   deque, list,            as vector<T>, so that one's bytes decode as another
+//     forward_list
 //   array<T, N>, T[N]       the N elements
 //   pair, tuple             the members in order
 //   optional<T>             1 byte 0/1, then the value when 1
 //   variant<T...>           index (u8, or u32 past 256 alternatives), then the alternative
-//   map, unordered_map      u64 count, then key, value, key, value...
-//   set, unordered_set      u64 count, then the keys
+//   map, multimap           u64 count, then key, value, key, value... in key order
+//   set, multiset           u64 count, then the keys in key order
+//   unordered_[multi]map    u64 count, then key, value... in the container's own order
+//   unordered_[multi]set    u64 count, then the keys in the container's own order
 //   user type               whatever its serialize() writes, nothing around it
 //   trivially copyable      sizeof(T) bytes, copied as they are in memory
 // A run of values whose memory is its own encoding (arithmetic types, enums with a fixed
@@ -36,13 +40,21 @@
 //   - Every read is bounds-checked; malformed, truncated or hostile input throws
 //     SerializationError, saying what was wrong, and never reads out of bounds.
 //   - No invalid value is created: bool bytes, optional flags and variant indices are
-//     checked; enums without a fixed underlying type are refused at compile time. Maps
-//     and sets refuse duplicate keys and vector<bool> nonzero padding bits, so a value
-//     has one encoding (unordered containers aside, whose order is their own).
+//     checked; enums without a fixed underlying type are refused at compile time.
+//   - A value has one encoding (unordered containers aside, whose order is their own):
+//     map and set refuse keys out of their comparator's order or repeated, multimap and
+//     multiset keys out of order (equal keys may repeat, their values in the order they
+//     were inserted); unordered_map and unordered_set refuse a repeated key, which would
+//     otherwise be dropped; vector<bool> refuses nonzero padding bits.
 //   - A count is accepted only if count * (fewest bytes an element can encode to) fits in
-//     the bytes left, so the decoder never allocates more than a valid message of the same
-//     length could need. A user type counts as at least 1 byte; a container whose user-type
+//     the bytes left. A user type counts as at least 1 byte; a container whose user-type
 //     elements encode to less than that is refused when it is encoded, not when decoded.
+//   - What decoding one value allocates for its containers' elements is bounded by the
+//     input: at most alloc_allowance (64 MiB) + alloc_per_byte (64) * the bytes left when
+//     the value starts, checked before each container allocates. So a few bytes cannot
+//     ask for gigabytes (an empty optional is 1 byte on the wire and sizeof(optional<T>)
+//     in a vector). The encoder counts the same and refuses a value it would exceed
+//     (with SerializationError): what dumps writes, loads reads.
 //   - User types nest at most max_depth (1024) deep, so hostile input cannot exhaust the
 //     stack through a recursive type.
 // Not guaranteed: a trivially copyable struct copied as bytes takes whatever bytes arrive;
@@ -60,8 +72,10 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <tuple>
@@ -79,9 +93,10 @@ static_assert(std::endian::native == std::endian::little,
               "mproc's wire format is little-endian and written as native memory");
 
 /// True for the types the archives can encode and decode: arithmetic types, enums with a
-/// fixed underlying type, std::string, vector, array, C arrays, pair, tuple, optional,
-/// variant, map, unordered_map, set, unordered_set of serializable types, types with a
-/// serialize(Archive&) member or free function, and other trivially copyable types.
+/// fixed underlying type, std::string, vector, deque, list, forward_list, array, C arrays,
+/// pair, tuple, optional, variant, [unordered_][multi]map and [unordered_][multi]set of
+/// serializable types, types with a serialize(Archive&) member or free function, and
+/// other trivially copyable types.
 /// References and cv-qualifiers are ignored.
 template <class T>
 concept serializable = detail::is_serializable<std::remove_cvref_t<T>>();
@@ -114,11 +129,17 @@ class OutputArchive {
   static constexpr bool is_saving = true;
   /// How deeply user types may nest in one value (the decoder enforces the same limit).
   static constexpr std::size_t max_depth = 1024;
+  /// What decoding one value may allocate: alloc_allowance + alloc_per_byte * its bytes
+  /// (see InputArchive). The encoder refuses a value whose decoding would need more.
+  static constexpr std::size_t alloc_allowance = detail::alloc_allowance;
+  static constexpr std::size_t alloc_per_byte = detail::alloc_per_byte;
 
   explicit OutputArchive(std::vector<std::byte>& out) noexcept : out_(&out) {}
 
   /// Appends each value's encoding. Throws SerializationError for values the wire format
-  /// cannot carry (a valueless variant, nesting past max_depth), and what allocation throws.
+  /// cannot carry (a valueless variant, nesting past max_depth, a value whose decoding
+  /// would allocate past alloc_allowance + alloc_per_byte * its encoded size), and what
+  /// allocation throws.
   template <class... T>
   OutputArchive& operator()(const T&... values);
 
@@ -146,7 +167,8 @@ class OutputArchive {
  private:
   friend struct detail::Codec;
   std::vector<std::byte>* out_;
-  std::size_t depth_ = 0;  // nesting of user types, against max_depth
+  std::size_t depth_ = 0;    // nesting of user types, against max_depth
+  std::size_t charged_ = 0;  // what decoding the value being encoded will allocate
 };
 
 /// Decodes values from bytes it does not own, which must outlive it.
@@ -155,12 +177,19 @@ class InputArchive {
   static constexpr bool is_loading = true;
   static constexpr bool is_saving = false;
   static constexpr std::size_t max_depth = OutputArchive::max_depth;
+  /// Decoding one value (each argument of a call that is not inside a serialize()) may
+  /// allocate, for the elements of its containers, at most alloc_allowance (64 MiB) +
+  /// alloc_per_byte (64) * the bytes left when it starts; each container's elements are
+  /// counted against it before they are allocated.
+  static constexpr std::size_t alloc_allowance = detail::alloc_allowance;
+  static constexpr std::size_t alloc_per_byte = detail::alloc_per_byte;
 
   explicit InputArchive(std::span<const std::byte> bytes) noexcept
-      : data_(bytes.data()), size_(bytes.size()) {}
+      : data_(bytes.data()), size_(bytes.size()), budget_(detail::alloc_budget(bytes.size())) {}
 
   /// Decodes into each value in turn, replacing its contents. Throws SerializationError on
-  /// malformed input; the value is then valid but unspecified.
+  /// malformed input, also on input whose decoding would allocate past the budget above;
+  /// the value is then valid but unspecified.
   template <class... T>
   InputArchive& operator()(T&... values);
 
@@ -210,13 +239,11 @@ class InputArchive {
   std::size_t size_;
   std::size_t pos_ = 0;
   std::size_t depth_ = 0;
+  std::size_t budget_;  // what the value being decoded may still allocate
   detail::DecodeScope decoding_;
 };
 
 namespace detail {
-
-template <class T>
-inline constexpr bool always_false_v = false;
 
 /// Names, at compile time, the innermost type that makes T unserializable and what to do
 /// about it; called only when T is not serializable, so the error points at the culprit.
@@ -243,8 +270,8 @@ constexpr void diagnose() {
   } else if constexpr (kind_v<T> == Kind::string) {
     static_assert(always_false_v<T>,
                   "mproc: only strings of character (arithmetic) types are serializable");
-  } else if constexpr (kind_v<T> == Kind::vector || kind_v<T> == Kind::array ||
-                       kind_v<T> == Kind::optional) {
+  } else if constexpr (kind_v<T> == Kind::vector || kind_v<T> == Kind::sequence ||
+                       kind_v<T> == Kind::array || kind_v<T> == Kind::optional) {
     diagnose<typename StdTraits<T>::element>();
   } else if constexpr (kind_v<T> == Kind::pair) {
     diagnose<typename T::first_type>();
@@ -278,6 +305,17 @@ struct AssociativeElement<C, true> {
 
 /// The encoder and decoder for every Kind. One struct so that both archives can befriend it.
 struct Codec {
+  /// Encodes one value and refuses it if decoding it would exceed its allocation budget.
+  template <class T>
+  static void save_value(OutputArchive& ar, const T& v) {
+    const std::size_t start = ar.out_->size();
+    ar.charged_ = 0;
+    save(ar, v);
+    const std::size_t bytes = ar.out_->size() - start;
+    if (ar.charged_ > alloc_budget(bytes)) [[unlikely]]
+      throw_over_budget(ar.charged_, bytes, &type_name<T>);
+  }
+
   template <class T>
   static void save(OutputArchive& ar, const T& v) {
     constexpr Kind k = kind_v<T>;
@@ -292,14 +330,24 @@ struct Codec {
       save(ar, static_cast<std::underlying_type_t<T>>(v));
     } else if constexpr (k == Kind::string) {
       save_length(ar, v.size());
+      charge<T>(ar, v.size());
       ar.write_bytes(v.data(), v.size() * sizeof(typename T::value_type));
     } else if constexpr (k == Kind::vector_bool) {
       save_bits(ar, v);
     } else if constexpr (k == Kind::vector) {
       save_length(ar, v.size());
+      charge<T>(ar, v.size());
       const std::size_t start = ar.out_->size();
       save_range(ar, v.data(), v.size());
       check_encoded_size<T, typename T::value_type>(ar, start, v.size());
+    } else if constexpr (k == Kind::sequence) {
+      // forward_list has no size().
+      const auto n = static_cast<std::size_t>(std::ranges::distance(v));
+      save_length(ar, n);
+      charge<T>(ar, n);
+      const std::size_t start = ar.out_->size();
+      for (const auto& e : v) save(ar, e);
+      check_encoded_size<T, typename T::value_type>(ar, start, n);
     } else if constexpr (k == Kind::array) {
       save_range(ar, std::data(v), StdTraits<T>::size);
     } else if constexpr (k == Kind::pair) {
@@ -317,6 +365,7 @@ struct Codec {
       std::visit([&ar](const auto& alt) { save(ar, alt); }, v);
     } else if constexpr (k == Kind::map) {
       save_length(ar, v.size());
+      charge<T>(ar, v.size());
       const std::size_t start = ar.out_->size();
       for (const auto& [key, value] : v) {
         save(ar, key);
@@ -326,6 +375,7 @@ struct Codec {
           ar, start, v.size());
     } else if constexpr (k == Kind::set) {
       save_length(ar, v.size());
+      charge<T>(ar, v.size());
       const std::size_t start = ar.out_->size();
       for (const auto& key : v) save(ar, key);
       check_encoded_size<T, typename T::key_type>(ar, start, v.size());
@@ -358,14 +408,21 @@ struct Codec {
     } else if constexpr (k == Kind::string) {
       using C = typename T::value_type;
       const std::size_t n = load_count<T, C>(ar);
+      charge<T>(ar, n);
       v.resize(n);
       if (n != 0) std::memcpy(v.data(), ar.take(n * sizeof(C), "", &type_name<T>), n * sizeof(C));
     } else if constexpr (k == Kind::vector_bool) {
       load_bits(ar, v);
     } else if constexpr (k == Kind::vector) {
       const std::size_t n = load_count<T, typename T::value_type>(ar);
+      charge<T>(ar, n);
       v.resize(n);
       load_range<T>(ar, v.data(), n);
+    } else if constexpr (k == Kind::sequence) {
+      const std::size_t n = load_count<T, typename T::value_type>(ar);
+      charge<T>(ar, n);
+      v.resize(n);
+      for (auto& e : v) load(ar, e);
     } else if constexpr (k == Kind::array) {
       load_range<T>(ar, std::data(v), StdTraits<T>::size);
     } else if constexpr (k == Kind::pair) {
@@ -444,6 +501,49 @@ struct Codec {
                               " bytes remain");
   }
 
+  // The allocation budget: the decoder checks each container's elements against what is
+  // left of it before allocating them; the encoder adds up the same amounts, and
+  // save_value compares the sum with the budget of the bytes written.
+  template <class C, class Archive>
+  static void charge(Archive& ar, std::size_t n) {
+    constexpr std::size_t per = alloc_per_element<C>();
+    spend(ar, n > SIZE_MAX / per ? SIZE_MAX : n * per, n, &type_name<C>);
+  }
+
+  static void spend(OutputArchive& ar, std::size_t bytes, std::size_t, std::string (*)()) {
+    ar.charged_ = bytes > SIZE_MAX - ar.charged_ ? SIZE_MAX : ar.charged_ + bytes;
+  }
+
+  static void spend(InputArchive& ar, std::size_t bytes, std::size_t n, std::string (*name)()) {
+    if (bytes > ar.budget_) [[unlikely]]
+      throw_budget(bytes, n, ar.budget_, name);
+    ar.budget_ -= bytes;
+  }
+
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_budget(std::size_t bytes, std::size_t n,
+                                                                  std::size_t left,
+                                                                  std::string (*name)()) {
+    throw_serialization_error(
+        "decoding " + name() + " of " + std::to_string(n) + " elements would allocate " +
+        std::to_string(bytes) + " bytes, more than the " + std::to_string(left) +
+        " left of the value's allowance (" + allowance_text() + "): corrupt or hostile input");
+  }
+
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_over_budget(std::size_t charged,
+                                                                       std::size_t bytes,
+                                                                       std::string (*name)()) {
+    throw_serialization_error(
+        "cannot encode " + name() + ": decoding its " + std::to_string(bytes) +
+        " bytes would allocate " + std::to_string(charged) + " bytes, more than the " +
+        std::to_string(alloc_budget(bytes)) + " a decoder allows for them (" + allowance_text() +
+        ") and would refuse as hostile; send it in smaller pieces");
+  }
+
+  static std::string allowance_text() {
+    return std::to_string(alloc_allowance >> 20) + " MiB + " + std::to_string(alloc_per_byte) +
+           " bytes per input byte";
+  }
+
   // A container of elements that may encode to nothing (user types) would be refused by
   // load_count's one-byte-per-element bound; refuse it here instead, where the mistake is.
   template <class C, class E>
@@ -479,6 +579,7 @@ struct Codec {
   template <class V>
   static void save_bits(OutputArchive& ar, const V& v) {
     save_length(ar, v.size());
+    spend(ar, v.size() / 8 + (v.size() % 8 != 0 ? 1 : 0), v.size(), &type_name<V>);
     unsigned char byte = 0;
     std::size_t i = 0;
     for (const bool bit : v) {
@@ -501,6 +602,7 @@ struct Codec {
                                 " exceeds the input: it needs " + std::to_string(bytes) +
                                 " bytes and " + std::to_string(ar.remaining()) + " remain");
     const std::byte* p = ar.take(static_cast<std::size_t>(bytes), "bits", &type_name<V>);
+    spend(ar, static_cast<std::size_t>(bytes), static_cast<std::size_t>(n), &type_name<V>);
     v.resize(static_cast<std::size_t>(n));
     for (std::size_t i = 0; i < n; ++i) v[i] = ((std::to_integer<unsigned>(p[i / 8]) >> (i % 8)) & 1u) != 0;
     // Padding bits must be zero so that every value has exactly one encoding.
@@ -543,16 +645,28 @@ struct Codec {
     using Key = typename C::key_type;
     using Element = typename AssociativeElement<C, is_map>::type;
     const std::size_t n = load_count<C, Element>(ar);
+    charge<C>(ar, n);
     c.clear();
     if constexpr (!StdTraits<C>::ordered) c.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
       Key key{};
       load(ar, key);
+      if constexpr (StdTraits<C>::ordered) {
+        // One value, one encoding: the keys come in the container's own order, which is
+        // how the encoder iterates. Checked against the last key, so the end() hint
+        // below is exact and each insertion is amortised constant time.
+        if (!c.empty()) {
+          const Key& last = key_of<is_map>(*std::prev(c.end()));
+          if (c.key_comp()(key, last)) [[unlikely]]
+            throw_key(i, "keys out of order in ", &type_name<C>);
+          if (!StdTraits<C>::multi && !c.key_comp()(last, key)) [[unlikely]]
+            throw_key(i, "duplicate key in ", &type_name<C>);
+        }
+      }
       const std::size_t before = c.size();
       if constexpr (is_map) {
         typename C::mapped_type value{};
         load(ar, value);
-        // Keys arrive sorted from a std::map, which makes the end() hint exact.
         if constexpr (StdTraits<C>::ordered)
           c.emplace_hint(c.end(), std::move(key), std::move(value));
         else
@@ -563,25 +677,47 @@ struct Codec {
         else
           c.emplace(std::move(key));
       }
-      // A repeated key would silently shrink the container; the encoder never writes one.
-      if (c.size() == before) [[unlikely]]
-        throw_serialization_error("duplicate key in " + type_name<C>() + " at element " +
-                                  std::to_string(i));
+      // A repeated key would silently shrink an unordered container; the encoder never
+      // writes one. (The ordered ones refused it above.)
+      if (!StdTraits<C>::multi && c.size() == before) [[unlikely]]
+        throw_key(i, "duplicate key in ", &type_name<C>);
     }
+  }
+
+  template <bool IsMap, class V>
+  static const auto& key_of(const V& element) {
+    if constexpr (IsMap)
+      return element.first;
+    else
+      return element;
+  }
+
+  [[noreturn, gnu::cold, gnu::noinline]] static void throw_key(std::size_t i, const char* what,
+                                                               std::string (*name)()) {
+    throw_serialization_error(what + name() + " at element " + std::to_string(i));
   }
 };
 
 }  // namespace detail
 
+// A call outside any serialize() (depth 0) starts a value, with a budget of its own: so
+// each value's budget on the decoding side is at least the one it was encoded under,
+// however the values were grouped into calls on either side.
 template <class... T>
 OutputArchive& OutputArchive::operator()(const T&... values) {
-  (detail::Codec::save(*this, values), ...);
+  if (depth_ == 0)
+    (detail::Codec::save_value(*this, values), ...);
+  else
+    (detail::Codec::save(*this, values), ...);
   return *this;
 }
 
 template <class... T>
 InputArchive& InputArchive::operator()(T&... values) {
-  (detail::Codec::load(*this, values), ...);
+  if (depth_ == 0)
+    ((budget_ = detail::alloc_budget(remaining()), detail::Codec::load(*this, values)), ...);
+  else
+    (detail::Codec::load(*this, values), ...);
   return *this;
 }
 

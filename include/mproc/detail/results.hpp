@@ -99,9 +99,12 @@ class ResultWindow {
     std::optional<stored_t<R>> value;
     std::exception_ptr error;
 
-    /// Moves the value into `out`, or rethrows the item's error.
-    void deliver(std::optional<stored_t<R>>& out) {
-      if (error) std::rethrow_exception(error);
+    /// Moves the value into `out`, or the item's error into `failed`.
+    void deliver(std::optional<stored_t<R>>& out, std::exception_ptr& failed) {
+      if (error) {
+        failed = std::move(error);
+        return;
+      }
       out = std::move(value);
       if constexpr (std::is_void_v<R>)
         if (!out) out.emplace();

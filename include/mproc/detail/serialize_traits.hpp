@@ -8,6 +8,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <forward_list>
+#include <list>
 #include <map>
 #include <optional>
 #include <set>
@@ -31,6 +34,9 @@ class InputArchive;
 
 namespace detail {
 
+template <class T>
+inline constexpr bool always_false_v = false;
+
 /// The wire encoding a type gets. The order of the checks in kind_of() is the precedence.
 enum class Kind {
   unsupported,
@@ -40,20 +46,21 @@ enum class Kind {
   string,         // u64 length, then the characters
   vector_bool,    // u64 length, then the bits packed LSB-first, padding bits zero
   vector,         // u64 length, then the elements
+  sequence,       // u64 length, then the elements (deque, list, forward_list)
   array,          // the N elements (std::array and C arrays), no length
   pair,           // first, second
   tuple,          // the elements in order
   optional,       // one byte 0/1, then the value when 1
   variant,        // index (u8, or u32 past 256 alternatives), then the alternative
-  map,            // u64 count, then key, value pairs (map and unordered_map)
-  set,            // u64 count, then keys (set and unordered_set)
+  map,            // u64 count, then key, value pairs ([unordered_][multi]map)
+  set,            // u64 count, then keys ([unordered_][multi]set)
   user,           // whatever the type's serialize() writes
   raw,            // any other trivially copyable type: sizeof(T) bytes, copied as is
 };
 
 // Why some std types are refused rather than copied as trivially copyable bytes: a view
-// would travel as a pointer into the sender's memory. Sending the data a view refers to,
-// without copying, is the zero-copy extension (see serialize.hpp).
+// would travel as a pointer into the sender's memory. Sending data without copying is
+// what mproc::Array does (shared.hpp): it travels as a reference to its segment.
 enum class Refusal { none, view };
 
 struct StdTraitsBase {
@@ -78,6 +85,26 @@ template <class T, class A>
 struct StdTraits<std::vector<T, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::vector;
   using element = T;
+};
+// The other sequence containers encode as a vector does; `links` is the pointers a node
+// holds besides its element (for the allocation budget).
+template <class T, class A>
+struct StdTraits<std::deque<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 0;
+};
+template <class T, class A>
+struct StdTraits<std::list<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 2;
+};
+template <class T, class A>
+struct StdTraits<std::forward_list<T, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::sequence;
+  using element = T;
+  static constexpr std::size_t links = 1;
 };
 template <class T, std::size_t N>
 struct StdTraits<std::array<T, N>> : StdTraitsBase {
@@ -108,25 +135,56 @@ template <class... T>
 struct StdTraits<std::variant<T...>> : StdTraitsBase {
   static constexpr Kind kind = Kind::variant;
 };
+// `ordered`: iterates in key order, so the keys of an encoding must come in that order
+// (strictly for map and set, non-decreasing for the multi- containers). `multi`: equal
+// keys may repeat; otherwise a repeated key is refused, as it would be dropped.
 template <class K, class V, class C, class A>
 struct StdTraits<std::map<K, V, C, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::map;
   static constexpr bool ordered = true;
+  static constexpr bool multi = false;
+};
+template <class K, class V, class C, class A>
+struct StdTraits<std::multimap<K, V, C, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::map;
+  static constexpr bool ordered = true;
+  static constexpr bool multi = true;
 };
 template <class K, class V, class H, class E, class A>
 struct StdTraits<std::unordered_map<K, V, H, E, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::map;
   static constexpr bool ordered = false;
+  static constexpr bool multi = false;
+};
+template <class K, class V, class H, class E, class A>
+struct StdTraits<std::unordered_multimap<K, V, H, E, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::map;
+  static constexpr bool ordered = false;
+  static constexpr bool multi = true;
 };
 template <class K, class C, class A>
 struct StdTraits<std::set<K, C, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::set;
   static constexpr bool ordered = true;
+  static constexpr bool multi = false;
+};
+template <class K, class C, class A>
+struct StdTraits<std::multiset<K, C, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::set;
+  static constexpr bool ordered = true;
+  static constexpr bool multi = true;
 };
 template <class K, class H, class E, class A>
 struct StdTraits<std::unordered_set<K, H, E, A>> : StdTraitsBase {
   static constexpr Kind kind = Kind::set;
   static constexpr bool ordered = false;
+  static constexpr bool multi = false;
+};
+template <class K, class H, class E, class A>
+struct StdTraits<std::unordered_multiset<K, H, E, A>> : StdTraitsBase {
+  static constexpr Kind kind = Kind::set;
+  static constexpr bool ordered = false;
+  static constexpr bool multi = true;
 };
 template <class C, class Tr>
 struct StdTraits<std::basic_string_view<C, Tr>> {
@@ -220,7 +278,8 @@ constexpr bool is_serializable() {
       return false;
     } else if constexpr (k == Kind::string) {
       return kind_v<typename StdTraits<T>::element> == Kind::arithmetic;
-    } else if constexpr (k == Kind::vector || k == Kind::array || k == Kind::optional) {
+    } else if constexpr (k == Kind::vector || k == Kind::sequence || k == Kind::array ||
+                         k == Kind::optional) {
       return is_serializable<typename StdTraits<T>::element>();
     } else if constexpr (k == Kind::pair || k == Kind::tuple || k == Kind::variant) {
       return AllSerializable<T>::value;
@@ -271,7 +330,7 @@ constexpr std::size_t min_size() {
   } else if constexpr (k == Kind::enumeration) {
     return min_size<std::underlying_type_t<T>>();
   } else if constexpr (k == Kind::string || k == Kind::vector || k == Kind::vector_bool ||
-                       k == Kind::map || k == Kind::set) {
+                       k == Kind::sequence || k == Kind::map || k == Kind::set) {
     return 8;
   } else if constexpr (k == Kind::array) {
     return StdTraits<T>::size * min_size<typename StdTraits<T>::element>();
@@ -295,6 +354,71 @@ constexpr std::size_t min_size() {
 
 template <class T>
 inline constexpr std::size_t min_size_v = min_size<T>();
+
+// ---- the decode allocation budget ----
+
+/// Decoding one value may allocate, for the elements of the containers in it, at most
+/// alloc_allowance + alloc_per_byte * (the bytes left when the value starts). Valid data
+/// sits far inside it: a vector<double> or a string needs 1 byte per input byte, a
+/// std::set<char> node 40. What it stops is a few input bytes asking for a lot of memory:
+/// a std::nullopt is 1 byte on the wire and may be sizeof(T) in a vector.
+inline constexpr std::size_t alloc_allowance = std::size_t{64} << 20;
+inline constexpr std::size_t alloc_per_byte = 64;
+
+/// The budget of a value that starts with `input_bytes` left, saturating.
+constexpr std::size_t alloc_budget(std::size_t input_bytes) noexcept {
+  if (input_bytes > (SIZE_MAX - alloc_allowance) / alloc_per_byte) return SIZE_MAX;
+  return alloc_allowance + alloc_per_byte * input_bytes;
+}
+
+/// What default-constructing a T allocates before it holds anything: libstdc++'s deque
+/// allocates its map (8 pointers) and one block (512 bytes, or one element if larger);
+/// the other std types nothing. (A user type's constructor is its own business.)
+template <class T>
+constexpr std::size_t alloc_on_construct() {
+  constexpr Kind k = kind_v<T>;
+  if constexpr (k == Kind::sequence) {
+    if constexpr (std::is_same_v<T, std::deque<typename T::value_type, typename T::allocator_type>>)
+      return 8 * sizeof(void*) + std::max<std::size_t>(512, sizeof(typename T::value_type));
+    else
+      return 0;
+  } else if constexpr (k == Kind::array) {
+    return StdTraits<T>::size * alloc_on_construct<typename StdTraits<T>::element>();
+  } else if constexpr (k == Kind::pair) {
+    return alloc_on_construct<typename T::first_type>() +
+           alloc_on_construct<typename T::second_type>();
+  } else if constexpr (k == Kind::tuple) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (std::size_t{0} + ... + alloc_on_construct<std::tuple_element_t<I, T>>());
+    }(std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else {
+    return 0;
+  }
+}
+
+/// What one element of container C costs the budget: its size in the container, what
+/// constructing it allocates, and the node links of a node-based container (libstdc++'s:
+/// a list node two pointers, a red-black node a colour and three pointers, a hash node a
+/// next pointer and maybe the hash, and the bucket array a pointer per element). An
+/// estimate of what the allocator is asked for, the same on both sides: the encoder adds
+/// up the same charges and refuses what the decoder would.
+template <class C>
+constexpr std::size_t alloc_per_element() {
+  constexpr Kind k = kind_v<C>;
+  constexpr std::size_t ptr = sizeof(void*);
+  using E = typename C::value_type;
+  if constexpr (k == Kind::string) {
+    return sizeof(E);
+  } else if constexpr (k == Kind::vector) {
+    return sizeof(E) + alloc_on_construct<E>();
+  } else if constexpr (k == Kind::sequence) {
+    return sizeof(E) + alloc_on_construct<E>() + StdTraits<C>::links * ptr;
+  } else if constexpr (k == Kind::map || k == Kind::set) {
+    return sizeof(E) + alloc_on_construct<E>() + (StdTraits<C>::ordered ? 4 * ptr : 3 * ptr);
+  } else {
+    static_assert(always_false_v<C>, "not a container");
+  }
+}
 
 // ---- error messages: built only on the failure path ----
 

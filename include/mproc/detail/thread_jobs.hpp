@@ -425,16 +425,16 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
     cv_.notify_all();
   }
 
-  /// The next result (false at the end). Rethrows a failed item's error. With a deadline,
-  /// throws TimeoutError when it passes first.
-  bool next(std::optional<stored_t<R>>& out,
+  /// The next result (false at the end), into `out` or, for a failed item, `error`.
+  /// Throws an abort's error; with a deadline, TimeoutError when it passes first.
+  bool next(std::optional<stored_t<R>>& out, std::exception_ptr& error,
             const std::chrono::steady_clock::time_point* deadline) {
     std::unique_lock lock(mutex_);
     for (;;) {
       if (auto slot = results_.take()) {
         spawn(lock);
         lock.unlock();
-        slot->deliver(out);
+        slot->deliver(out, error);
         return true;
       }
       if (abort_ && active_ == 0) std::rethrow_exception(abort_);
