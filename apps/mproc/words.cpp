@@ -54,18 +54,6 @@ std::size_t space_at(std::string_view t, std::size_t p) {
   return 0;
 }
 
-bool continuation(std::string_view t, std::size_t p) {
-  return (static_cast<unsigned char>(t[p]) & 0xC0) == 0x80;
-}
-
-/// Whether a whitespace character ends right before p (p > 0, p on a character boundary).
-bool space_before(std::string_view t, std::size_t p) {
-  std::size_t q = p - 1;
-  for (int k = 0; k < 3 && q > 0 && continuation(t, q); ++k) --q;
-  const std::size_t n = space_at(t, q);
-  return n != 0 && q + n == p;
-}
-
 // Byte classes for the scalar tokenizer: ASCII whitespace (str.split's set), [A-Za-z-],
 // other ASCII, and non-ASCII (a lead or continuation byte: looked at more closely).
 enum : unsigned char { other = 0, space = 1, letter = 2, high = 3 };
@@ -85,16 +73,23 @@ constexpr std::array<unsigned char, 256> byte_classes() {
 constexpr auto classes = byte_classes();
 
 /// Moves `begin` to where the block's first token may start: a token already running at
-/// `begin` belongs to the previous block. The result is a character boundary with
-/// whitespace (or the text's start) right before it, or the start of a whitespace
-/// character, or `end`.
+/// `begin` belongs to the previous block. The result has whitespace (or the text's start)
+/// right before it, or starts a whitespace character, or is >= `end`.
+/// Which bytes are whitespace is a local property: a Unicode space is a lead byte and its
+/// continuation bytes, so no two matches of space_at overlap and none starts on a
+/// continuation byte; `begin` is looked at together with the three bytes before it. (A
+/// continuation byte right after whitespace starts a token, as in a whole-text count:
+/// skipping it, as this once did, lost that token when a block began there.)
 std::size_t block_start(std::string_view text, std::size_t begin, std::size_t end) {
-  std::size_t p = std::min(begin, end);
-  while (p < end && continuation(text, p)) ++p;
-  if (p > 0 && p < end && !space_before(text, p)) {
-    while (p < text.size() && space_at(text, p) == 0) ++p;
-  }
-  return p;
+  const std::size_t p = std::min(begin, end);
+  if (p == 0 || p == end) return p;
+  for (std::size_t back = 1; back <= 2 && back <= p; ++back)  // inside a Unicode space
+    if (const std::size_t n = space_at(text, p - back); n > back) return p - back + n;
+  for (std::size_t back = 1; back <= 3 && back <= p; ++back)  // right after whitespace
+    if (space_at(text, p - back) == back) return p;
+  std::size_t q = p;  // inside a token
+  while (q < text.size() && space_at(text, q) == 0) ++q;
+  return q;
 }
 
 /// Counts the word of the token starting at p (not whitespace) and returns where the
