@@ -21,7 +21,7 @@ done
 
 packages="g++ make cmake pkg-config python3 libgtest-dev libgmock-dev \
 libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin \
-libtbb-dev zlib1g-dev"
+libtbb-dev zlib1g-dev libxxhash-dev"
 if [ "$with_tests" -eq 1 ]; then
     packages="$packages chromium-headless-shell parallel"
 fi

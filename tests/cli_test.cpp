@@ -128,6 +128,25 @@ TEST(Cli, WordcountOnThePlaysMatchesPython) {
   EXPECT_EQ(lines(mine.out), 46u);
 }
 
+// Every word of the 92 books, not only the frequent ones: the tokenizer's whole output.
+TEST(Cli, WordcountOnTheBooksMatchesPythonWordForWord) {
+  const fs::path books = fs::path(MPROC_SOURCE_DIR) / "../shared/data/gutenberg/books";
+  if (!fs::exists(books)) GTEST_SKIP() << "the Gutenberg corpus is not on this machine";
+  if (std::system("python3 -c 'import re' >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  Result mine = mproc({"wordcount", "--list", "--min-count", "0", books.string()});
+  ASSERT_EQ(mine.code, 0) << mine.err;
+  const std::string py = std::string("python3 '") + MPROC_SOURCE_DIR +
+                         "/bench/python/countwords.py' -j 2 --min-count 0 '" + books.string() +
+                         "' 2>/dev/null";
+  FILE* f = ::popen(py.c_str(), "r");
+  std::string ref;
+  char buf[65536];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) ref.append(buf, n);
+  ASSERT_EQ(::pclose(f), 0);
+  EXPECT_EQ(mine.out, ref);
+  EXPECT_GT(lines(mine.out), 100000u);
+}
+
 TEST(Cli, WordcountSyntheticCorpusIsDeterministic) {
   Result a = mproc({"wordcount", "--size", "2M", "-j", "2"});
   Result b = mproc({"wordcount", "--size", "2M", "--serial"});

@@ -19,6 +19,17 @@
 #include <random>
 #include <vector>
 
+#if defined(__x86_64__)
+#define MPROC_WORDS_X86 1
+#include <immintrin.h>
+#else
+#define MPROC_WORDS_X86 0
+#endif
+
+// xxHash's one-shot XXH3, inlined: a word is hashed in a handful of instructions.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 namespace mproc::words {
 namespace {
 
@@ -43,31 +54,8 @@ std::size_t space_at(std::string_view t, std::size_t p) {
   return 0;
 }
 
-bool continuation(std::string_view t, std::size_t p) {
-  return (static_cast<unsigned char>(t[p]) & 0xC0) == 0x80;
-}
-
-/// Whether a whitespace character ends right before p (p > 0, p on a character boundary).
-bool space_before(std::string_view t, std::size_t p) {
-  std::size_t q = p - 1;
-  for (int k = 0; k < 3 && q > 0 && continuation(t, q); ++k) --q;
-  const std::size_t n = space_at(t, q);
-  return n != 0 && q + n == p;
-}
-
-/// Lower-cased ASCII letter or '-', as [a-z-] matches after str.lower(); 0 otherwise.
-inline char word_char(unsigned char c) {
-  if (c >= 'a' && c <= 'z') return static_cast<char>(c);
-  if (c >= 'A' && c <= 'Z') return static_cast<char>(c + 32);
-  return c == '-' ? '-' : 0;
-}
-
-}  // namespace
-
-namespace {
-
-// Byte classes for the fast path: ASCII whitespace (str.split's set), [A-Za-z-], other
-// ASCII, and non-ASCII (a lead or continuation byte: looked at by the slow path).
+// Byte classes for the scalar tokenizer: ASCII whitespace (str.split's set), [A-Za-z-],
+// other ASCII, and non-ASCII (a lead or continuation byte: looked at more closely).
 enum : unsigned char { other = 0, space = 1, letter = 2, high = 3 };
 
 constexpr std::array<unsigned char, 256> byte_classes() {
@@ -84,27 +72,72 @@ constexpr std::array<unsigned char, 256> byte_classes() {
 }
 constexpr auto classes = byte_classes();
 
-inline std::uint64_t mix(std::uint64_t h, unsigned char c) {
-  return (h ^ c) * 0x100000001b3ull;  // FNV-1a step
+/// Moves `begin` to where the block's first token may start: a token already running at
+/// `begin` belongs to the previous block. The result has whitespace (or the text's start)
+/// right before it, or starts a whitespace character, or is >= `end`.
+/// Which bytes are whitespace is a local property: a Unicode space is a lead byte and its
+/// continuation bytes, so no two matches of space_at overlap and none starts on a
+/// continuation byte; `begin` is looked at together with the three bytes before it. (A
+/// continuation byte right after whitespace starts a token, as in a whole-text count:
+/// skipping it, as this once did, lost that token when a block began there.)
+std::size_t block_start(std::string_view text, std::size_t begin, std::size_t end) {
+  const std::size_t p = std::min(begin, end);
+  if (p == 0 || p == end) return p;
+  for (std::size_t back = 1; back <= 2 && back <= p; ++back)  // inside a Unicode space
+    if (const std::size_t n = space_at(text, p - back); n > back) return p - back + n;
+  for (std::size_t back = 1; back <= 3 && back <= p; ++back)  // right after whitespace
+    if (space_at(text, p - back) == back) return p;
+  std::size_t q = p;  // inside a token
+  while (q < text.size() && space_at(text, q) == 0) ++q;
+  return q;
 }
 
-}  // namespace
-
-void count_block(std::string_view text, std::size_t begin, std::size_t end, Counts& out) {
-  end = std::min(end, text.size());
-  std::size_t p = std::min(begin, end);
-  // Start on a character boundary; a token already running at `begin` belongs to the
-  // previous block.
-  while (p < end && continuation(text, p)) ++p;
-  if (p > 0 && p < end && !space_before(text, p)) {
-    while (p < text.size() && space_at(text, p) == 0) ++p;
-  }
+/// Counts the word of the token starting at p (not whitespace) and returns where the
+/// token ends: the start of the next whitespace character, or the text's end. The
+/// reference for every faster path: lower-case, then the first run of [a-z-].
+std::size_t scan_token(std::string_view text, std::size_t p, Counts& out) {
   const auto* t = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
   char word[256];
   std::string long_word;  // the rare word longer than `word`
+  std::size_t len = 0;
+  bool done = false;
+  auto push = [&](char c) {
+    if (len < sizeof word)
+      word[len] = c;
+    else {
+      if (long_word.empty()) long_word.assign(word, len);
+      long_word.push_back(c);
+    }
+    ++len;
+  };
+  while (p < n) {
+    const unsigned char c = t[p];
+    const unsigned char k = classes[c];
+    if (k == space) break;
+    if (k == high && space_at(text, p) != 0) break;
+    if (!done) {
+      if (k == letter) {
+        push(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c));
+      } else if (c == 0xC4 && p + 1 < n && t[p + 1] == 0xB0) {
+        push('i');  // U+0130 lower-cases to "i" + U+0307: an "i" that ends the match
+        done = true;
+      } else if (c == 0xE2 && p + 2 < n && t[p + 1] == 0x84 && t[p + 2] == 0xAA) {
+        push('k');  // U+212A KELVIN SIGN lower-cases to "k"
+        p += 2;
+      } else if (len != 0) {
+        done = true;  // the first match ended
+      }
+    }
+    ++p;
+  }
+  if (len != 0) out.add(len <= sizeof word ? std::string_view(word, len) : std::string_view(long_word));
+  return p;
+}
+
+void count_block_scalar(std::string_view text, std::size_t p, std::size_t end, Counts& out) {
   while (p < end) {
-    const unsigned char cls = classes[t[p]];
+    const unsigned char cls = classes[static_cast<unsigned char>(text[p])];
     if (cls == space) {
       ++p;
       continue;
@@ -115,94 +148,349 @@ void count_block(std::string_view text, std::size_t begin, std::size_t end, Coun
         continue;
       }
     }
-    // A token starts at p (< end): it runs to the next whitespace, wherever that is.
-    std::size_t len = 0;
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    bool done = false;
-    long_word.clear();
-    auto push = [&](char c) {
-      if (len < sizeof word)
-        word[len] = c;
-      else {
-        if (long_word.empty()) long_word.assign(word, len);
-        long_word.push_back(c);
-      }
-      ++len;
-      h = mix(h, static_cast<unsigned char>(c));
-    };
-    while (p < n) {
-      const unsigned char c = t[p];
-      const unsigned char k = classes[c];
-      if (k == space) break;
-      if (k == high && space_at(text, p) != 0) break;
-      if (!done) {
-        if (k == letter) {
-          push(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : static_cast<char>(c));
-        } else if (c == 0xC4 && p + 1 < n && t[p + 1] == 0xB0) {
-          push('i');  // U+0130 lower-cases to "i" + U+0307: an "i" that ends the match
-          done = true;
-        } else if (c == 0xE2 && p + 2 < n && t[p + 1] == 0x84 && t[p + 2] == 0xAA) {
-          push('k');  // U+212A KELVIN SIGN lower-cases to "k"
-          p += 2;
-        } else if (len != 0) {
-          done = true;  // the first match ended
-        }
-      }
-      ++p;
-    }
-    if (len != 0) out.add_hashed(len <= sizeof word ? std::string_view(word, len) : long_word, h, 1);
+    p = scan_token(text, p, out);  // a token starts before `end`: it runs to its end
   }
 }
 
-std::uint64_t Counts::hash(std::string_view w) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (char c : w) h = mix(h, static_cast<unsigned char>(c));
-  return h;
+#if MPROC_WORDS_X86
+
+// The vector tokenizers classify 64 bytes at a time into bit masks, then walk the tokens
+// with bit scans. What they compute is exactly what scan_token computes: a byte's class
+// depends only on it and the two bytes after it (a Unicode space is a lead byte followed
+// by continuation bytes, so matches of space_at never overlap and no continuation byte
+// starts one), and a token holding U+0130 or U+212A, which lower-case to ASCII, goes to
+// scan_token itself.
+
+/// Bit i of each mask says what byte i of a 64-byte window is.
+struct Window {
+  std::uint64_t space = 0;    ///< part of a whitespace character (ASCII or Unicode)
+  std::uint64_t letter = 0;   ///< [A-Za-z-]
+  std::uint64_t special = 0;  ///< the first byte of U+0130 or U+212A
+  unsigned carry = 0;         ///< bytes of a Unicode space running past the window
+};
+
+/// Adds the Unicode spaces to `w`, from the masks of their lead bytes.
+inline void add_unicode_spaces(Window& w, std::uint64_t lead2, std::uint64_t lead3) {
+  w.space |= lead2 | (lead2 << 1) | lead3 | (lead3 << 1) | (lead3 << 2);
+  w.carry = (lead3 >> 63) != 0 ? 2u : static_cast<unsigned>(((lead3 >> 62) | (lead2 >> 63)) & 1);
 }
 
-void Counts::add_hashed(std::string_view w, std::uint64_t h, std::uint64_t n) {
-  std::size_t i = h & (slots_.size() - 1);
-  for (;;) {
-    Slot& s = slots_[i];
-    if (s.count == 0) {
-      // Offsets are 32-bit: 4 GiB of distinct words in one table is far beyond any text.
-      if (arena_.size() + w.size() > std::numeric_limits<std::uint32_t>::max())
-        throw std::length_error("word counts: more than 4 GiB of distinct words");
-      s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), n};
-      arena_.append(w);
-      if (++used_ * 2 > slots_.size()) grow();
-      return;
+// Bytes compare as signed in SSE2/AVX2: "x < 14" below is true for no byte >= 0x80.
+inline constexpr char byte_of(unsigned v) { return static_cast<char>(static_cast<unsigned char>(v)); }
+
+/// The window at p (p[0, 66) readable), 16 bytes at a time.
+Window window_sse2(const unsigned char* p) {
+  Window w;
+  std::uint64_t high = 0;
+  for (int k = 0; k < 4; ++k) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+    const __m128i lc = _mm_or_si128(x, _mm_set1_epi8(0x20));
+    const __m128i sp = _mm_or_si128(
+        _mm_cmpeq_epi8(x, _mm_set1_epi8(' ')),
+        _mm_or_si128(_mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8(8)), _mm_cmplt_epi8(x, _mm_set1_epi8(14))),
+                     _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8(0x1b)), _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)))));
+    const __m128i le = _mm_or_si128(
+        _mm_and_si128(_mm_cmpgt_epi8(lc, _mm_set1_epi8(0x60)), _mm_cmplt_epi8(lc, _mm_set1_epi8(0x7b))),
+        _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    const unsigned shift = 16 * static_cast<unsigned>(k);
+    w.space |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(sp))) << shift;
+    w.letter |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(le))) << shift;
+    high |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(x))) << shift;
+  }
+  if (high == 0) return w;
+  std::uint64_t lead2 = 0, lead3 = 0;
+  for (int k = 0; k < 4; ++k) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k));
+    const __m128i x1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k + 1));
+    const __m128i x2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * k + 2));
+    auto eq = [](__m128i v, unsigned c) { return _mm_cmpeq_epi8(v, _mm_set1_epi8(byte_of(c))); };
+    const __m128i two = _mm_and_si128(eq(x, 0xC2), _mm_or_si128(eq(x1, 0x85), eq(x1, 0xA0)));
+    const __m128i e280 = _mm_and_si128(eq(x, 0xE2), eq(x1, 0x80));
+    const __m128i tail = _mm_or_si128(_mm_cmplt_epi8(x2, _mm_set1_epi8(byte_of(0x8B))),  // 0x80-0x8A
+                                      _mm_or_si128(_mm_or_si128(eq(x2, 0xA8), eq(x2, 0xA9)), eq(x2, 0xAF)));
+    __m128i three = _mm_and_si128(e280, tail);
+    three = _mm_or_si128(three, _mm_and_si128(_mm_and_si128(eq(x, 0xE2), eq(x1, 0x81)), eq(x2, 0x9F)));
+    three = _mm_or_si128(three, _mm_and_si128(_mm_and_si128(eq(x, 0xE1), eq(x1, 0x9A)), eq(x2, 0x80)));
+    three = _mm_or_si128(three, _mm_and_si128(_mm_and_si128(eq(x, 0xE3), eq(x1, 0x80)), eq(x2, 0x80)));
+    const __m128i spec = _mm_or_si128(_mm_and_si128(eq(x, 0xC4), eq(x1, 0xB0)),
+                                      _mm_and_si128(_mm_and_si128(eq(x, 0xE2), eq(x1, 0x84)), eq(x2, 0xAA)));
+    const unsigned shift = 16 * static_cast<unsigned>(k);
+    lead2 |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(two))) << shift;
+    lead3 |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(three))) << shift;
+    w.special |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(spec))) << shift;
+  }
+  add_unicode_spaces(w, lead2, lead3);
+  return w;
+}
+
+// (Lambdas would not inherit the target attribute.)
+[[gnu::target("avx2")]] inline __m256i set1(unsigned c) { return _mm256_set1_epi8(byte_of(c)); }
+[[gnu::target("avx2")]] inline __m256i eq(__m256i v, unsigned c) { return _mm256_cmpeq_epi8(v, set1(c)); }
+[[gnu::target("avx2")]] inline std::uint64_t bits(__m256i v) {
+  return static_cast<std::uint64_t>(static_cast<unsigned>(_mm256_movemask_epi8(v)));
+}
+
+/// window_sse2, 32 bytes at a time.
+[[gnu::target("avx2")]] Window window_avx2(const unsigned char* p) {
+  Window w;
+  std::uint64_t high = 0;
+  for (int k = 0; k < 2; ++k) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k));
+    const __m256i lc = _mm256_or_si256(x, set1(0x20));
+    const __m256i sp = _mm256_or_si256(
+        _mm256_cmpeq_epi8(x, set1(' ')),
+        _mm256_or_si256(_mm256_and_si256(_mm256_cmpgt_epi8(x, set1(8)), _mm256_cmpgt_epi8(set1(14), x)),
+                        _mm256_and_si256(_mm256_cmpgt_epi8(x, set1(0x1b)), _mm256_cmpgt_epi8(set1(0x20), x))));
+    const __m256i le = _mm256_or_si256(
+        _mm256_and_si256(_mm256_cmpgt_epi8(lc, set1(0x60)), _mm256_cmpgt_epi8(set1(0x7b), lc)),
+        _mm256_cmpeq_epi8(x, set1('-')));
+    const unsigned shift = 32 * static_cast<unsigned>(k);
+    w.space |= bits(sp) << shift;
+    w.letter |= bits(le) << shift;
+    high |= bits(x) << shift;
+  }
+  if (high == 0) return w;
+  std::uint64_t lead2 = 0, lead3 = 0;
+  for (int k = 0; k < 2; ++k) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k + 1));
+    const __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * k + 2));
+    const __m256i two = _mm256_and_si256(eq(x, 0xC2), _mm256_or_si256(eq(x1, 0x85), eq(x1, 0xA0)));
+    const __m256i e280 = _mm256_and_si256(eq(x, 0xE2), eq(x1, 0x80));
+    const __m256i tail = _mm256_or_si256(_mm256_cmpgt_epi8(set1(0x8B), x2),  // 0x80-0x8A
+                                         _mm256_or_si256(_mm256_or_si256(eq(x2, 0xA8), eq(x2, 0xA9)), eq(x2, 0xAF)));
+    __m256i three = _mm256_and_si256(e280, tail);
+    three = _mm256_or_si256(three, _mm256_and_si256(_mm256_and_si256(eq(x, 0xE2), eq(x1, 0x81)), eq(x2, 0x9F)));
+    three = _mm256_or_si256(three, _mm256_and_si256(_mm256_and_si256(eq(x, 0xE1), eq(x1, 0x9A)), eq(x2, 0x80)));
+    three = _mm256_or_si256(three, _mm256_and_si256(_mm256_and_si256(eq(x, 0xE3), eq(x1, 0x80)), eq(x2, 0x80)));
+    const __m256i spec = _mm256_or_si256(_mm256_and_si256(eq(x, 0xC4), eq(x1, 0xB0)),
+                                         _mm256_and_si256(_mm256_and_si256(eq(x, 0xE2), eq(x1, 0x84)), eq(x2, 0xAA)));
+    const unsigned shift = 32 * static_cast<unsigned>(k);
+    lead2 |= bits(two) << shift;
+    lead3 |= bits(three) << shift;
+    w.special |= bits(spec) << shift;
+  }
+  add_unicode_spaces(w, lead2, lead3);
+  return w;
+}
+
+/// Lower-cases the word of `len` bytes of [A-Za-z-] at src (src[0, 64) readable) into
+/// `dst` (64 bytes): '-' already has the bit that makes a capital lower-case.
+inline void lower_word(const unsigned char* src, std::size_t len, char* dst) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                   _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)), _mm_set1_epi8(0x20)));
+  for (std::size_t k = 16; k < len; k += 16) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm_or_si128(x, _mm_set1_epi8(0x20)));
+  }
+}
+
+/// Bytes a window needs readable past its start: 64 + 2 looked at after the last, and a
+/// word lower-cased 16 bytes at a time from any of its 64 bytes.
+constexpr std::size_t window_reach = 128;
+
+/// Counts the tokens starting in [p, end) of t[0, n) window by window while the window
+/// at p lies within t[0, limit) (limit >= n; bytes from n on are spaces), and returns
+/// where it stopped. p is where a token may start (see block_start).
+template <Window (*classify)(const unsigned char*)>
+std::size_t scan_windows(const unsigned char* t, std::size_t n, std::size_t p, std::size_t end,
+                         std::size_t limit, Counts& out) {
+  const std::string_view text(reinterpret_cast<const char*>(t), n);
+  while (p < end && p + window_reach <= limit) {
+    const Window w = classify(t + p);
+    const std::size_t room = end - p;  // tokens from bit `room` on belong to the next block
+    std::size_t next = p + 64 + w.carry;  // past the window, if its tokens all end in it
+    std::uint64_t todo = ~w.space;
+    while (todo != 0) {
+      const unsigned s = static_cast<unsigned>(__builtin_ctzll(todo));  // a token starts
+      if (s >= room) return end;
+      const std::uint64_t after = w.space & (~std::uint64_t{0} << s);
+      if (after == 0) {  // the token runs past the window: start the next one with it
+        next = s != 0 ? p + s : scan_token(text, p, out);
+        break;
+      }
+      const unsigned e = static_cast<unsigned>(__builtin_ctzll(after));
+      const std::uint64_t span = ((after & (0 - after)) - 1) & (~std::uint64_t{0} << s);
+      if ((w.special & span) != 0) {
+        next = scan_token(text, p + s, out);
+        break;
+      }
+      if (const std::uint64_t letters = w.letter & span) {
+        const unsigned a = static_cast<unsigned>(__builtin_ctzll(letters));
+        // The run of letters ends by bit e at the latest: whitespace is no letter.
+        const unsigned len = static_cast<unsigned>(__builtin_ctzll(~(w.letter >> a)));
+        char word[64];
+        lower_word(t + p + a, len, word);
+        out.add(std::string_view(word, len));
+      }
+      todo &= ~std::uint64_t{0} << e;
     }
-    if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) {
+    p = next;
+  }
+  return p;
+}
+
+template <Window (*classify)(const unsigned char*)>
+void count_block_vector(std::string_view text, std::size_t p, std::size_t end, Counts& out) {
+  const auto* t = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  p = scan_windows<classify>(t, n, p, end, n, out);
+  if (p >= end) return;
+  // The last bytes, fewer than a window's reach: copied, with spaces after them (which
+  // space_at's look-ahead past a text's end also sees as no part of a Unicode space).
+  unsigned char tail[2 * window_reach];
+  std::memset(tail, ' ', sizeof tail);
+  std::memcpy(tail, t + p, n - p);
+  scan_windows<classify>(tail, n - p, 0, end - p, sizeof tail, out);
+}
+
+// flatten: the window and word helpers inline here, under AVX2.
+[[gnu::target("avx2"), gnu::flatten]] void count_block_avx2(std::string_view text, std::size_t p,
+                                                           std::size_t end, Counts& out) {
+  count_block_vector<window_avx2>(text, p, end, out);
+}
+
+#endif  // MPROC_WORDS_X86
+
+}  // namespace
+
+const char* tokenizer_name(Tokenizer k) noexcept {
+  switch (k) {
+    case Tokenizer::scalar: return "scalar";
+    case Tokenizer::sse2: return "sse2";
+    case Tokenizer::avx2: return "avx2";
+  }
+  return "?";
+}
+
+bool tokenizer_available(Tokenizer k) noexcept {
+#if MPROC_WORDS_X86
+  if (k == Tokenizer::avx2) return __builtin_cpu_supports("avx2") != 0;
+  return true;
+#else
+  return k == Tokenizer::scalar;
+#endif
+}
+
+Tokenizer fastest_tokenizer() noexcept {
+  static const Tokenizer best = tokenizer_available(Tokenizer::avx2)   ? Tokenizer::avx2
+                                : tokenizer_available(Tokenizer::sse2) ? Tokenizer::sse2
+                                                                       : Tokenizer::scalar;
+  return best;
+}
+
+void count_block(std::string_view text, std::size_t begin, std::size_t end, Counts& out,
+                 Tokenizer k) {
+  if (!tokenizer_available(k))
+    throw std::invalid_argument(std::string("word count: this CPU has no ") + tokenizer_name(k));
+  end = std::min(end, text.size());
+  const std::size_t p = block_start(text, begin, end);
+  switch (k) {
+#if MPROC_WORDS_X86
+    case Tokenizer::avx2: return count_block_avx2(text, p, end, out);
+    case Tokenizer::sse2: return count_block_vector<window_sse2>(text, p, end, out);
+#endif
+    default: return count_block_scalar(text, p, end, out);
+  }
+}
+
+void count_block(std::string_view text, std::size_t begin, std::size_t end, Counts& out) {
+  count_block(text, begin, end, out, fastest_tokenizer());
+}
+
+std::uint64_t Counts::hash(std::string_view w) noexcept { return XXH3_64bits(w.data(), w.size()); }
+
+namespace {
+
+/// Whether the `len` bytes at a and b are equal: memcmp without the call, for the short
+/// words a table holds, reading nothing outside either word.
+inline bool same_bytes(const char* a, const char* b, std::size_t len) {
+  auto load8 = [](const char* p) {
+    std::uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+  };
+  auto load4 = [](const char* p) {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  };
+  if (len >= 8) {
+    if (len > 16) return std::memcmp(a, b, len) == 0;
+    return load8(a) == load8(b) && load8(a + len - 8) == load8(b + len - 8);  // may overlap
+  }
+  if (len >= 4) return load4(a) == load4(b) && load4(a + len - 4) == load4(b + len - 4);
+  return len == 0 || (a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1]);
+}
+
+}  // namespace
+
+void Counts::add_hashed(std::string_view w, std::uint64_t h, std::uint64_t n) {
+  for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.count == 0) return insert(s, w, h, n);
+    if (s.hash == h && s.len == w.size() && same_bytes(arena_.data() + s.offset, w.data(), w.size())) {
       s.count += n;
       return;
     }
-    i = (i + 1) & (slots_.size() - 1);
   }
 }
 
+void Counts::insert(Slot& s, std::string_view w, std::uint64_t h, std::uint64_t n) {
+  // Offsets are 32-bit: 4 GiB of distinct words in one table is far beyond any text.
+  if (arena_.size() + w.size() > std::numeric_limits<std::uint32_t>::max())
+    throw std::length_error("word counts: more than 4 GiB of distinct words");
+  s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), n};
+  arena_.append(w);
+  if (++used_ * 2 > slots_.size()) grow();
+}
+
+void Counts::reserve(std::size_t words) {
+  std::size_t slots = slots_.size();
+  while (slots < 2 * words) slots *= 2;
+  if (slots != slots_.size()) rehash(slots);
+}
+
 void Counts::merge(const Counts& other) {
-  for (const Slot& s : other.slots_)
-    if (s.count != 0)
+  reserve(used_ + other.used_ / 2);  // most of a block's words are already here
+  // The words land at random places of a table that outgrows the caches: prefetch each
+  // slot `ahead` words early, and its word in the arena half as early.
+  constexpr std::size_t ahead = 16;
+  const Slot* from = other.slots_.data();
+  const std::size_t m = other.slots_.size();
+  for (std::size_t k = 0; k < m; ++k) {
+    if (k + ahead < m && from[k + ahead].count != 0)
+      __builtin_prefetch(&slots_[from[k + ahead].hash & mask_]);
+    if (k + ahead / 2 < m && from[k + ahead / 2].count != 0) {
+      const Slot& s = slots_[from[k + ahead / 2].hash & mask_];
+      if (s.count != 0) __builtin_prefetch(arena_.data() + s.offset);
+    }
+    const Slot& s = from[k];
+    if (s.count != 0) {
       add_hashed(std::string_view(other.arena_.data() + s.offset, s.len), s.hash, s.count);
+    }
+  }
 }
 
 std::uint64_t Counts::count(std::string_view w) const {
   const std::uint64_t h = hash(w);
-  for (std::size_t i = h & (slots_.size() - 1);; i = (i + 1) & (slots_.size() - 1)) {
+  for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
     const Slot& s = slots_[i];
     if (s.count == 0) return 0;
     if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) return s.count;
   }
 }
 
-void Counts::grow() {
-  std::vector<Slot> old(slots_.size() * 2);
+void Counts::grow() { rehash(slots_.size() * 2); }
+
+void Counts::rehash(std::size_t slots) {
+  std::vector<Slot> old(slots);
   old.swap(slots_);
+  mask_ = slots_.size() - 1;
   for (const Slot& s : old) {
     if (s.count == 0) continue;
-    std::size_t i = s.hash & (slots_.size() - 1);
-    while (slots_[i].count != 0) i = (i + 1) & (slots_.size() - 1);
+    std::size_t i = s.hash & mask_;
+    while (slots_[i].count != 0) i = (i + 1) & mask_;
     slots_[i] = s;
   }
 }
@@ -328,6 +616,8 @@ class MappedFile {
 
 Counts count_block(const Block& b, std::string_view corpus) {
   Counts counts;
+  // About one new word in 32 bytes of a book's block: sized once instead of grown ~10 times.
+  counts.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(b.end - std::min(b.begin, b.end), 1u << 26) / 32));
   if (b.path.empty()) {
     count_block(corpus, b.begin, b.end, counts);
   } else {

@@ -1,6 +1,10 @@
 // Word counting as the Python reference does it: split on whitespace (Python's
 // str.split() set, including the Unicode spaces), lower-case, keep the first run of
-// [a-z-]. Used by `mproc wordcount` and its tests.
+// [a-z-]. Used by `mproc wordcount`, compare_mpi and the tests.
+//
+// Three tokenizers compute the same counts: the scalar one, byte by byte (the reference,
+// and the one for CPUs other than x86-64), and two that classify 64 bytes at a time with
+// SSE2 (every x86-64) or AVX2 (chosen at run time when the CPU has it).
 #pragma once
 
 #include <cstddef>
@@ -28,6 +32,8 @@ class Counts {
   /// The count of `w` (0 if absent).
   std::uint64_t count(std::string_view w) const;
   std::size_t size() const noexcept { return used_; }
+  /// Makes room for `words` distinct words without growing.
+  void reserve(std::size_t words);
 
   /// Calls f(word, count) for every word, in no particular order.
   template <class F>
@@ -57,6 +63,7 @@ class Counts {
     }
   }
 
+  /// XXH3 (64-bit) of the word's bytes.
   static std::uint64_t hash(std::string_view w) noexcept;
 
  private:
@@ -65,19 +72,38 @@ class Counts {
     std::uint32_t offset = 0, len = 0;
     std::uint64_t count = 0;
   };
+  // Out of line: once per distinct word, and kept out of the tokenizers' hot loops.
+  [[gnu::noinline]] void insert(Slot& s, std::string_view w, std::uint64_t hash, std::uint64_t n);
   void grow();
+  void rehash(std::size_t slots);
   void load(const std::string& words, const std::vector<std::uint32_t>& lengths,
             const std::vector<std::uint64_t>& counts);
 
   std::vector<Slot> slots_;
+  std::size_t mask_ = 63;  ///< slots_.size() - 1
   std::string arena_;
   std::size_t used_ = 0;
 };
 
+/// The ways of splitting a text into words; every one gives the same counts.
+enum class Tokenizer { scalar, sse2, avx2 };
+
+/// "scalar", "sse2" or "avx2".
+const char* tokenizer_name(Tokenizer k) noexcept;
+/// Whether this build and CPU can run `k` (scalar: always; sse2: on x86-64; avx2: on an
+/// x86-64 CPU with AVX2).
+bool tokenizer_available(Tokenizer k) noexcept;
+/// The fastest available tokenizer, the one count_block uses.
+Tokenizer fastest_tokenizer() noexcept;
+
 /// Counts the words of the tokens that start in [begin, end) of `text` (a token may run
 /// past `end`: it belongs to the block it starts in). Splitting a text into blocks at any
 /// byte offsets and counting each block gives the same total as counting the whole text.
+/// With fastest_tokenizer(). Thread-safe for distinct `out`s.
 void count_block(std::string_view text, std::size_t begin, std::size_t end, Counts& out);
+/// count_block with tokenizer `k`. Throws std::invalid_argument if !tokenizer_available(k).
+void count_block(std::string_view text, std::size_t begin, std::size_t end, Counts& out,
+                 Tokenizer k);
 
 /// Counts every word of `text`.
 inline void count_text(std::string_view text, Counts& out) {
