@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "proc_counts.hpp"
+#include "sanitizers.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -136,7 +137,8 @@ void expect_outcomes(const std::vector<Outcome>& out, bool hangs) {
         break;
       case Fate::segv:
         EXPECT_EQ(o.error, "crashed");
-        EXPECT_EQ(o.signal, SIGSEGV);
+        EXPECT_EQ(o.signal, kSegvSignal);
+        EXPECT_EQ(o.exit_code, kSegvExitCode);
         break;
       case Fate::abort:
         EXPECT_EQ(o.error, "crashed");

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "proc_counts.hpp"
+#include "sanitizers.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -239,7 +240,7 @@ TEST_P(PoolCrash, OnlyTheRunningItemFailsAndThePoolGoesOn) {
 INSTANTIATE_TEST_SUITE_P(
     Kinds, PoolCrash,
     ::testing::Values(CrashCase{"sigkill", die_on_5, SIGKILL, 0},
-                      CrashCase{"segfault", segfault_on_5, SIGSEGV, 0},
+                      CrashCase{"segfault", segfault_on_5, kSegvSignal, kSegvExitCode},
                       CrashCase{"exit", exit_on_5, 0, 3},
                       CrashCase{"abort", abort_on_5, SIGABRT, 0}),
     [](const auto& p) { return std::string(p.param.name); });

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <typeinfo>
 
@@ -57,7 +58,16 @@ std::string format(void* const* frames, int n) {
 void set_capture_throw_traces(bool on) noexcept { tls_capture = on; }
 
 std::string take_throw_trace() {
-  std::string s = format(tls_trace, tls_frames);
+  // The trace starts at the throw expression: drop the frames of __cxa_throw itself,
+  // ours and any other in the chain (a sanitizer's runtime interposes it too).
+  int first = 0;
+  for (; first < tls_frames; ++first) {
+    Dl_info info{};
+    if (::dladdr(tls_trace[first], &info) == 0 || info.dli_sname == nullptr ||
+        std::strstr(info.dli_sname, "cxa_throw") == nullptr)
+      break;
+  }
+  std::string s = format(tls_trace + first, tls_frames - first);
   tls_frames = 0;
   return s;
 }

@@ -187,6 +187,7 @@ struct WorkerSlot {
   // Death bookkeeping, filled when the pidfd fires, resolved when the status arrives.
   bool killed_for_timeout = false;
   bool killed_for_cancel = false;
+  bool kill_when_spawned = false;  // killed for cancel while starting: no pidfd yet
   bool crashed_accounted = false;
   std::optional<Segment> crashed;  // the item it was running when it died
   const char* crashed_method = nullptr;
@@ -453,11 +454,14 @@ void ProcessPoolCore::kill_job_workers(const Job* job) {
     if (j.job.get() != job || j.done) continue;
     j.kill_cancelled = true;
     for (auto& w : slots_) {
-      if (w.state != WorkerState::alive) continue;
+      if (w.state != WorkerState::alive && w.state != WorkerState::starting) continue;
       for (auto& c : w.chunks) {
         if (c.seg.job != j.id) continue;
         w.killed_for_cancel = true;
-        ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
+        if (w.state == WorkerState::alive)
+          ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
+        else
+          w.kill_when_spawned = true;  // it may be running the chunk already
         break;
       }
     }
@@ -553,6 +557,8 @@ bool ProcessPoolCore::read_server_events() {
         w.pid = ev.pid;
         w.pidfd = std::move(pidfd);
         ++live_workers_;
+        if (std::exchange(w.kill_when_spawned, false))
+          ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
         if (w.pidfd) {
           epoll_event pe{};
           pe.events = EPOLLIN;
@@ -567,6 +573,7 @@ bool ProcessPoolCore::read_server_events() {
       case ServerEvent::spawn_failed:
         // Whatever was queued for it fails with the pool, below.
         w.state = WorkerState::empty;
+        w.kill_when_spawned = false;
         w.chunks.clear();
         w.outbox.clear();
         w.writing = false;
@@ -814,6 +821,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   w.crashed.reset();
   w.killed_for_timeout = false;
   w.killed_for_cancel = false;
+  w.kill_when_spawned = false;
   w.state = WorkerState::empty;
   w.pid = 0;
   control(w.slot).running.store(0, std::memory_order_relaxed);

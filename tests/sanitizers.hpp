@@ -1,0 +1,17 @@
+// How a deliberate segfault ends under the sanitizers the build may use
+// (MPROC_SANITIZE=address,undefined or thread): their runtime catches SIGSEGV (and
+// UndefinedBehaviorSanitizer a store through null), prints its report and exits with
+// code 1, so the process is not killed by the signal. The crash tests expect that then.
+#pragma once
+
+#include <csignal>
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizerCatchesSegv = true;
+#else
+inline constexpr bool kSanitizerCatchesSegv = false;
+#endif
+
+/// The signal and the exit code of a process that segfaulted.
+inline constexpr int kSegvSignal = kSanitizerCatchesSegv ? 0 : SIGSEGV;
+inline constexpr int kSegvExitCode = kSanitizerCatchesSegv ? 1 : 0;
