@@ -1,6 +1,8 @@
 // Chrome trace-event JSON for pool timelines (see mproc/detail/trace.hpp).
 #include "mproc/detail/trace.hpp"
 
+#include <cxxabi.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,8 +14,10 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -24,6 +28,58 @@
 namespace mproc::detail {
 
 std::uint64_t trace_clock_ns() noexcept { return monotonic_ns(); }
+
+const char* trace_label(std::string_view text) {
+  if (text.empty()) return nullptr;
+  // Node-based: the strings never move, and are never freed (a label may be in an event
+  // of any timeline until the program ends).
+  static std::mutex mutex;
+  static auto* labels = new std::set<std::string, std::less<>>();
+  std::lock_guard lock(mutex);
+  auto it = labels->find(text);
+  if (it == labels->end()) it = labels->emplace(text).first;
+  return it->c_str();
+}
+
+namespace {
+
+std::string demangle(const char* name) {
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> out(
+      abi::__cxa_demangle(name, nullptr, nullptr, &status), &std::free);
+  return status == 0 && out ? std::string(out.get()) : std::string(name);
+}
+
+}  // namespace
+
+std::string trace_code_name(const TraceCode& code) {
+  if (code.type != nullptr) return demangle(code.type->name());
+  if (code.address == nullptr) return {};
+  Dl_info info{};
+  if (::dladdr(code.address, &info) == 0) return fmt::format("{}", code.address);
+  if (info.dli_sname != nullptr && info.dli_saddr == code.address) return demangle(info.dli_sname);
+  // No symbol of its own (the dynamic symbol table of an executable holds only what it
+  // exports; -rdynamic exports the rest): where it is, as addr2line(1) takes it.
+  const char* module = info.dli_fname != nullptr ? info.dli_fname : "?";
+  if (const char* slash = std::strrchr(module, '/')) module = slash + 1;
+  return fmt::format("{}+{:#x}", module,
+                     reinterpret_cast<std::uintptr_t>(code.address) -
+                         reinterpret_cast<std::uintptr_t>(info.dli_fbase));
+}
+
+const char* item_trace_label(const ItemLabel& f, std::size_t first) noexcept {
+  try {
+    return trace_label(f(first));
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+std::string current_error_label() {
+  std::string what = current_exception_message();
+  std::string type = current_exception_type_name();
+  return what.empty() ? type : type + ": " + what;
+}
 
 namespace {
 
@@ -181,6 +237,12 @@ class TraceFile {
           e.status == TraceStatus::cancelled)
         fmt::format_to(it, ",\"failed_index\":{}", e.failed_index);
       if (e.worker_pid != 0) fmt::format_to(it, ",\"worker_pid\":{}", e.worker_pid);
+      const std::string& function = code_name(e.code);
+      if (e.code.label != nullptr || !function.empty())
+        fmt::format_to(it, ",\"label\":\"{}\"",
+                       json_escape(e.code.label != nullptr ? e.code.label : function));
+      if (!function.empty()) fmt::format_to(it, ",\"function\":\"{}\"", json_escape(function));
+      if (!e.error.empty()) fmt::format_to(it, ",\"error\":\"{}\"", json_escape(e.error));
       fmt::format_to(it, "}}}}");
     }
     fmt::format_to(it,
@@ -229,11 +291,19 @@ class TraceFile {
     TraceEvent event;
   };
 
+  /// trace_code_name, once per function (under mutex_).
+  const std::string& code_name(const TraceCode& code) {
+    auto [it, added] = names_.try_emplace({code.address, code.type});
+    if (added) it->second = trace_code_name(code);
+    return it->second;
+  }
+
   const std::string path_;
   const std::uint64_t origin_ns_;
   std::mutex mutex_;
   std::vector<Pool> pools_;
   std::vector<Entry> events_;
+  std::map<std::pair<const void*, const std::type_info*>, std::string> names_;
   std::uint64_t dropped_ = 0;
   std::uint64_t version_ = 1;  // bumped by every change; the empty file is version 1
   std::mutex write_mutex_;      // one writer at a time

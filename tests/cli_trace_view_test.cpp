@@ -698,3 +698,30 @@ TEST_F(TraceView, RendersInHeadlessChromium) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(TraceView, LabelsShowOnHoverAndInTheTables) {
+  const std::string html = draw(object_trace({
+      x_event("map", 1, 0, 0, 100,
+              R"x("first":0,"items":1,"status":"ok","label":"books/a.txt","function":"count(int)")x"),
+      x_event("map", 1, 0, 200, 50,
+              R"x("first":1,"items":1,"errors":1,"status":"error","label":"books/b.txt",)x"
+              R"x("function":"count(int)","error":"std::runtime_error: no <such> word")x"),
+  }));
+  const std::string ok = between(html, "<rect class=\"task\"", "</rect>");
+  EXPECT_NE(ok.find("<title>books/a.txt\nmap ("), std::string::npos) << ok;
+  EXPECT_NE(ok.find("function count(int)"), std::string::npos) << ok;
+  const std::string failed = between(html, "<rect class=\"task failed\"", "</rect>");
+  EXPECT_NE(failed.find("std::runtime_error: no &lt;such&gt; word"), std::string::npos) << failed;
+  const auto slow = table_rows(html, "slowest");
+  ASSERT_EQ(slow.size(), 2u);
+  EXPECT_NE(slow[0].find(">books/a.txt<"), std::string::npos) << slow[0];
+  const auto fails = table_rows(html, "failures");
+  ASSERT_EQ(fails.size(), 1u);
+  EXPECT_NE(fails[0].find(">books/b.txt<"), std::string::npos) << fails[0];
+  EXPECT_NE(fails[0].find("std::runtime_error: no &lt;such&gt; word"), std::string::npos)
+      << fails[0];
+}
+
+}  // namespace

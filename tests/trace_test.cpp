@@ -28,6 +28,9 @@
 #include <mproc/range.hpp>
 #include <mproc/serialize.hpp>
 
+// Outside the anonymous namespace, so that -rdynamic exports it and dladdr names it.
+int trace_test_triple(int x) { return 3 * x; }
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -43,7 +46,7 @@ std::uint64_t now_ns() {
 
 /// One "X" event of a trace file, as the library writes it (one event per line).
 struct Event {
-  std::string name, status;
+  std::string name, status, label, function, error;
   std::int64_t pid = 0, tid = 0, job = 0, first = 0, items = 0, errors = 0;
   std::int64_t bytes_in = -1, bytes_out = -1, failed_index = -1, worker_pid = -1;
   double ts = 0, dur = 0;
@@ -87,6 +90,9 @@ Trace read_trace(const fs::path& path) {
     Event e;
     e.name = field(line, "name");
     e.status = field(line, "status");
+    e.label = field(line, "label");
+    e.function = field(line, "function");
+    e.error = field(line, "error");
     e.pid = number(line, "pid");
     e.tid = number(line, "tid");
     e.job = number(line, "job");
@@ -277,6 +283,58 @@ TEST_F(TraceTest, AChunkCutByACrashKeepsItsFinishedItems) {
     for (std::int64_t i = e.first; i < e.first + e.items; ++i) EXPECT_TRUE(items.insert(i).second);
   EXPECT_EQ(items.size(), 19u);
   EXPECT_EQ(items.count(7), 0u);
+}
+
+int hidden_triple(int x) { return 3 * x; }  // internal linkage: no dynamic symbol
+
+TEST_F(TraceTest, ChunksAreLabelled) {
+  for (const mproc::Backend backend : {mproc::Backend::process, mproc::Backend::thread}) {
+    SCOPED_TRACE(backend == mproc::Backend::process ? "process" : "thread");
+    const fs::path file = dir_ / (backend == mproc::Backend::process ? "p.json" : "t.json");
+    {
+      mproc::Pool pool({.workers = 2, .backend = backend, .chunksize = 10, .trace = file.string()});
+      EXPECT_EQ(pool.map(trace_test_triple, mproc::range(30))[29], 87);       // job 1
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30))[29], 87);           // job 2
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30), {.label = "triples"})[1], 3);  // 3
+      mproc::MapOptions per_item;
+      per_item.item_label = [](std::size_t i) { return "from " + std::to_string(i); };
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30), per_item)[2], 6);  // job 4
+      EXPECT_THROW(pool.map(fail_some, mproc::range(5)), std::exception);    // job 5
+    }
+    EXPECT_TRUE(valid_json(file));
+    const Trace t = read_trace(file);
+    std::map<std::int64_t, std::vector<Event>> by_job;
+    for (const Event& e : t.events) by_job[e.job].push_back(e);
+    if (backend == mproc::Backend::thread) {
+      // The thread backend does not number calls: tell them apart by what they ran.
+      by_job.clear();
+      for (const Event& e : t.events) {
+        if (e.label == "triples") by_job[3].push_back(e);
+        else if (e.label.starts_with("from ")) by_job[4].push_back(e);
+        else if (e.function.find("trace_test_triple") != std::string::npos) by_job[1].push_back(e);
+        else if (e.function.find("fail_some") != std::string::npos || e.function.find("trace_test+0x") == 0)
+          by_job[e.items == 10 ? 2 : 5].push_back(e);
+      }
+    }
+    ASSERT_FALSE(by_job[1].empty());
+    for (const Event& e : by_job[1]) {
+      EXPECT_EQ(e.function, "trace_test_triple(int)");
+      EXPECT_EQ(e.label, e.function);
+    }
+    ASSERT_FALSE(by_job[2].empty());
+    for (const Event& e : by_job[2]) EXPECT_THAT(e.function, ::testing::StartsWith("trace_test+0x"));
+    ASSERT_EQ(by_job[3].size(), 3u);
+    for (const Event& e : by_job[3]) EXPECT_EQ(e.label, "triples");
+    ASSERT_EQ(by_job[4].size(), 3u);
+    for (const Event& e : by_job[4]) EXPECT_EQ(e.label, "from " + std::to_string(e.first));
+    bool raised = false;
+    for (const Event& e : by_job[5])
+      if (e.errors > 0) {
+        raised = true;
+        EXPECT_EQ(e.error, "std::runtime_error: three");
+      }
+    EXPECT_TRUE(raised);
+  }
 }
 
 TEST_F(TraceTest, ThreadBackendRecordsChunksWithoutBytes) {

@@ -107,6 +107,8 @@ class Names {
   std::unordered_map<std::string, std::uint32_t> index_;
 };
 
+constexpr std::uint32_t no_text = std::numeric_limits<std::uint32_t>::max();
+
 /// One task or chunk: an "X" event or a "B"/"E" pair. Integer fields are `absent` when
 /// the event does not have them.
 struct Span {
@@ -117,6 +119,8 @@ struct Span {
   std::uint32_t lane = 0;    // in Trace::lanes
   std::int64_t first = absent, items = absent, bytes_in = absent, bytes_out = absent;
   std::int64_t errors = absent, failed_index = absent;
+  // In Trace::texts; no_text when the event has none.
+  std::uint32_t label = no_text, function = no_text, error = no_text;
 
   double end() const { return ts + dur; }
   bool failed() const { return status != 0; }
@@ -141,6 +145,7 @@ struct Pool {
 
 struct Trace {
   Names names, statuses;
+  Names texts;  // labels, functions and errors of spans
   std::vector<Span> spans;
   std::vector<Lane> lanes;
   std::vector<Pool> pools;
@@ -328,6 +333,13 @@ void TraceBuilder::add_span(const std::string& name, double ts, double dur, std:
   s.bytes_out = to_int(field("bytes_out"));
   s.errors = to_int(field("errors"));
   s.failed_index = to_int(field("failed_index"));
+  auto text = [&](std::string_view key) {
+    const std::string* v = string_of(field(key));
+    return v != nullptr && !v->empty() ? trace_.texts.id(*v) : no_text;
+  };
+  s.label = text("label");
+  s.function = text("function");
+  s.error = text("error");
   if (const std::string* status = string_of(field("status")))
     s.status = trace_.statuses.id(*status);
   else if (s.errors > 0)
@@ -801,8 +813,11 @@ Page::Page(const Trace& t, std::string file_name) : t_(t), file_name_(std::move(
 
 std::string Page::tooltip(const Span& s) const {
   const Lane& lane = t_.lanes[s.lane];
-  std::string text =
-      fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
+  std::string text;
+  if (s.label != no_text) text = t_.texts[s.label] + "\n";
+  text += fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
+  if (s.function != no_text && s.function != s.label)
+    text += fmt::format("\nfunction {}", t_.texts[s.function]);
   if (const std::string items = items_text(s); !items.empty())
     text += fmt::format("\nitems {}", items);
   text += fmt::format("\nstart {}, duration {}", duration_text(s.ts - t_.t0), duration_text(s.dur));
@@ -813,6 +828,7 @@ std::string Page::tooltip(const Span& s) const {
   text += fmt::format("\nstatus {}", t_.statuses[s.status]);
   if (s.errors > 0) text += fmt::format(", {} raised", s.errors);
   if (s.failed_index != absent) text += fmt::format(", failed at item {}", s.failed_index);
+  if (s.error != no_text) text += fmt::format("\n{}", t_.texts[s.error]);
   return escape(text);
 }
 
@@ -1102,18 +1118,25 @@ void Page::utilisation_chart(const std::vector<double>& bins) {
 
 void Page::span_row(const Span& s, std::size_t rank) {
   const Lane& lane = t_.lanes[s.lane];
+  const std::string label = s.label != no_text ? t_.texts[s.label] : "";
+  const std::string function = s.function != no_text ? t_.texts[s.function] : "";
   put("<tr><td class=\"num\">{}</td><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
+      "<td class=\"label\" title=\"{}\">{}</td>"
       "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>"
-      "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}</td></tr>\n",
-      rank, palette[colours_[s.name]], escape(t_.names[s.name]), escape(t_.pools[lane.pool].label),
+      "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}{}</td></tr>\n",
+      rank, palette[colours_[s.name]], escape(t_.names[s.name]),
+      escape(function.empty() ? label : function), escape(shorten(label, 60)),
+      escape(t_.pools[lane.pool].label),
       escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
       bytes_text(s.bytes_in), bytes_text(s.bytes_out), s.failed() ? " class=\"bad\"" : "",
       escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
-      s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "");
+      s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "",
+      s.error != no_text ? "<br><span class=\"error\">" + escape(t_.texts[s.error]) + "</span>"
+                         : "");
 }
 
 constexpr std::string_view table_head =
-    "<thead><tr><th>#</th><th>method</th><th>pool</th><th>lane</th><th>start</th>"
+    "<thead><tr><th>#</th><th>method</th><th>label</th><th>pool</th><th>lane</th><th>start</th>"
     "<th>duration</th><th>items</th><th>bytes in</th><th>bytes out</th><th>status</th></tr>"
     "</thead>\n";
 
@@ -1164,6 +1187,8 @@ table.summary th { font-weight: 600; color: #555; }
 .dim { color: #777; }
 .note { color: #7a4d00; }
 td.bad { color: #b00; font-weight: 600; }
+td.bad .error { font-weight: 400; }
+td.label { max-width: 360px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .legend { margin: 10px 0; }
 .legend .item { margin-right: 16px; white-space: nowrap; }
 .sw { display: inline-block; width: 11px; height: 11px; margin-right: 5px; vertical-align: -1px; }
