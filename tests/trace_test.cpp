@@ -4,6 +4,7 @@
 // failures (an exception, a SIGKILL, a timeout) appear as what they were. Python's json
 // module checks that the file is valid JSON.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -334,6 +336,61 @@ TEST_F(TraceTest, ChunksAreLabelled) {
         EXPECT_EQ(e.error, "std::runtime_error: three");
       }
     EXPECT_TRUE(raised);
+  }
+}
+
+/// Runs pool_helper's traced mode; once it says "ready", sends `sig` (0: none, it ends
+/// itself). Returns its wait status.
+int run_traced_helper(const fs::path& file, const char* mode, int sig) {
+  int out[2];
+  if (::pipe(out) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(MPROC_POOL_HELPER, MPROC_POOL_HELPER, "trace", file.c_str(), mode, nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string said;
+  char c;
+  while (said.find("ready\n") == std::string::npos && ::read(out[0], &c, 1) == 1) said += c;
+  ::close(out[0]);
+  if (sig != 0) ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST_F(TraceTest, AProgramThatEndsAbnormallyStillWritesItsTrace) {
+  for (const auto& [mode, sig, dies_of] :
+       {std::tuple{"terminate", 0, SIGABRT}, {"wait", SIGTERM, SIGTERM}, {"wait", SIGINT, SIGINT}}) {
+    SCOPED_TRACE(std::string(mode) + " " + std::to_string(sig));
+    const fs::path file = dir_ / ("crash-" + std::to_string(sig) + ".json");
+    const int status = run_traced_helper(file, mode, sig);
+    // It still dies of what it would have died of without the handlers.
+    ASSERT_TRUE(WIFSIGNALED(status)) << status;
+    EXPECT_EQ(WTERMSIG(status), dies_of);
+    ASSERT_TRUE(fs::exists(file));
+    EXPECT_TRUE(valid_json(file));
+    const Trace t = read_trace(file);
+    std::set<std::int64_t> naps;
+    int raised = 0;
+    for (const Event& e : t.events) {
+      if (e.label == "naps") naps.insert(e.first);
+      if (e.errors > 0) {
+        ++raised;
+        EXPECT_EQ(e.first, 3);
+        EXPECT_EQ(e.error, "std::invalid_argument: item three");
+      }
+    }
+    EXPECT_EQ(naps.size(), 8u);  // every item of the first map
+    EXPECT_EQ(raised, 1);
+    // No file is left beside it.
+    std::size_t files = 0;
+    for (const auto& entry : fs::directory_iterator(dir_)) files += entry.path().filename().string().starts_with("crash-" + std::to_string(sig));
+    EXPECT_EQ(files, 1u);
   }
 }
 
