@@ -120,7 +120,8 @@ std::string two_pool_trace() {
               R"("job":1,"first":200,"items":100,)" + bytes + R"("errors":0,"status":"ok")"),
       x_event("map", 1, 1, 1500, 700,
               R"("job":1,"first":300,"items":100,)" + bytes +
-                  R"("errors":0,"status":"crashed","failed_index":342)"),
+                  R"("errors":0,"status":"crashed","failed_index":342,)"
+                  R"("label":"chunk of blocks 300-399")"),
       x_event("apply", 2, 0, 3000, 250,
               R"("job":1,"first":0,"items":1,"errors":1,"status":"error")"),
       x_event("submit", 2, 0, 3300, 4200,
@@ -687,6 +688,42 @@ TEST_F(TraceView, RendersInHeadlessChromium) {
   EXPECT_GT(map_pixels, 5000u);
   EXPECT_GT(submit_pixels, 5000u);
   EXPECT_GT(failed_pixels, 500u);
+
+  // Zoomed by the page's script through the URL fragment onto [1500, 2200) us, the crashed
+  // chunk fills the plot's width: the picture changes, and red is most of a lane.
+  fs::path zoomed = dir_ / "zoomed.html";
+  fs::copy_file(dir_ / "page.html", zoomed);
+  const std::string zoom_url = "'file://" + fs::absolute(zoomed).string() + "#zoom=1500,2200'";
+  const Image zoom = [&] {
+    const fs::path png = dir_ / "zoom.png", log = dir_ / "zoom.log";
+    std::string cmd = "timeout 60 '" + chromium + "'";
+    cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+    cmd += " --disable-dev-shm-usage --hide-scrollbars --virtual-time-budget=2000";
+    cmd += " --window-size=1280,1400 --user-data-dir='" + (dir_ / "profile").string() + "'";
+    cmd += " --screenshot='" + png.string() + "' " + zoom_url + " >'" + log.string() + "' 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << slurp(log);
+    return decode_png(slurp(png));
+  }();
+  ASSERT_EQ(zoom.width, page.width);
+  const std::size_t zoom_failed = pixels_near(zoom, {0xd6, 0x27, 0x28});
+  std::printf("zoomed page: failed %zu pixels (was %zu)\n", zoom_failed, failed_pixels);
+  EXPECT_GT(zoom_failed, 5 * failed_pixels);
+  // submit runs later, off the view: only its legend and table swatches are left.
+  EXPECT_LT(pixels_near(zoom, {0x76, 0xb7, 0xb2}), submit_pixels / 10);
+
+  // The DOM after the script ran: the view it took from the fragment, and a label in a
+  // bar's hover text.
+  const fs::path dom = dir_ / "dom.html";
+  std::string cmd = "timeout 60 '" + chromium + "'";
+  cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+  cmd += " --disable-dev-shm-usage --virtual-time-budget=2000";
+  cmd += " --user-data-dir='" + (dir_ / "profile").string() + "' --dump-dom " + zoom_url;
+  cmd += " >'" + dom.string() + "' 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string dumped = slurp(dom);
+  EXPECT_NE(dumped.find("data-view=\"1500.000,2200.000\""), std::string::npos);
+  EXPECT_NE(dumped.find("showing 1.50 ms to 2.20 ms of 7.50 ms"), std::string::npos);
+  EXPECT_NE(dumped.find("<title>chunk of blocks 300-399\nmap ("), std::string::npos);
 
   // The counters see nothing on a blank page, so the checks above can fail.
   const Image blank =
