@@ -394,6 +394,74 @@ TEST_F(TraceTest, AProgramThatEndsAbnormallyStillWritesItsTrace) {
   }
 }
 
+/// Checks `path` against the rules of the Chrome trace-event format (the JSON Object
+/// Format) that Perfetto's importer applies; "" when it follows them, else the first
+/// breach.
+std::string trace_format_breach(const fs::path& path) {
+  const fs::path script = path.string() + ".check.py";
+  std::ofstream(script) << R"py(
+import json, sys
+doc = json.load(open(sys.argv[1]))
+def fail(why, e=None):
+    print(why, json.dumps(e) if e is not None else ""); sys.exit(1)
+if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list): fail("no traceEvents")
+if doc.get("displayTimeUnit") not in (None, "ms", "ns"): fail("displayTimeUnit")
+meta = {"process_name": "name", "thread_name": "name", "process_sort_index": "sort_index",
+        "thread_sort_index": "sort_index", "process_labels": "labels"}
+names = set()
+for e in doc["traceEvents"]:
+    if not isinstance(e, dict): fail("an event is not an object", e)
+    ph = e.get("ph")
+    if not isinstance(ph, str) or len(ph) != 1: fail("ph", e)
+    for k in ("pid", "tid"):
+        if not isinstance(e.get(k), int) or isinstance(e.get(k), bool): fail(k + " is not an integer", e)
+    if not isinstance(e.get("name"), str) or not e["name"]: fail("name", e)
+    if "args" in e and not isinstance(e["args"], dict): fail("args", e)
+    if ph == "M":
+        key = meta.get(e["name"])
+        if key is None or key not in e.get("args", {}): fail("metadata", e)
+        if e["name"] in ("process_name", "thread_name"):
+            if not isinstance(e["args"]["name"], str): fail("metadata name", e)
+            names.add((e["name"], e["pid"], e["tid"] if e["name"] == "thread_name" else 0))
+    elif ph == "X":
+        for k in ("ts", "dur"):
+            if not isinstance(e.get(k), (int, float)) or isinstance(e.get(k), bool): fail(k, e)
+        if e["dur"] < 0: fail("negative dur", e)
+        if "cat" in e and not isinstance(e["cat"], str): fail("cat", e)
+        if ("process_name", e["pid"], 0) not in names: fail("a pid without a process_name first", e)
+        if ("thread_name", e["pid"], e["tid"]) not in names: fail("a tid without a thread_name first", e)
+    else:
+        fail("a phase mproc does not write", e)
+)py";
+  const fs::path out = path.string() + ".check.out";
+  const std::string cmd =
+      "python3 '" + script.string() + "' '" + path.string() + "' >'" + out.string() + "' 2>&1";
+  if (std::system(cmd.c_str()) == 0) return {};
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str().empty() ? "the check failed" : text.str();
+}
+
+TEST_F(TraceTest, EventsFollowTheTraceEventFormat) {
+  const fs::path file = dir_ / "format.json";
+  {
+    mproc::Pool pool({.workers = 2, .task_timeout = 1s, .chunksize = 3, .trace = file.string()});
+    EXPECT_EQ(pool.map(trace_test_triple, mproc::range(20))[19], 57);
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 2; i < 6; ++i) futures.push_back(pool.apply_async(fail_some, i));
+    for (auto& f : futures) f.wait();
+    mproc::Pool threads({.workers = 2, .backend = mproc::Backend::thread, .trace = file.string()});
+    EXPECT_EQ(threads.map([](int x) { return x; }, mproc::range(50))[49], 49);
+    EXPECT_EQ(threads.apply([](int a) { return a + 1; }, 6), 7);
+  }
+  EXPECT_EQ(trace_format_breach(file), "");
+  // The checker catches what it checks.
+  const fs::path bad = dir_ / "bad.json";
+  std::ofstream(bad) << R"({"traceEvents":[{"ph":"X","name":"map","pid":1,"tid":"0","ts":1,"dur":2}]})";
+  EXPECT_THAT(trace_format_breach(bad), HasSubstr("tid is not an integer"));
+}
+
 TEST_F(TraceTest, ThreadBackendRecordsChunksWithoutBytes) {
   const fs::path file = dir_ / "threads.json";
   const std::uint64_t t0 = now_ns();
