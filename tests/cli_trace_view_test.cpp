@@ -762,3 +762,24 @@ TEST_F(TraceView, LabelsShowOnHoverAndInTheTables) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(TraceView, RunTraceHasOneEventPerJobNamedByItsCommand) {
+  const fs::path trace = dir_ / "run.json", page = dir_ / "run.html";
+  const cli_test::Result r = cli_test::mproc(
+      {"run", "-j", "2", "--trace", trace.string(), "sh", "-c", "exit {}", ":::", "0", "3", "0"});
+  EXPECT_EQ(r.code, 1) << r.err;  // one job failed
+  const std::string text = slurp(trace);
+  EXPECT_EQ(count(text, "{\"ph\":\"X\",\"name\":\"job\""), 3u) << text;
+  const cli_test::Result v = cli_test::mproc({"trace-view", trace.string(), "-o", page.string()});
+  ASSERT_EQ(v.code, 0) << v.err;
+  const std::string html = slurp(page);
+  const auto failed = table_rows(html, "failures");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_NE(failed[0].find(">sh -c exit 3<"), std::string::npos) << failed[0];
+  EXPECT_NE(failed[0].find("exit code 3"), std::string::npos) << failed[0];
+  EXPECT_EQ(count(html, "<rect class=\"task\""), 2u);
+}
+
+}  // namespace
