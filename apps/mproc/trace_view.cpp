@@ -1532,6 +1532,8 @@ void add_trace_view(CLI::App& app, int* exit_code) {
       "Draws a Chrome trace-event file (as --trace writes it) as one self-contained\n"
       "HTML page: a Gantt chart of each pool's workers, utilisation over time, the\n"
       "slowest tasks and the failures. The page loads nothing from the network.\n"
+      "Wheel, drag and the buttons zoom and pan; OUT.html#zoom=START,END (in\n"
+      "microseconds from the first start) opens a zoomed view.\n"
       "The default output is FILE with its extension replaced by .html.\n"
       "\n"
       "Exit codes: 0 success, 2 usage or input error (a file that cannot be read, is\n"
