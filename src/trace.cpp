@@ -19,6 +19,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -494,7 +495,9 @@ void watch(const TraceFile* file) noexcept {
   static std::once_flag once;
   try {
     std::call_once(once, install_handlers);
-  } catch (...) {
+  } catch (const std::system_error&) {
+    // call_once could not run it (no threads): the timeline is still written when the
+    // pools end, only not on std::terminate or a signal.
   }
   for (auto& slot : watched) {
     const TraceFile* none = nullptr;
