@@ -124,7 +124,8 @@ std::string two_pool_trace() {
               R"("job":1,"first":200,"items":100,)" + bytes + R"("errors":0,"status":"ok")"),
       x_event("map", 1, 1, 1500, 700,
               R"("job":1,"first":300,"items":100,)" + bytes +
-                  R"("errors":0,"status":"crashed","failed_index":342)"),
+                  R"("errors":0,"status":"crashed","failed_index":342,)"
+                  R"("label":"chunk of blocks 300-399")"),
       x_event("apply", 2, 0, 3000, 250,
               R"("job":1,"first":0,"items":1,"errors":1,"status":"error")"),
       x_event("submit", 2, 0, 3300, 4200,
@@ -404,7 +405,10 @@ TEST_F(TraceView, PageIsSelfContained) {
   std::transform(html.begin(), html.end(), html.begin(), [](char c) {
     return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   });
-  for (const char* banned : {"<script", "<link", "<img", "<iframe", "<object", "<embed", "<image",
+  // One inline script (zoom and pan), nothing it could load.
+  EXPECT_EQ(count(html, "<script"), 1u);
+  EXPECT_NE(html.find("<script>"), std::string::npos);
+  for (const char* banned : {"<link", "<img", "<iframe", "<object", "<embed", "<image",
                              "src=", "href=", "url(", "@import", "://"})
     EXPECT_EQ(html.find(banned), std::string::npos) << banned;
   EXPECT_NE(html.find("<style>"), std::string::npos);
@@ -417,7 +421,8 @@ TEST_F(TraceView, EscapesWhatItQuotes) {
       meta("thread_name", 1, 0, "<img src=x onerror=alert(2)>"),
       x_event("<script>alert(1)</script>", 1, 0, 0, 100, R"("status":"<i>odd</i>")"),
   }));
-  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(count(html, "<script"), 1u);  // the page's own
+  EXPECT_EQ(html.find("<script>alert"), std::string::npos);
   EXPECT_EQ(html.find("<img"), std::string::npos);
   EXPECT_EQ(html.find("<b>"), std::string::npos);
   EXPECT_EQ(html.find("<i>"), std::string::npos);
@@ -835,6 +840,42 @@ TEST_F(TraceView, RendersInHeadlessChromium) {
   EXPECT_GT(submit_pixels, 5000u);
   EXPECT_GT(failed_pixels, 500u);
 
+  // Zoomed by the page's script through the URL fragment onto [1500, 2200) us, the crashed
+  // chunk fills the plot's width: the picture changes, and red is most of a lane.
+  fs::path zoomed = dir_ / "zoomed.html";
+  fs::copy_file(dir_ / "page.html", zoomed);
+  const std::string zoom_url = "'file://" + fs::absolute(zoomed).string() + "#zoom=1500,2200'";
+  const Image zoom = [&] {
+    const fs::path png = dir_ / "zoom.png", log = dir_ / "zoom.log";
+    std::string cmd = "timeout 60 '" + chromium + "'";
+    cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+    cmd += " --disable-dev-shm-usage --hide-scrollbars --virtual-time-budget=2000";
+    cmd += " --window-size=1280,1400 --user-data-dir='" + (dir_ / "profile").string() + "'";
+    cmd += " --screenshot='" + png.string() + "' " + zoom_url + " >'" + log.string() + "' 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << slurp(log);
+    return decode_png(slurp(png));
+  }();
+  ASSERT_EQ(zoom.width, page.width);
+  const std::size_t zoom_failed = pixels_near(zoom, {0xd6, 0x27, 0x28});
+  std::printf("zoomed page: failed %zu pixels (was %zu)\n", zoom_failed, failed_pixels);
+  EXPECT_GT(zoom_failed, 5 * failed_pixels);
+  // submit runs later, off the view: only its legend and table swatches are left.
+  EXPECT_LT(pixels_near(zoom, {0x76, 0xb7, 0xb2}), submit_pixels / 10);
+
+  // The DOM after the script ran: the view it took from the fragment, and a label in a
+  // bar's hover text.
+  const fs::path dom = dir_ / "dom.html";
+  std::string cmd = "timeout 60 '" + chromium + "'";
+  cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+  cmd += " --disable-dev-shm-usage --virtual-time-budget=2000";
+  cmd += " --user-data-dir='" + (dir_ / "profile").string() + "' --dump-dom " + zoom_url;
+  cmd += " >'" + dom.string() + "' 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string dumped = slurp(dom);
+  EXPECT_NE(dumped.find("data-view=\"1500.000,2200.000\""), std::string::npos);
+  EXPECT_NE(dumped.find("showing 1.50 ms to 2.20 ms of 7.50 ms"), std::string::npos);
+  EXPECT_NE(dumped.find("<title>chunk of blocks 300-399\nmap ("), std::string::npos);
+
   // The counters see nothing on a blank page, so the checks above can fail.
   const Image blank =
       render(write("blank.html", "<!DOCTYPE html><html><body></body></html>"), "blank");
@@ -842,6 +883,54 @@ TEST_F(TraceView, RendersInHeadlessChromium) {
   std::printf("blank page: %.4f%% of pixels drawn\n", 100 * blank_ink);
   EXPECT_LT(blank_ink, 0.001);
   EXPECT_EQ(pixels_near(blank, {0x4e, 0x79, 0xa7}), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(TraceView, LabelsShowOnHoverAndInTheTables) {
+  const std::string html = draw(object_trace({
+      x_event("map", 1, 0, 0, 100,
+              R"x("first":0,"items":1,"status":"ok","label":"books/a.txt","function":"count(int)")x"),
+      x_event("map", 1, 0, 200, 50,
+              R"x("first":1,"items":1,"errors":1,"status":"error","label":"books/b.txt",)x"
+              R"x("function":"count(int)","error":"std::runtime_error: no <such> word")x"),
+  }));
+  const std::string ok = between(html, "<rect class=\"task\"", "</rect>");
+  EXPECT_NE(ok.find("<title>books/a.txt\nmap ("), std::string::npos) << ok;
+  EXPECT_NE(ok.find("function count(int)"), std::string::npos) << ok;
+  const std::string failed = between(html, "<rect class=\"task failed\"", "</rect>");
+  EXPECT_NE(failed.find("std::runtime_error: no &lt;such&gt; word"), std::string::npos) << failed;
+  const auto slow = table_rows(html, "slowest");
+  ASSERT_EQ(slow.size(), 2u);
+  EXPECT_NE(slow[0].find(">books/a.txt<"), std::string::npos) << slow[0];
+  const auto fails = table_rows(html, "failures");
+  ASSERT_EQ(fails.size(), 1u);
+  EXPECT_NE(fails[0].find(">books/b.txt<"), std::string::npos) << fails[0];
+  EXPECT_NE(fails[0].find("std::runtime_error: no &lt;such&gt; word"), std::string::npos)
+      << fails[0];
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(TraceView, RunTraceHasOneEventPerJobNamedByItsCommand) {
+  const fs::path trace = dir_ / "run.json", page = dir_ / "run.html";
+  const cli_test::Result r = cli_test::mproc(
+      {"run", "-j", "2", "--trace", trace.string(), "sh", "-c", "exit {}", ":::", "0", "3", "0"});
+  EXPECT_EQ(r.code, 1) << r.err;  // one job failed
+  const std::string text = slurp(trace);
+  EXPECT_EQ(count(text, "{\"ph\":\"X\",\"name\":\"job\""), 3u) << text;
+  const cli_test::Result v = cli_test::mproc({"trace-view", trace.string(), "-o", page.string()});
+  ASSERT_EQ(v.code, 0) << v.err;
+  const std::string html = slurp(page);
+  const auto failed = table_rows(html, "failures");
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_NE(failed[0].find(">sh -c exit 3<"), std::string::npos) << failed[0];
+  EXPECT_NE(failed[0].find("exit code 3"), std::string::npos) << failed[0];
+  EXPECT_EQ(count(html, "<rect class=\"task\""), 2u);
 }
 
 }  // namespace

@@ -1,22 +1,46 @@
 // A program the pool tests start and kill: `pool_helper hold` starts a 2-worker pool,
-// runs a few tasks on it, prints "ready" and waits to be killed.
+// runs a few tasks on it, prints "ready" and waits to be killed. `pool_helper trace FILE
+// MODE` does the same with a pool tracing to FILE, one of whose items raises, then ends
+// abnormally: MODE "terminate" calls std::terminate, "wait" waits for a signal.
 #include <mproc/pool.hpp>
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
 
 namespace {
 int nap(int x) {
   ::usleep(20'000);
   return x;
 }
+int raise_at_3(int x) {
+  if (x == 3) throw std::invalid_argument("item three");
+  return x;
+}
+
+int traced(const char* file, const char* mode) {
+  mproc::Pool pool({.workers = 2, .chunksize = 1, .trace = file});
+  if (pool.map(nap, mproc::range(0, 8), {.chunksize = 1, .label = "naps"}).back() != 7) return 1;
+  try {
+    pool.map(raise_at_3, mproc::range(0, 4), {.chunksize = 1});
+    return 1;
+  } catch (const std::exception&) {
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  if (std::strcmp(mode, "terminate") == 0) std::terminate();
+  for (;;) ::pause();
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::strcmp(argv[1], "trace") == 0) return traced(argv[2], argv[3]);
   if (argc < 2 || std::strcmp(argv[1], "hold") != 0) {
-    std::fprintf(stderr, "usage: pool_helper hold\n");
+    std::fprintf(stderr, "usage: pool_helper hold | pool_helper trace FILE terminate|wait\n");
     return 2;
   }
   mproc::Pool pool(2);

@@ -4,6 +4,7 @@
 // failures (an exception, a SIGKILL, a timeout) appear as what they were. Python's json
 // module checks that the file is valid JSON.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -27,6 +29,9 @@
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
 #include <mproc/serialize.hpp>
+
+// Outside the anonymous namespace, so that -rdynamic exports it and dladdr names it.
+int trace_test_triple(int x) { return 3 * x; }
 
 namespace {
 
@@ -43,7 +48,7 @@ std::uint64_t now_ns() {
 
 /// One "X" event of a trace file, as the library writes it (one event per line).
 struct Event {
-  std::string name, status;
+  std::string name, status, label, function, error;
   std::int64_t pid = 0, tid = 0, job = 0, first = 0, items = 0, errors = 0;
   std::int64_t bytes_in = -1, bytes_out = -1, failed_index = -1, worker_pid = -1;
   double ts = 0, dur = 0;
@@ -87,6 +92,9 @@ Trace read_trace(const fs::path& path) {
     Event e;
     e.name = field(line, "name");
     e.status = field(line, "status");
+    e.label = field(line, "label");
+    e.function = field(line, "function");
+    e.error = field(line, "error");
     e.pid = number(line, "pid");
     e.tid = number(line, "tid");
     e.job = number(line, "job");
@@ -277,6 +285,181 @@ TEST_F(TraceTest, AChunkCutByACrashKeepsItsFinishedItems) {
     for (std::int64_t i = e.first; i < e.first + e.items; ++i) EXPECT_TRUE(items.insert(i).second);
   EXPECT_EQ(items.size(), 19u);
   EXPECT_EQ(items.count(7), 0u);
+}
+
+int hidden_triple(int x) { return 3 * x; }  // internal linkage: no dynamic symbol
+
+TEST_F(TraceTest, ChunksAreLabelled) {
+  for (const mproc::Backend backend : {mproc::Backend::process, mproc::Backend::thread}) {
+    SCOPED_TRACE(backend == mproc::Backend::process ? "process" : "thread");
+    const fs::path file = dir_ / (backend == mproc::Backend::process ? "p.json" : "t.json");
+    {
+      mproc::Pool pool({.workers = 2, .backend = backend, .chunksize = 10, .trace = file.string()});
+      EXPECT_EQ(pool.map(trace_test_triple, mproc::range(30))[29], 87);       // job 1
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30))[29], 87);           // job 2
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30), {.label = "triples"})[1], 3);  // 3
+      mproc::MapOptions per_item;
+      per_item.item_label = [](std::size_t i) { return "from " + std::to_string(i); };
+      EXPECT_EQ(pool.map(hidden_triple, mproc::range(30), per_item)[2], 6);  // job 4
+      EXPECT_THROW(pool.map(fail_some, mproc::range(5)), std::exception);    // job 5
+    }
+    EXPECT_TRUE(valid_json(file));
+    const Trace t = read_trace(file);
+    std::map<std::int64_t, std::vector<Event>> by_job;
+    for (const Event& e : t.events) by_job[e.job].push_back(e);
+    if (backend == mproc::Backend::thread) {
+      // The thread backend does not number calls: tell them apart by what they ran.
+      by_job.clear();
+      for (const Event& e : t.events) {
+        if (e.label == "triples") by_job[3].push_back(e);
+        else if (e.label.starts_with("from ")) by_job[4].push_back(e);
+        else if (e.function.find("trace_test_triple") != std::string::npos) by_job[1].push_back(e);
+        else if (e.function.find("fail_some") != std::string::npos || e.function.find("trace_test+0x") == 0)
+          by_job[e.items == 10 ? 2 : 5].push_back(e);
+      }
+    }
+    ASSERT_FALSE(by_job[1].empty());
+    for (const Event& e : by_job[1]) {
+      EXPECT_EQ(e.function, "trace_test_triple(int)");
+      EXPECT_EQ(e.label, e.function);
+    }
+    ASSERT_FALSE(by_job[2].empty());
+    for (const Event& e : by_job[2]) EXPECT_THAT(e.function, ::testing::StartsWith("trace_test+0x"));
+    ASSERT_EQ(by_job[3].size(), 3u);
+    for (const Event& e : by_job[3]) EXPECT_EQ(e.label, "triples");
+    ASSERT_EQ(by_job[4].size(), 3u);
+    for (const Event& e : by_job[4]) EXPECT_EQ(e.label, "from " + std::to_string(e.first));
+    bool raised = false;
+    for (const Event& e : by_job[5])
+      if (e.errors > 0) {
+        raised = true;
+        EXPECT_EQ(e.error, "std::runtime_error: three");
+      }
+    EXPECT_TRUE(raised);
+  }
+}
+
+/// Runs pool_helper's traced mode; once it says "ready", sends `sig` (0: none, it ends
+/// itself). Returns its wait status.
+int run_traced_helper(const fs::path& file, const char* mode, int sig) {
+  int out[2];
+  if (::pipe(out) != 0) return -1;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(MPROC_POOL_HELPER, MPROC_POOL_HELPER, "trace", file.c_str(), mode, nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string said;
+  char c;
+  while (said.find("ready\n") == std::string::npos && ::read(out[0], &c, 1) == 1) said += c;
+  ::close(out[0]);
+  if (sig != 0) ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST_F(TraceTest, AProgramThatEndsAbnormallyStillWritesItsTrace) {
+  for (const auto& [mode, sig, dies_of] :
+       {std::tuple{"terminate", 0, SIGABRT}, {"wait", SIGTERM, SIGTERM}, {"wait", SIGINT, SIGINT}}) {
+    SCOPED_TRACE(std::string(mode) + " " + std::to_string(sig));
+    const fs::path file = dir_ / ("crash-" + std::to_string(sig) + ".json");
+    const int status = run_traced_helper(file, mode, sig);
+    // It still dies of what it would have died of without the handlers.
+    ASSERT_TRUE(WIFSIGNALED(status)) << status;
+    EXPECT_EQ(WTERMSIG(status), dies_of);
+    ASSERT_TRUE(fs::exists(file));
+    EXPECT_TRUE(valid_json(file));
+    const Trace t = read_trace(file);
+    std::set<std::int64_t> naps;
+    int raised = 0;
+    for (const Event& e : t.events) {
+      if (e.label == "naps") naps.insert(e.first);
+      if (e.errors > 0) {
+        ++raised;
+        EXPECT_EQ(e.first, 3);
+        EXPECT_EQ(e.error, "std::invalid_argument: item three");
+      }
+    }
+    EXPECT_EQ(naps.size(), 8u);  // every item of the first map
+    EXPECT_EQ(raised, 1);
+    // No file is left beside it.
+    std::size_t files = 0;
+    for (const auto& entry : fs::directory_iterator(dir_)) files += entry.path().filename().string().starts_with("crash-" + std::to_string(sig));
+    EXPECT_EQ(files, 1u);
+  }
+}
+
+/// Checks `path` against the rules of the Chrome trace-event format (the JSON Object
+/// Format) that Perfetto's importer applies; "" when it follows them, else the first
+/// breach.
+std::string trace_format_breach(const fs::path& path) {
+  const fs::path script = path.string() + ".check.py";
+  std::ofstream(script) << R"py(
+import json, sys
+doc = json.load(open(sys.argv[1]))
+def fail(why, e=None):
+    print(why, json.dumps(e) if e is not None else ""); sys.exit(1)
+if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list): fail("no traceEvents")
+if doc.get("displayTimeUnit") not in (None, "ms", "ns"): fail("displayTimeUnit")
+meta = {"process_name": "name", "thread_name": "name", "process_sort_index": "sort_index",
+        "thread_sort_index": "sort_index", "process_labels": "labels"}
+names = set()
+for e in doc["traceEvents"]:
+    if not isinstance(e, dict): fail("an event is not an object", e)
+    ph = e.get("ph")
+    if not isinstance(ph, str) or len(ph) != 1: fail("ph", e)
+    for k in ("pid", "tid"):
+        if not isinstance(e.get(k), int) or isinstance(e.get(k), bool): fail(k + " is not an integer", e)
+    if not isinstance(e.get("name"), str) or not e["name"]: fail("name", e)
+    if "args" in e and not isinstance(e["args"], dict): fail("args", e)
+    if ph == "M":
+        key = meta.get(e["name"])
+        if key is None or key not in e.get("args", {}): fail("metadata", e)
+        if e["name"] in ("process_name", "thread_name"):
+            if not isinstance(e["args"]["name"], str): fail("metadata name", e)
+            names.add((e["name"], e["pid"], e["tid"] if e["name"] == "thread_name" else 0))
+    elif ph == "X":
+        for k in ("ts", "dur"):
+            if not isinstance(e.get(k), (int, float)) or isinstance(e.get(k), bool): fail(k, e)
+        if e["dur"] < 0: fail("negative dur", e)
+        if "cat" in e and not isinstance(e["cat"], str): fail("cat", e)
+        if ("process_name", e["pid"], 0) not in names: fail("a pid without a process_name first", e)
+        if ("thread_name", e["pid"], e["tid"]) not in names: fail("a tid without a thread_name first", e)
+    else:
+        fail("a phase mproc does not write", e)
+)py";
+  const fs::path out = path.string() + ".check.out";
+  const std::string cmd =
+      "python3 '" + script.string() + "' '" + path.string() + "' >'" + out.string() + "' 2>&1";
+  if (std::system(cmd.c_str()) == 0) return {};
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str().empty() ? "the check failed" : text.str();
+}
+
+TEST_F(TraceTest, EventsFollowTheTraceEventFormat) {
+  const fs::path file = dir_ / "format.json";
+  {
+    mproc::Pool pool({.workers = 2, .task_timeout = 1s, .chunksize = 3, .trace = file.string()});
+    EXPECT_EQ(pool.map(trace_test_triple, mproc::range(20))[19], 57);
+    std::vector<mproc::Future<int>> futures;
+    for (int i = 2; i < 6; ++i) futures.push_back(pool.apply_async(fail_some, i));
+    for (auto& f : futures) f.wait();
+    mproc::Pool threads({.workers = 2, .backend = mproc::Backend::thread, .trace = file.string()});
+    EXPECT_EQ(threads.map([](int x) { return x; }, mproc::range(50))[49], 49);
+    EXPECT_EQ(threads.apply([](int a) { return a + 1; }, 6), 7);
+  }
+  EXPECT_EQ(trace_format_breach(file), "");
+  // The checker catches what it checks.
+  const fs::path bad = dir_ / "bad.json";
+  std::ofstream(bad) << R"({"traceEvents":[{"ph":"X","name":"map","pid":1,"tid":"0","ts":1,"dur":2}]})";
+  EXPECT_THAT(trace_format_breach(bad), HasSubstr("tid is not an integer"));
 }
 
 TEST_F(TraceTest, ThreadBackendRecordsChunksWithoutBytes) {

@@ -52,6 +52,7 @@
 #include "run_jobs.hpp"
 #include "text.hpp"
 #include <mproc/cpu_count.hpp>
+#include <mproc/detail/trace.hpp>
 
 namespace mproc::cli {
 namespace {
@@ -366,6 +367,13 @@ class Runner {
     for (std::size_t i = 0; i < jobs_.size(); ++i) pending_.push_back(i);
     show_progress_ = s_.progress != Progress::none && ::isatty(STDERR_FILENO) == 1;
     started_at_ = Clock::now();
+    if (!o.trace.empty()) {
+      try {
+        tracer_ = std::make_unique<mproc::detail::Tracer>(o.trace, "run", s_.jobs, false);
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(std::string(e.what()).replace(0, 4, "--trace"));  // "Pool: ..."
+      }
+    }
   }
 
   /// Runs every job; returns the exit code.
@@ -684,8 +692,36 @@ class Runner {
 
   /// Logs an ended attempt, then retries the job or delivers its output. An empty
   /// `reason` means success.
+  /// One event per attempt, in its job slot's lane, named after its command.
+  void trace(const Attempt& a, const Job& job, const std::string& reason) {
+    using namespace mproc::detail;
+    TraceEvent e;
+    e.method = "job";
+    e.job = job.seq();
+    e.first = job.seq();
+    e.items = 1;
+    // steady_clock is CLOCK_MONOTONIC, the trace's clock.
+    auto ns = [](Clock::time_point t) {
+      return static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+    };
+    e.start_ns = ns(a.start);
+    e.end_ns = ns(a.end);
+    e.lane = static_cast<std::uint32_t>(a.slot);
+    e.worker_pid = a.pid;
+    e.errors = reason.empty() ? 0 : 1;
+    e.status = a.killed      ? TraceStatus::cancelled
+               : a.timed_out ? TraceStatus::timeout
+               : reason.empty() ? TraceStatus::ok
+                                : TraceStatus::error;
+    e.code.label = trace_label(job.command);
+    e.error = reason;
+    tracer_->record(e);
+  }
+
   void finish(std::unique_ptr<Attempt> a, int exitval, int sig, std::string reason) {
     Job& job = jobs_[a->job];
+    if (tracer_) trace(*a, job, reason);
     log_.add(job.seq(), a->start_epoch, std::chrono::duration<double>(a->end - a->start).count(),
              stdout_bytes(*a), exitval, sig, job.command);
     if (a->killed) return;  // killed by the runner: its output is cut short
@@ -851,6 +887,7 @@ class Runner {
   SignalRoute signals_;
   Guard guard_;
   std::vector<bool> slots_;  // {%}: which job slots are taken
+  std::unique_ptr<mproc::detail::Tracer> tracer_;  // --trace
   std::deque<std::size_t> pending_;  // indexes into jobs_
   std::vector<std::unique_ptr<Attempt>> running_;
   std::optional<Clock::time_point> next_start_;  // --delay
@@ -939,6 +976,7 @@ Options (GNU parallel's meaning; docs/run.md compares them):
   --delay SECS      wait SECS between job starts
   --retries N       run a failed job up to N more times
   --joblog FILE     GNU parallel's 9-column job log (+FILE appends)
+  --trace FILE      a timeline of the jobs, one event each (see trace-view)
   --results DIR     also save output as DIR/1/ARG/stdout, stderr, seq
   --bar, --eta, --progress  progress on stderr, when it is a terminal
   --shell           run the line with /bin/sh -c, replacement values quoted

@@ -432,6 +432,7 @@ const std::vector<Spec>& option_specs() {
          o.joblog_append = v.size() > 1 && v[0] == '+';
          o.joblog = o.joblog_append ? v.substr(1) : v;
        }},
+      {{"--trace"}, true, [](O& o, const std::string& v) { o.trace = v; }},
       {{"--results", "--res"}, true, [](O& o, const std::string& v) { o.results = v; }},
       {{"-k", "--keep-order"}, false, [](O& o, const std::string&) { o.keep_order = true; }},
       {{"--shell"}, false, [](O& o, const std::string&) { o.shell = true; }},

@@ -50,6 +50,7 @@ struct Options {
   double delay = 0;    // seconds between job starts
   int retries = 0;
   std::string joblog;
+  std::string trace;           // --trace FILE: a timeline of the jobs (see trace-view)
   bool joblog_append = false;  // --joblog +FILE
   std::string results;         // --results DIR
   bool shell = false;

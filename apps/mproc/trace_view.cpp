@@ -112,6 +112,8 @@ class Names {
   std::unordered_map<std::string, std::uint32_t> index_;
 };
 
+constexpr std::uint32_t no_text = std::numeric_limits<std::uint32_t>::max();
+
 /// One task or chunk: an "X" event or a "B"/"E" pair. Integer fields are `absent` when
 /// the event does not have them.
 struct Span {
@@ -122,6 +124,8 @@ struct Span {
   std::uint32_t lane = 0;    // in Trace::lanes
   std::int64_t first = absent, items = absent, bytes_in = absent, bytes_out = absent;
   std::int64_t errors = absent, failed_index = absent;
+  // In Trace::texts; no_text when the event has none.
+  std::uint32_t label = no_text, function = no_text, error = no_text;
 
   double end() const { return ts + dur; }
   bool failed() const { return status != 0; }
@@ -146,6 +150,7 @@ struct Pool {
 
 struct Trace {
   Names names, statuses;
+  Names texts;  // labels, functions and errors of spans
   std::vector<Span> spans;
   std::vector<Lane> lanes;
   std::vector<Pool> pools;
@@ -333,6 +338,13 @@ void TraceBuilder::add_span(const std::string& name, double ts, double dur, std:
   s.bytes_out = to_int(field("bytes_out"));
   s.errors = to_int(field("errors"));
   s.failed_index = to_int(field("failed_index"));
+  auto text = [&](std::string_view key) {
+    const std::string* v = string_of(field(key));
+    return v != nullptr && !v->empty() ? trace_.texts.id(*v) : no_text;
+  };
+  s.label = text("label");
+  s.function = text("function");
+  s.error = text("error");
   if (const std::string* status = string_of(field("status")))
     s.status = trace_.statuses.id(*status);
   else if (s.errors > 0)
@@ -926,8 +938,11 @@ Page::Page(const Trace& t, std::string file_name) : t_(t), file_name_(std::move(
 
 std::string Page::tooltip(const Span& s) const {
   const Lane& lane = t_.lanes[s.lane];
-  std::string text =
-      fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
+  std::string text;
+  if (s.label != no_text) text = t_.texts[s.label] + "\n";
+  text += fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
+  if (s.function != no_text && s.function != s.label)
+    text += fmt::format("\nfunction {}", t_.texts[s.function]);
   if (const std::string items = items_text(s); !items.empty())
     text += fmt::format("\nitems {}", items);
   text += fmt::format("\nstart {}, duration {}", duration_text(s.ts - t_.t0), duration_text(s.dur));
@@ -938,6 +953,7 @@ std::string Page::tooltip(const Span& s) const {
   text += fmt::format("\nstatus {}", t_.statuses[s.status]);
   if (s.errors > 0) text += fmt::format(", {} raised", s.errors);
   if (s.failed_index != absent) text += fmt::format(", failed at item {}", s.failed_index);
+  if (s.error != no_text) text += fmt::format("\n{}", t_.texts[s.error]);
   return escape(text);
 }
 
@@ -961,6 +977,8 @@ void Page::axis(double top, double bottom, bool labels) {
       break;
     }
   const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+  put("<g class=\"axis\" data-top=\"{:.1f}\" data-bottom=\"{:.1f}\" data-labels=\"{}\">", top,
+      bottom, labels ? 1 : 0);
   for (int k = 0; k * step * unit <= span_ * (1 + 1e-9); ++k) {
     const double x = plot_left + k * step * unit / span_ * plot_width;
     put("<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\"/>", x,
@@ -969,6 +987,7 @@ void Page::axis(double top, double bottom, bool labels) {
       put("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:.{}f} {}</text>", x,
           bottom + 14, k * step, decimals, unit_name);
   }
+  put("</g>");
 }
 
 void Page::header() {
@@ -1064,8 +1083,10 @@ void Page::pool_section(const Pool& pool) {
         "most time in them, paler where less of a pixel is busy, red where a failed task ran; "
         "a span&#39;s tooltip gives its task count. The tables below list single tasks.</p>\n",
         pool.spans, coalesce_above);
+  put("<div class=\"pool\">\n");
   gantt(pool);
   utilisation_chart(utilisation_[p].bins);
+  put("</div>\n");
 }
 
 void Page::gantt(const Pool& pool) {
@@ -1089,21 +1110,35 @@ void Page::gantt(const Pool& pool) {
       put("<text class=\"lane\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}<title>{}</title>"
           "</text>\n",
           plot_left - 6, y + row / 2 + 4, escape(shorten(lane.label, 24)), escape(lane.label));
+    // The page's script redraws the lane from the times in data-t and data-d (or, for a
+    // coalesced lane, in data-spans) at every zoom and window width.
+    put("<g class=\"lane\" data-y=\"{:.1f}\" data-h=\"{:.1f}\"", y + (row - bar) / 2, bar);
     if (pool.spans > coalesce_above) {
+      put(" data-spans=\"");
+      for (const std::uint32_t si : lane.spans) {
+        const Span& s = t_.spans[si];
+        put("{:.3f} {:.3f} {} {} ", s.ts - t_.t0, s.dur, colours_[s.name], s.failed() ? 1 : 0);
+      }
+      put("\">\n");
       coalesced_lane(lane, y + (row - bar) / 2, bar);
+      put("</g>\n");
       continue;
     }
-    // Failures last, so that they are drawn on top.
+    put(">\n");
+    // Failures last, so that they are drawn on top. A bar is as wide as its time, however
+    // thin: the script draws sub-pixel work as shaded density instead.
     for (const bool failed : {false, true})
       for (const std::uint32_t si : lane.spans) {
         const Span& s = t_.spans[si];
         if (s.failed() != failed) continue;
-        put("<rect class=\"{}\" x=\"{:.2f}\" y=\"{:.1f}\" width=\"{:.2f}\" height=\"{:.1f}\" "
-            "fill=\"{}\"{}><title>{}</title></rect>\n",
+        put("<rect class=\"{}\" x=\"{:.2f}\" y=\"{:.1f}\" width=\"{:.3f}\" height=\"{:.1f}\" "
+            "fill=\"{}\"{} data-t=\"{:.3f}\" data-d=\"{:.3f}\"><title>{}</title></rect>\n",
             failed ? "task failed" : "task", x_of(s.ts), y + (row - bar) / 2,
-            std::max(0.5, s.dur / span_ * plot_width), bar, colour(s),
-            failed ? fmt::format(" stroke=\"{}\"", failed_stroke) : "", tooltip(s));
+            s.dur / span_ * plot_width, bar, colour(s),
+            failed ? fmt::format(" stroke=\"{}\"", failed_stroke) : "", s.ts - t_.t0, s.dur,
+            tooltip(s));
       }
+    put("</g>\n");
   }
   put("</svg>\n");
 }
@@ -1190,7 +1225,7 @@ void Page::utilisation_chart(const std::vector<double>& bins) {
   axis(top, base, true);
   for (const int pct : {0, 50, 100}) {
     const double y = base - plot_h * pct / 100;
-    put("<line class=\"grid\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\"/>"
+    put("<line class=\"grid pct\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\"/>"
         "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}%</text>\n",
         plot_left, plot_left + plot_width, y, y, plot_left - 6, y + 4, pct);
   }
@@ -1202,23 +1237,31 @@ void Page::utilisation_chart(const std::vector<double>& bins) {
     put("L{:.1f},{:.1f}L{:.1f},{:.1f}", plot_left + w * static_cast<double>(k), y,
         plot_left + w * static_cast<double>(k + 1), y);
   }
-  put("L{:.1f},{:.1f}Z\"/>\n</svg>\n", plot_left + plot_width, base);
+  put("L{:.1f},{:.1f}Z\" data-base=\"{:.1f}\" data-h=\"{:.1f}\"/>\n</svg>\n", plot_left + plot_width,
+      base, base, plot_h);
 }
 
 void Page::span_row(const Span& s, std::size_t rank) {
   const Lane& lane = t_.lanes[s.lane];
+  const std::string label = s.label != no_text ? t_.texts[s.label] : "";
+  const std::string function = s.function != no_text ? t_.texts[s.function] : "";
   put("<tr><td class=\"num\">{}</td><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
+      "<td class=\"label\" title=\"{}\">{}</td>"
       "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>"
-      "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}</td></tr>\n",
-      rank, palette[colours_[s.name]], escape(t_.names[s.name]), escape(t_.pools[lane.pool].label),
+      "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}{}</td></tr>\n",
+      rank, palette[colours_[s.name]], escape(t_.names[s.name]),
+      escape(function.empty() ? label : function), escape(shorten(label, 60)),
+      escape(t_.pools[lane.pool].label),
       escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
       bytes_text(s.bytes_in), bytes_text(s.bytes_out), s.failed() ? " class=\"bad\"" : "",
       escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
-      s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "");
+      s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "",
+      s.error != no_text ? "<br><span class=\"error\">" + escape(t_.texts[s.error]) + "</span>"
+                         : "");
 }
 
 constexpr std::string_view table_head =
-    "<thead><tr><th>#</th><th>method</th><th>pool</th><th>lane</th><th>start</th>"
+    "<thead><tr><th>#</th><th>method</th><th>label</th><th>pool</th><th>lane</th><th>start</th>"
     "<th>duration</th><th>items</th><th>bytes in</th><th>bytes out</th><th>status</th></tr>"
     "</thead>\n";
 
@@ -1257,7 +1300,7 @@ void Page::failures() {
 }
 
 constexpr std::string_view style = R"(
-body { margin: 16px; width: 1200px; background: #fff; color: #222;
+body { margin: 16px; min-width: 600px; background: #fff; color: #222;
        font: 13px/1.4 system-ui, sans-serif; }
 h1 { font-size: 20px; margin: 0 0 8px; }
 h2 { font-size: 16px; margin: 22px 0 4px; }
@@ -1269,6 +1312,8 @@ table.summary th { font-weight: 600; color: #555; }
 .dim { color: #777; }
 .note { color: #7a4d00; }
 td.bad { color: #b00; font-weight: 600; }
+td.bad .error { font-weight: 400; }
+td.label { max-width: 360px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .legend { margin: 10px 0; }
 .legend .item { margin-right: 16px; white-space: nowrap; }
 .sw { display: inline-block; width: 11px; height: 11px; margin-right: 5px; vertical-align: -1px; }
@@ -1277,7 +1322,278 @@ svg text { font-size: 11px; fill: #444; }
 svg .plot { fill: #fafafa; stroke: #ccc; }
 svg .grid { stroke: #e4e4e4; }
 svg .area { fill: #9ecae1; stroke: #3182bd; }
+svg.gantt, svg.utilisation { cursor: grab; user-select: none; }
+svg .selection { fill: #3182bd; fill-opacity: 0.15; stroke: #3182bd; }
+#zoombar { position: sticky; top: 0; z-index: 1; background: #fff; padding: 6px 0;
+           border-bottom: 1px solid #e3e3e3; }
+#zoombar button { font: inherit; min-width: 28px; margin-right: 4px; }
+#zoom-range { margin-left: 10px; color: #555; }
 )";
+
+/// Zoom, pan and redraw at the window's width. No network, no libraries: it only moves
+/// and adds SVG elements of the page.
+constexpr std::string_view script = R"js((function () {
+  'use strict';
+  // Zoom and pan. The view is a time range [a, b] in microseconds from the first start.
+  // Every draw maps it onto the plot's width in CSS pixels: a bar at least a pixel wide
+  // is drawn at its true width; work narrower than a pixel is summed per pixel column and
+  // shown as shading whose opacity is the busy fraction of that column, so a lane looks
+  // as busy as it was. Failed work under a pixel wide gets a red mark above its column.
+  const root = document.getElementById('timeline');
+  if (!root) return;
+  const SPAN = Number(root.dataset.span);
+  const PALETTE = root.dataset.palette.split(' ');
+  const FAILED = root.dataset.failed;
+  const LEFT = 170, RIGHT = 20, MIN_VIEW = Math.max(SPAN * 1e-9, 1e-3);
+  const svgNs = document.querySelector('svg').namespaceURI;
+  const bar = document.getElementById('zoombar');
+  const rangeText = document.getElementById('zoom-range');
+  let view = [0, SPAN];
+  let plotW = 0;
+
+  function make(tag, attrs, parent) {
+    const e = document.createElementNS(svgNs, tag);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function duration(us) {
+    if (Math.abs(us) < 1e3) return us.toFixed(1) + ' \u00b5s';
+    if (Math.abs(us) < 1e6) return (us / 1e3).toFixed(2) + ' ms';
+    return (us / 1e6).toFixed(3) + ' s';
+  }
+
+  const pools = [];
+  for (const div of document.querySelectorAll('div.pool')) {
+    const gantt = div.querySelector('svg.gantt'), util = div.querySelector('svg.utilisation');
+    const pool = {gantt, util, lanes: [], path: util.querySelector('path.area'),
+                  axes: Array.from(div.querySelectorAll('g.axis')),
+                  plots: Array.from(div.querySelectorAll('rect.plot'))};
+    for (const g of gantt.querySelectorAll('g.lane')) {
+      const lane = {y: Number(g.dataset.y), h: Number(g.dataset.h), g, spans: [], own: null};
+      if (g.dataset.spans !== undefined) {
+        const v = g.dataset.spans.trim().split(' ').map(Number);
+        for (let i = 0; i + 3 < v.length; i += 4)
+          lane.spans.push({t: v[i], d: v[i + 1], failed: v[i + 3] === 1,
+                           fill: v[i + 3] === 1 ? FAILED : PALETTE[v[i + 2]], el: null});
+        for (const r of Array.from(g.querySelectorAll('rect'))) r.remove();
+        lane.own = make('g', {'class': 'bars'}, g);
+      } else {
+        for (const r of g.querySelectorAll('rect.task'))
+          lane.spans.push({t: Number(r.dataset.t), d: Number(r.dataset.d), el: r,
+                           failed: r.classList.contains('failed'), fill: r.getAttribute('fill')});
+      }
+      lane.density = make('g', {'class': 'density'}, g);
+      pool.lanes.push(lane);
+    }
+    pools.push(pool);
+  }
+
+  function drawAxis(g, a, b) {
+    const top = Number(g.dataset.top), bottom = Number(g.dataset.bottom);
+    const len = b - a;
+    let unit = 1, name = '\u00b5s';
+    if (len >= 2e6) { unit = 1e6; name = 's'; } else if (len >= 2e3) { unit = 1e3; name = 'ms'; }
+    const raw = len / unit / 8, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    let step = 10 * mag;
+    for (const m of [1, 2, 5]) if (m * mag >= raw) { step = m * mag; break; }
+    const decimals = Math.min(9, Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
+    g.textContent = '';
+    for (let k = Math.ceil(a / unit / step - 1e-9); k * step * unit <= b * (1 + 1e-12); ++k) {
+      const x = LEFT + (k * step * unit - a) / len * plotW;
+      make('line', {'class': 'grid', x1: x, x2: x, y1: top, y2: bottom}, g);
+      if (g.dataset.labels === '1') {
+        const t = make('text', {x, y: bottom + 14, 'text-anchor': 'middle'}, g);
+        t.textContent = (k * step).toFixed(decimals) + ' ' + name;
+      }
+    }
+  }
+
+  // Draws one lane and adds its busy fraction per column to `busy`.
+  function drawLane(lane, a, k, cols, busy) {
+    const frac = new Float64Array(cols), sub = new Float64Array(cols);
+    const subFill = new Array(cols), subBest = new Float64Array(cols);
+    const subCount = new Uint32Array(cols), subFailed = new Uint8Array(cols);
+    lane.density.textContent = '';
+    if (lane.own) lane.own.textContent = '';
+    let own = 0;
+    for (const s of lane.spans) {
+      const x0 = (s.t - a) * k, x1 = (s.t + s.d - a) * k;
+      const visible = x1 >= 0 && x0 <= plotW;
+      const wide = x1 - x0 >= 1;
+      if (s.el) s.el.style.display = visible && wide ? '' : 'none';
+      if (!visible) continue;
+      const l = Math.max(x0, 0), r = Math.min(x1, plotW);
+      for (let c = Math.floor(l); c <= Math.min(cols - 1, Math.floor(r)); ++c) {
+        const part = Math.max(0, Math.min(r, c + 1) - Math.max(l, c));
+        frac[c] += part;
+        if (!wide) {
+          sub[c] += part;
+          if (c === Math.floor(l)) ++subCount[c];
+          if (s.failed) subFailed[c] = 1;
+          if (part > subBest[c]) { subBest[c] = part; subFill[c] = s.fill; }
+        }
+      }
+      if (!wide) continue;
+      if (s.el) {
+        s.el.setAttribute('x', LEFT + l);
+        s.el.setAttribute('width', r - l);
+      } else if (own++ < 20000) {
+        const e = make('rect', {'class': s.failed ? 'task failed' : 'task', x: LEFT + l, y: lane.y,
+                                width: r - l, height: lane.h, fill: s.fill}, lane.own);
+        make('title', {}, e).textContent =
+            (s.failed ? 'failed, ' : '') + 'start ' + duration(s.t) + ', duration ' + duration(s.d);
+      }
+    }
+    for (let c = 0; c < cols; ++c) busy[c] += Math.min(1, frac[c]);
+    // Runs of columns of one colour and about one opacity become one rect, drawn at the
+    // run's mean busy fraction, so the ink is the work's.
+    for (let c = 0; c < cols;) {
+      if (sub[c] <= 0) { ++c; continue; }
+      const from = c, fill = subFill[c], level = Math.round(Math.min(1, sub[c]) * 32);
+      let sum = 0, tasks = 0;
+      for (; c < cols && sub[c] > 0 && subFill[c] === fill &&
+             Math.round(Math.min(1, sub[c]) * 32) === level; ++c) {
+        sum += Math.min(1, sub[c]);
+        tasks += subCount[c];
+      }
+      const e = make('rect', {'class': 'density', x: LEFT + from, y: lane.y, width: c - from,
+                              height: lane.h, fill, 'fill-opacity': (sum / (c - from)).toFixed(4)},
+                     lane.density);
+      make('title', {}, e).textContent = tasks + ' task' + (tasks === 1 ? '' : 's') +
+          ' under a pixel wide, busy ' + (100 * sum / (c - from)).toFixed(1) + '% of ' +
+          duration((c - from) / k);
+    }
+    for (let c = 0; c < cols;) {
+      if (!subFailed[c]) { ++c; continue; }
+      const from = c;
+      while (c < cols && subFailed[c]) ++c;
+      make('rect', {'class': 'density failed', x: LEFT + from, y: lane.y - 2, width: c - from,
+                    height: 2, fill: FAILED}, lane.density);
+    }
+  }
+
+  function draw() {
+    const width = Math.max(600, Math.floor(root.clientWidth));
+    plotW = width - LEFT - RIGHT;
+    const [a, b] = view;
+    const k = plotW / (b - a);
+    const cols = Math.ceil(plotW);
+    for (const p of pools) {
+      for (const svg of [p.gantt, p.util]) {
+        svg.setAttribute('width', width);
+        svg.setAttribute('viewBox', '0 0 ' + width + ' ' + svg.getAttribute('height'));
+      }
+      for (const r of p.plots) r.setAttribute('width', plotW);
+      for (const g of p.axes) drawAxis(g, a, b);
+      const busy = new Float64Array(cols);
+      for (const lane of p.lanes) drawLane(lane, a, k, cols, busy);
+      const base = Number(p.path.dataset.base), h = Number(p.path.dataset.h);
+      const n = Math.max(1, p.lanes.length);
+      let d = 'M' + LEFT + ',' + base;
+      for (let c = 0; c < cols; ++c) {
+        const y = (base - Math.min(1, busy[c] / n) * h).toFixed(1);
+        d += 'L' + (LEFT + c) + ',' + y + 'L' + (LEFT + Math.min(c + 1, plotW)) + ',' + y;
+      }
+      p.path.setAttribute('d', d + 'L' + (LEFT + plotW) + ',' + base + 'Z');
+      for (const line of p.util.querySelectorAll('line.pct')) line.setAttribute('x2', LEFT + plotW);
+    }
+    const zoomed = a > 0 || b < SPAN;
+    root.dataset.view = a.toFixed(3) + ',' + b.toFixed(3);
+    rangeText.textContent = zoomed
+        ? 'showing ' + duration(a) + ' to ' + duration(b) + ' of ' + duration(SPAN) + ' (' +
+          (SPAN / (b - a)).toFixed(1) + '\u00d7)'
+        : 'showing all ' + duration(SPAN);
+  }
+
+  function setView(a, b, remember) {
+    let len = Math.min(SPAN, Math.max(MIN_VIEW, b - a));
+    a = Math.min(Math.max(0, a), SPAN - len);
+    view = [a, a + len];
+    if (remember) {
+      try {
+        const whole = view[0] <= 0 && view[1] >= SPAN;
+        history.replaceState(null, '', whole ? location.pathname + location.search
+                                             : '#zoom=' + view[0].toFixed(3) + ',' + view[1].toFixed(3));
+      } catch (e) { /* a page opened from a file may refuse; the view still changes */ }
+    }
+    draw();
+  }
+  function zoomBy(factor, centre) {
+    const [a, b] = view;
+    if (centre === undefined) centre = (a + b) / 2;
+    setView(centre - (centre - a) * factor, centre + (b - centre) * factor, true);
+  }
+  function panBy(fraction) {
+    const len = view[1] - view[0];
+    setView(view[0] + fraction * len, view[1] + fraction * len, true);
+  }
+  function fromHash() {
+    const m = /zoom=([-+0-9.eE]+),([-+0-9.eE]+)/.exec(location.hash);
+    if (m && Number(m[2]) > Number(m[1])) setView(Number(m[1]), Number(m[2]), false);
+    else setView(0, SPAN, false);
+  }
+  function timeAt(svg, clientX) {
+    const x = clientX - svg.getBoundingClientRect().left - LEFT;
+    return view[0] + Math.min(Math.max(x, 0), plotW) / plotW * (view[1] - view[0]);
+  }
+
+  for (const [id, f] of [['zoom-in', () => zoomBy(0.5)], ['zoom-out', () => zoomBy(2)],
+                         ['pan-left', () => panBy(-0.25)], ['pan-right', () => panBy(0.25)],
+                         ['zoom-reset', () => setView(0, SPAN, true)]])
+    document.getElementById(id).addEventListener('click', f);
+  bar.hidden = false;
+
+  // Wheel: zoom about the pointer. Drag: pan. Shift-drag: zoom to the range dragged over.
+  let drag = null;
+  for (const p of pools)
+    for (const svg of [p.gantt, p.util]) {
+      svg.addEventListener('wheel', (e) => {
+        e.preventDefault();
+        zoomBy(Math.exp(Math.max(-1, Math.min(1, e.deltaY * 0.002))), timeAt(svg, e.clientX));
+      }, {passive: false});
+      svg.addEventListener('mousedown', (e) => {
+        if (e.button !== 0) return;
+        e.preventDefault();
+        drag = {svg, x: e.clientX, view: view.slice(), select: e.shiftKey, box: null};
+        if (drag.select) {
+          drag.box = make('rect', {'class': 'selection', y: 0, height: svg.getAttribute('height'),
+                                   x: e.clientX - svg.getBoundingClientRect().left, width: 0}, svg);
+        }
+      });
+    }
+  window.addEventListener('mousemove', (e) => {
+    if (!drag) return;
+    if (drag.select) {
+      const left = drag.svg.getBoundingClientRect().left;
+      drag.box.setAttribute('x', Math.min(drag.x, e.clientX) - left);
+      drag.box.setAttribute('width', Math.abs(e.clientX - drag.x));
+      return;
+    }
+    const dt = (e.clientX - drag.x) / plotW * (drag.view[1] - drag.view[0]);
+    setView(drag.view[0] - dt, drag.view[1] - dt, true);
+  });
+  window.addEventListener('mouseup', (e) => {
+    if (!drag) return;
+    if (drag.select) {
+      drag.box.remove();
+      if (Math.abs(e.clientX - drag.x) > 3) {
+        const t0 = timeAt(drag.svg, drag.x), t1 = timeAt(drag.svg, e.clientX);
+        setView(Math.min(t0, t1), Math.max(t0, t1), true);
+      }
+    }
+    drag = null;
+  });
+  let pending = false;
+  window.addEventListener('resize', () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  });
+  window.addEventListener('hashchange', fromHash);
+  fromHash();
+})();
+)js";
 
 std::string Page::render() {
   out_.clear();
@@ -1290,10 +1606,22 @@ std::string Page::render() {
       escape(file_name_), style);
   header();
   legend();
+  std::string palette_list;
+  for (const char* c : palette) palette_list += fmt::format("{}{}", palette_list.empty() ? "" : " ", c);
+  put("<div id=\"timeline\" data-span=\"{:.3f}\" data-palette=\"{}\" data-failed=\"{}\">\n",
+      span_, palette_list, failed_fill);
+  put("<div id=\"zoombar\" hidden><button id=\"zoom-in\" title=\"Zoom in\">+</button>"
+      "<button id=\"zoom-out\" title=\"Zoom out\">&minus;</button>"
+      "<button id=\"pan-left\" title=\"Earlier\">&larr;</button>"
+      "<button id=\"pan-right\" title=\"Later\">&rarr;</button>"
+      "<button id=\"zoom-reset\" title=\"Show everything\">Reset</button>"
+      "<span id=\"zoom-range\"></span> <span class=\"dim\">wheel: zoom, drag: pan, "
+      "shift-drag: zoom to a range</span></div>\n");
   for (const Pool& pool : t_.pools) pool_section(pool);
+  put("</div>\n");
   slowest();
   failures();
-  put("</body>\n</html>\n");
+  put("<script>{}</script>\n</body>\n</html>\n", script);
   return std::move(out_);
 }
 
@@ -1332,6 +1660,8 @@ void add_trace_view(CLI::App& app, int* exit_code) {
       "Draws a Chrome trace-event file (as --trace writes it) as one self-contained\n"
       "HTML page: a Gantt chart of each pool's workers, utilisation over time, the\n"
       "slowest tasks and the failures. The page loads nothing from the network.\n"
+      "Wheel, drag and the buttons zoom and pan; OUT.html#zoom=START,END (in\n"
+      "microseconds from the first start) opens a zoomed view.\n"
       "The default output is FILE with its extension replaced by .html.\n"
       "\n"
       "The input may be a pipe or a device: it is read as it is parsed, and reading\n"

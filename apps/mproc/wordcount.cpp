@@ -172,7 +172,12 @@ Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
     common.progress = false;  // the call's own options say whether it draws a bar
     Pool pool = make_pool(common);
     c.workers = pool.workers();
-    c.counts = pool.map_reduce(count_block_item, words::merge, blocks, map_options);
+    MapOptions call = map_options;
+    // On a --trace timeline, a block's chunk is named after its file.
+    call.item_label = [&blocks](std::size_t i) {
+      return i < blocks.size() && !blocks[i].path.empty() ? blocks[i].path : std::string("corpus");
+    };
+    c.counts = pool.map_reduce(count_block_item, words::merge, blocks, call);
   }
   c.seconds = seconds_since(start);
   return c;

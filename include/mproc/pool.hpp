@@ -98,6 +98,14 @@ struct MapOptions {
   /// A progress callback, or `true` for a bar on stderr (see mproc/progress.hpp); unset
   /// uses PoolOptions::progress.
   ProgressOption progress{};
+  /// The call's label in a trace (PoolOptions::trace): what its chunks are called on the
+  /// timeline instead of the function's name ("" = the function's name).
+  std::string label{};
+  /// A chunk's label in a trace from the index of its first item (wordcount: the file a
+  /// block is in); overrides `label`. Called only when the pool traces, by the thread that
+  /// records the chunk (a worker thread, or the process pool's dispatcher): it must be
+  /// thread-safe and outlive the call. Whatever it throws is ignored.
+  std::function<std::string(std::size_t)> item_label{};
 };
 
 namespace detail {
@@ -728,6 +736,8 @@ class MPROC_API Pool {
                                   portable());
       job->chunksize = opts.chunksize;
       job->method = "map_reduce";
+      job->code = detail::trace_code(f, opts.label);
+      job->item_label = opts.item_label;
       job->progress = std::move(progress);
       core().submit(std::move(job));
     } else {
@@ -784,6 +794,8 @@ class MPROC_API Pool {
                                        thread_chunksize(opts), threads_->workers(),
                                        std::move(promise), std::move(progress));
       job->method = method;
+      job->code = detail::trace_code(f, opts.label);
+      job->item_label = opts.item_label;
       Job::start(*threads_, job);
     } else {
       // Runners index the input: copy a single-pass or linked input into a vector first.
@@ -812,6 +824,7 @@ class MPROC_API Pool {
       detail::encode_job_callable(f, job->state, portable());
       job->chunksize = 1;
       job->method = method;
+      job->code = detail::trace_code(f, {});
       promise->set_kill_hook([weak = std::weak_ptr<detail::Job>(job)] {
         auto j = weak.lock();
         if (!j) return false;
@@ -844,6 +857,8 @@ class MPROC_API Pool {
       detail::encode_job_callable(f, job->state, portable());
       job->chunksize = opts.chunksize;
       job->method = method;
+      job->code = detail::trace_code(f, opts.label);
+      job->item_label = opts.item_label;
       job->progress = std::move(progress);
       core().submit(std::move(job));
     } else {
@@ -868,6 +883,8 @@ class MPROC_API Pool {
                                        thread_chunksize(opts), stream_window(),
                                        std::move(progress));
       job->method = method;
+      job->code = detail::trace_code(f, opts.label);
+      job->item_label = opts.item_label;
       job->start();
       return ResultStream<R>(
           [job](std::optional<detail::stored_t<R>>& out, std::exception_ptr& error,
@@ -883,6 +900,8 @@ class MPROC_API Pool {
       detail::encode_job_callable(f, job->state, portable());
       job->chunksize = opts.chunksize;
       job->method = method;
+      job->code = detail::trace_code(f, opts.label);
+      job->item_label = opts.item_label;
       job->progress = std::move(progress);
       core().submit(job);
       detail::PoolCore* core_ptr = core_.get();

@@ -59,6 +59,8 @@ struct ChunkRecord {
   std::size_t count = 0;
   std::uint64_t bytes_in = 0;  // serialized arguments
   const char* method = "map";  // the Pool method, for traces
+  TraceCode code{};            // the function and label, for traces
+  std::string error{};         // the first failed item's type and what(), for traces
   std::size_t done = 0;        // items with a result already
   std::uint64_t bytes_out = 0;
   std::uint32_t errors = 0;
@@ -251,6 +253,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
       f.what = fmt::format("a worker sent message kind {} inside a chunk",
                            static_cast<unsigned>(kind));
     }
+    if (tracer_ && c.errors == 1) c.error = f.type + ": " + f.what;
     const std::string where = pool().worker_where(s);
     if (!where.empty()) f.traceback = where + "\n" + f.traceback;
     Book::item_failed(*j, index, std::move(f), pool().worker_pid(s));
@@ -260,6 +263,8 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   TraceEvent trace_event(const Slot& s, const ChunkRecord& c) const {
     TraceEvent e;
     e.method = c.method;
+    e.code = c.code;
+    e.error = c.error;
     e.job = c.job;
     e.first = c.first;
     e.bytes_in = c.bytes_in;
@@ -373,6 +378,8 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
     c.record.count = got;
     c.record.bytes_in = ends.back();
     c.record.method = j.job->method;
+    c.record.code = j.job->code;
+    if (tracer_ && j.job->item_label) c.record.code.label = item_trace_label(j.job->item_label, first);
     c.items_at = items_at;
     return c;
   }

@@ -191,6 +191,7 @@ struct WorkerSlot {
   bool crashed_accounted = false;
   std::optional<Segment> crashed;  // the item it was running when it died
   const char* crashed_method = nullptr;
+  TraceCode crashed_code{};
   std::vector<std::uint64_t> lost_partials;
 };
 
@@ -653,6 +654,8 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
     c.count = seg.count();
     c.bytes_in = seg.ends.back();
     c.method = j.job->method;
+    c.code = j.job->code;
+    if (tracer_ && j.job->item_label) c.code.label = item_trace_label(j.job->item_label, seg.first);
     c.seg = std::move(seg);
     w.chunks.push_back(std::move(c));
     return true;
@@ -713,6 +716,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
       w.crashed = Segment{c.seg.job, c.seg.first + from, std::move(one), c.seg.message,
                           c.seg.items_offset + (from == 0 ? 0 : c.seg.ends[from - 1])};
       w.crashed_method = c.method;
+      w.crashed_code = c.code;
       if (j != nullptr) ++j->in_flight;
       ++from;
     }
@@ -776,6 +780,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
     if (tracer_) {
       TraceEvent e;
       e.method = w.crashed_method;
+      e.code = w.crashed_code;
       e.job = w.crashed->job;
       e.first = index;
       e.items = 1;

@@ -17,6 +17,7 @@
 #include "../future.hpp"
 #include "../progress.hpp"
 #include "task.hpp"
+#include "trace.hpp"
 
 namespace mproc::detail {
 
@@ -93,6 +94,8 @@ class MPROC_API Job {
   std::vector<std::byte> state;  ///< the callable's shipped state
   std::size_t chunksize = 0;     ///< 0: adaptive
   const char* method = "map";    ///< the Pool method (a string literal), for traces
+  TraceCode code{};              ///< the function and label, for traces
+  ItemLabel item_label{};        ///< per-chunk labels, for traces (empty: none)
   std::shared_ptr<ProgressReporter> progress;  ///< null: no progress reports
   std::uint64_t generation = 0;  ///< the pool's cancel_pending() count at submit
   // For Future::cancel(CancelMode::kill_running): the pool while the job is in it.

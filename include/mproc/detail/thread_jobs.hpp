@@ -34,10 +34,13 @@ namespace mproc::detail {
 
 /// Records a chunk that started at `start_ns` and ends now on `tracer`'s timeline, in the
 /// calling worker's lane.
-inline void trace_chunk(Tracer& tracer, const char* method, std::size_t first, std::size_t items,
-                        std::uint64_t start_ns, std::size_t errors) {
+inline void trace_chunk(Tracer& tracer, const char* method, const TraceCode& code,
+                        std::size_t first, std::size_t items, std::uint64_t start_ns,
+                        std::size_t errors, std::string error = {}) {
   TraceEvent e;
   e.method = method;
+  e.code = code;
+  e.error = std::move(error);
   e.first = first;
   e.items = items;
   e.start_ns = start_ns;
@@ -62,6 +65,7 @@ class CallTask final : public FutureState<R>, public ThreadTask {
       Tracer* tracer = current_thread_tracer();
       const std::uint64_t t0 = tracer ? trace_clock_ns() : 0;
       bool failed = false;
+      std::string error;
       try {
         if constexpr (std::is_void_v<R>) {
           fn_();
@@ -71,9 +75,11 @@ class CallTask final : public FutureState<R>, public ThreadTask {
         }
       } catch (...) {
         failed = true;
+        if (tracer) error = current_error_label();
         this->set_exception(std::current_exception());
       }
-      if (tracer) trace_chunk(*tracer, "call", 0, 1, t0, failed ? 1 : 0);
+      if (tracer)
+        trace_chunk(*tracer, "call", trace_code(fn_), 0, 1, t0, failed ? 1 : 0, std::move(error));
     }
     drop();  // release what the call captured now, not when the last Future goes
   }
@@ -225,6 +231,8 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
   }
 
   const char* method = "map";  ///< the Pool method, for traces
+  TraceCode code{};            ///< the function and label, for traces
+  ItemLabel item_label{};      ///< per-chunk labels, for traces
 
   /// Starts the runners (or finishes at once for an empty input).
   static void start(ThreadCore& core, const std::shared_ptr<ThreadVectorJob>& job) {
@@ -250,6 +258,7 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
         info.slot().emplace(TaskInfo{b, b, e - b});
         const std::uint64_t t0 = tracer ? trace_clock_ns() : 0;
         std::size_t failed = 0;
+        std::string error;
         for (std::size_t i = b; i < e; ++i) {
           info.slot()->index = i;
           try {
@@ -265,11 +274,16 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
               slots_.set(i, invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]));
             }
           } catch (...) {
+            if (tracer && failed == 0) error = current_error_label();
             ++failed;
             errors_.record(i, std::current_exception());
           }
         }
-        if (tracer) trace_chunk(*tracer, method, b, e - b, t0, failed);
+        if (tracer) {
+          TraceCode chunk = code;
+          if (item_label) chunk.label = item_trace_label(item_label, b);
+          trace_chunk(*tracer, method, chunk, b, e - b, t0, failed, std::move(error));
+        }
         if (progress_) progress_->add(e - b);
       }
       if constexpr (reducing) {
@@ -350,6 +364,8 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
         results_(ordered) {}
 
   const char* method = "imap";  ///< the Pool method, for traces
+  TraceCode code{};             ///< the function and label, for traces
+  ItemLabel item_label{};       ///< per-chunk labels, for traces
 
   void start() {
     std::unique_lock lock(mutex_);
@@ -387,6 +403,7 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
       Tracer* tracer = current_thread_tracer();
       const std::uint64_t trace_t0 = tracer ? trace_clock_ns() : 0;
       std::size_t failed = 0;
+      std::string error;
       for (auto& [index, arg] : batch) {
         info.slot() = TaskInfo{index, batch.front().first, batch.size()};
         Slot slot;
@@ -398,13 +415,18 @@ class ThreadStreamJob : public std::enable_shared_from_this<ThreadStreamJob<kind
             slot.value.emplace(invoke_item<kind>(f_, arg));
           }
         } catch (...) {
+          if (tracer && failed == 0) error = current_error_label();
           ++failed;
           slot.error = std::current_exception();
         }
         done.emplace_back(index, std::move(slot));
       }
-      if (tracer && !batch.empty())
-        trace_chunk(*tracer, method, batch.front().first, batch.size(), trace_t0, failed);
+      if (tracer && !batch.empty()) {
+        TraceCode chunk = code;
+        if (item_label) chunk.label = item_trace_label(item_label, batch.front().first);
+        trace_chunk(*tracer, method, chunk, batch.front().first, batch.size(), trace_t0, failed,
+                    std::move(error));
+      }
       const auto spent = std::chrono::steady_clock::now() - t0;
       {
         std::lock_guard lock(mutex_);

@@ -12,8 +12,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <typeinfo>
 
 #include "../export.hpp"
 
@@ -27,6 +31,46 @@ enum class TraceStatus : std::uint8_t {
   timeout,    ///< item failed_index ran past task_timeout and its worker was killed
   cancelled,  ///< its worker was killed by Future::cancel(kill_running)
 };
+
+/// What a chunk ran, for its label. Kept as addresses and resolved to names only when the
+/// timeline is written, so that a traced call costs no symbol lookup.
+struct TraceCode {
+  const void* address = nullptr;         ///< a function pointer's target (dladdr(3))
+  const std::type_info* type = nullptr;  ///< else the callable's type (a lambda's, ...)
+  const char* label = nullptr;           ///< MapOptions::label (see trace_label), preferred
+};
+
+/// A copy of `text` that lives as long as the program, one per distinct text; nullptr for
+/// "". Thread-safe.
+MPROC_API const char* trace_label(std::string_view text);
+
+/// The TraceCode of callable `f` with label `label` ("" = none).
+template <class F>
+TraceCode trace_code(const F& f, std::string_view label = {}) {
+  TraceCode c;
+  if constexpr (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>)
+    c.address = reinterpret_cast<const void*>(f);
+  else if constexpr (requires { f.f; f.args; })  // a bound call (StoredCall): its function
+    return trace_code(f.f, label);
+  else
+    c.type = &typeid(F);
+  if (!label.empty()) c.label = trace_label(label);
+  return c;
+}
+
+/// A chunk's label from the index of its first item (MapOptions::item_label).
+using ItemLabel = std::function<std::string(std::size_t)>;
+
+/// trace_label(f(first)); nullptr when that is "" or throws. Never throws.
+MPROC_API const char* item_trace_label(const ItemLabel& f, std::size_t first) noexcept;
+
+/// The function a TraceCode names: its demangled symbol, "module+0xoffset" when the
+/// address has no symbol (a function of an executable linked without -rdynamic), or the
+/// demangled type; "" when it names nothing.
+MPROC_API std::string trace_code_name(const TraceCode& code);
+
+/// Inside a catch block: the exception's demangled type and what(), for a failed chunk.
+MPROC_API std::string current_error_label();
 
 /// One chunk: consecutive items of one call, run by one worker.
 struct TraceEvent {
@@ -43,6 +87,8 @@ struct TraceEvent {
   std::uint32_t lane = 0;       ///< worker slot; kCallerLane: a thread outside the pool
   std::int32_t worker_pid = 0;  ///< process backend: the worker process
   TraceStatus status = TraceStatus::ok;
+  TraceCode code{};           ///< what ran: the label and function of the trace
+  std::string error{};        ///< the first failure's type and what(), "" if none
 };
 
 /// The lane of work run by a thread that is not one of the pool's workers (a thread-pool
