@@ -188,6 +188,33 @@ TEST_P(PoolSemantics, ApplyAndApplyAsync) {
   EXPECT_EQ(hey.get(), "hey!");
 }
 
+TEST_P(PoolSemantics, ReadyAndSuccessfulReportEachAsyncResult) {
+  auto pool = make_pool();
+  auto good = pool.apply_async(add, 1, 2);
+  auto bad = pool.apply_async(
+      [](int x) -> int { throw std::out_of_range("item " + std::to_string(x)); }, 5);
+  auto all = pool.map_async(square, mproc::range(0L, 100L));
+  auto failed_map = pool.map_async(
+      [](int x) {
+        if (x == 3) throw std::runtime_error("three");
+        return x;
+      },
+      mproc::range(0, 10));
+  good.wait();
+  bad.wait();
+  all.wait();
+  failed_map.wait();
+  EXPECT_TRUE(good.ready());
+  EXPECT_TRUE(good.successful());
+  EXPECT_EQ(good.get(), 3);
+  EXPECT_TRUE(bad.ready());
+  EXPECT_FALSE(bad.successful());
+  EXPECT_TRUE(all.successful());
+  EXPECT_EQ(all.get().at(99), 99L * 99L);
+  EXPECT_FALSE(failed_map.successful());
+  EXPECT_THROW(failed_map.get(), std::exception);
+}
+
 TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {
   auto pool = make_pool();
   std::vector<long> ordered;
