@@ -20,6 +20,7 @@
 #include <fstream>
 #include <list>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -213,6 +214,141 @@ TEST_P(PoolSemantics, ReadyAndSuccessfulReportEachAsyncResult) {
   EXPECT_EQ(all.get().at(99), 99L * 99L);
   EXPECT_FALSE(failed_map.successful());
   EXPECT_THROW(failed_map.get(), std::exception);
+}
+
+TEST_P(PoolSemantics, ApplyAsyncCallbacksRunOnceWithTheResultOrTheError) {
+  // Python's `pool.apply_async(f, (i,), callback=results.append, error_callback=...)`
+  // followed by close() and join(): every callback has run when join() returns. The
+  // callbacks run in this process, so they may capture anything (here by reference).
+  auto pool = make_pool();
+  std::mutex mutex;
+  std::vector<int> results;
+  std::vector<std::string> errors;
+  std::atomic<int> void_calls{0};
+  const std::string prefix = "failed: ";
+  for (int i = 0; i < 60; ++i) {
+    auto f = pool.apply_async(
+        [](int x) {
+          if (x % 7 == 3) throw std::invalid_argument("item " + std::to_string(x));
+          return x * x;
+        },
+        i,
+        mproc::Callbacks{.callback =
+                             [&](const int& r) {
+                               std::lock_guard lock(mutex);
+                               results.push_back(r);
+                             },
+                         .error_callback =
+                             [&](const std::exception& e) {
+                               std::lock_guard lock(mutex);
+                               errors.push_back(prefix + e.what());
+                             }});
+    static_assert(std::is_same_v<decltype(f), mproc::Future<int>>);
+  }
+  // Only a callback, only an error callback, a void task, and two ordinary arguments.
+  auto sum = pool.apply_async(add, 40, 2, mproc::Callbacks{.callback = [&](int r) {
+                                std::lock_guard lock(mutex);
+                                results.push_back(-r);
+                              }});
+  pool.apply_async([](int) -> int { throw std::out_of_range("lonely"); }, 0,
+                   mproc::Callbacks{.error_callback = [&](std::exception_ptr e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& x) {
+                       std::lock_guard lock(mutex);
+                       errors.push_back(std::string("ptr: ") + x.what());
+                     }
+                   }});
+  pool.apply_async([](int) {}, 1, mproc::Callbacks{.callback = [&] { ++void_calls; }});
+  EXPECT_EQ(sum.get(), 42);
+  pool.close();
+  pool.join();
+
+  std::vector<int> expected;
+  std::vector<int> expected_failures;
+  for (int i = 0; i < 60; ++i) (i % 7 == 3 ? expected_failures : expected).push_back(i);
+  for (int& x : expected) x *= x;
+  expected.push_back(-42);
+  std::lock_guard lock(mutex);
+  std::sort(results.begin(), results.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(results, expected);
+  // Each failed item reached error_callback once, with its own message.
+  std::vector<int> failures;
+  for (const auto& e : errors) {
+    if (e.rfind(prefix, 0) != 0) continue;
+    const auto at = e.find("item ");
+    ASSERT_NE(at, std::string::npos) << e;
+    failures.push_back(std::stoi(e.substr(at + 5)));
+  }
+  std::sort(failures.begin(), failures.end());
+  EXPECT_EQ(failures, expected_failures);
+  EXPECT_EQ(errors.size(), expected_failures.size() + 1);
+  EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
+                          [](const std::string& e) {
+                            return e.rfind("ptr: ", 0) == 0 &&
+                                   e.find("lonely") != std::string::npos;
+                          }),
+            1);
+  EXPECT_EQ(void_calls.load(), 1);
+}
+
+TEST_P(PoolSemantics, MapAsyncAndStarmapAsyncCallbacksGetTheWholeResult) {
+  auto pool = make_pool();
+  std::mutex mutex;
+  std::vector<std::vector<long>> map_results;
+  std::vector<std::vector<int>> starmap_results;
+  std::vector<std::string> errors;
+  int wrong_calls = 0;
+
+  auto squares = pool.map_async(square, mproc::range(0L, 2000L),
+                                mproc::Callbacks{.callback = [&](const std::vector<long>& v) {
+                                  std::lock_guard lock(mutex);
+                                  map_results.push_back(v);
+                                }});
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 300; ++i) pairs.emplace_back(i, 2 * i);
+  pool.starmap_async(add, pairs, {.chunksize = 7},
+                     mproc::Callbacks{.callback =
+                                          [&](const std::vector<int>& v) {
+                                            std::lock_guard lock(mutex);
+                                            starmap_results.push_back(v);
+                                          },
+                                      .error_callback = [&](std::exception_ptr) {
+                                        std::lock_guard lock(mutex);
+                                        ++wrong_calls;
+                                      }});
+  // A map with one failed item calls error_callback once, with that item's error, and
+  // never callback.
+  pool.map_async(
+      [](int x) {
+        if (x == 123) throw std::runtime_error("bad item 123");
+        return x;
+      },
+      mproc::range(0, 500), {.chunksize = 10},
+      mproc::Callbacks{.callback =
+                           [&](const std::vector<int>&) {
+                             std::lock_guard lock(mutex);
+                             ++wrong_calls;
+                           },
+                       .error_callback = [&](const std::exception& e) {
+                         std::lock_guard lock(mutex);
+                         errors.push_back(e.what());
+                       }});
+  EXPECT_EQ(squares.get().size(), 2000u);
+  pool.close();
+  pool.join();
+
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(map_results.size(), 1u);
+  ASSERT_EQ(map_results[0].size(), 2000u);
+  for (long i = 0; i < 2000; ++i) ASSERT_EQ(map_results[0][i], i * i);
+  ASSERT_EQ(starmap_results.size(), 1u);
+  ASSERT_EQ(starmap_results[0].size(), 300u);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(starmap_results[0][i], 3 * i);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0], HasSubstr("bad item 123"));
+  EXPECT_EQ(wrong_calls, 0);
 }
 
 TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {
