@@ -28,6 +28,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -722,6 +723,12 @@ class MPROC_API Pool {
         ->take();
   }
 
+  /// map over a braced list: `pool.map(f, {1, 2, 3})`.
+  template <class F, class T>
+  auto map(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return map(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+
   /// map without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto map_async(F f, In&& inputs, MapOptions opts = {}) {
@@ -740,6 +747,21 @@ class MPROC_API Pool {
     auto future = map_async(std::move(f), std::forward<In>(inputs), std::move(opts));
     detail::attach_callbacks(future, std::move(callbacks));
     return future;
+  }
+  /// map_async over a braced list: `pool.map_async(f, {1, 2, 3})`.
+  template <class F, class T>
+  auto map_async(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return map_async(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+  template <class F, class T, class C, class E>
+  auto map_async(F f, std::initializer_list<T> inputs, Callbacks<C, E> callbacks) {
+    return map_async(std::move(f), std::vector<T>(inputs), MapOptions{}, std::move(callbacks));
+  }
+  template <class F, class T, class C, class E>
+  auto map_async(F f, std::initializer_list<T> inputs, MapOptions opts,
+                 Callbacks<C, E> callbacks) {
+    return map_async(std::move(f), std::vector<T>(inputs), std::move(opts),
+                     std::move(callbacks));
   }
   /// A callable passed where Python's callback= would go: refused with what to write.
   template <class F, std::ranges::input_range In, class Cb, class... More>
@@ -812,11 +834,22 @@ class MPROC_API Pool {
                                                    true, "imap");
   }
 
+  /// imap over a braced list: `pool.imap(f, {1, 2, 3})` (the stream owns a copy).
+  template <class F, class T>
+  auto imap(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return imap(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+
   /// As imap, in completion order.
   template <class F, std::ranges::input_range In>
   auto imap_unordered(F f, In&& inputs, MapOptions opts = {}) {
     return submit_stream<detail::CallKind::single>(std::move(f), std::forward<In>(inputs), opts,
                                                    false, "imap_unordered");
+  }
+
+  template <class F, class T>
+  auto imap_unordered(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return imap_unordered(std::move(f), std::vector<T>(inputs), std::move(opts));
   }
 
   /// Python's Pool.apply: runs f(args...) in a worker and returns its result. Blocks.
