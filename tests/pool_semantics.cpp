@@ -351,6 +351,38 @@ TEST_P(PoolSemantics, MapAsyncAndStarmapAsyncCallbacksGetTheWholeResult) {
   EXPECT_EQ(wrong_calls, 0);
 }
 
+TEST_P(PoolSemantics, BracedListsSteppedRangesAndZipAsInputs) {
+  auto pool = make_pool();
+  EXPECT_EQ(pool.map(square, {1L, 2L, 3L}), (std::vector<long>{1, 4, 9}));
+  EXPECT_EQ(pool.map_async([](int x) { return -x; }, {4, 5}).get(), (std::vector<int>{-4, -5}));
+  std::vector<std::string> echoed;
+  for (auto& r : pool.imap(shout, {std::string("a"), std::string("b")})) echoed.push_back(r);
+  EXPECT_EQ(echoed, (std::vector<std::string>{"a!", "b!"}));
+  std::vector<int> unordered;
+  for (int r : pool.imap_unordered([](int x) { return x + 1; }, {10, 20, 30}))
+    unordered.push_back(r);
+  std::sort(unordered.begin(), unordered.end());
+  EXPECT_EQ(unordered, (std::vector<int>{11, 21, 31}));
+
+  // Python's range(3000, -1, -3): 3000, 2997, ..., 0.
+  auto down = pool.map(square, mproc::range(3000L, -1L, -3L));
+  ASSERT_EQ(down.size(), 1001u);
+  for (long i = 0; i < 1001; ++i) ASSERT_EQ(down[i], (3000 - 3 * i) * (3000 - 3 * i)) << i;
+  EXPECT_TRUE(pool.map(square, mproc::range(0L, 10L, -1L)).empty());
+
+  // zip feeds starmap: f(xs[i], ys[i]) up to the shorter input.
+  std::vector<int> xs(500), ys(400);
+  for (int i = 0; i < 500; ++i) xs[i] = i;
+  for (int i = 0; i < 400; ++i) ys[i] = 7 * i;
+  auto sums = pool.starmap(add, mproc::zip(xs, ys));
+  ASSERT_EQ(sums.size(), 400u);
+  for (int i = 0; i < 400; ++i) ASSERT_EQ(sums[i], 8 * i);
+  auto labels = pool.starmap_async(
+      [](int i, const std::string& s) { return s + std::to_string(i); },
+      mproc::zip(mproc::range(0, 9, 4), std::vector<std::string>{"p", "q", "r", "s"}));
+  EXPECT_EQ(labels.get(), (std::vector<std::string>{"p0", "q4", "r8"}));
+}
+
 TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {
   auto pool = make_pool();
   std::vector<long> ordered;
