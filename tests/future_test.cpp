@@ -76,6 +76,38 @@ TEST(Future, DoneCallbackRunsExactlyOnceBeforeOrAfterCompletion) {
   }
 }
 
+TEST(Future, ReadyAndSuccessfulAsPythonsAsyncResult) {
+  auto ok_state = std::make_shared<mproc::detail::FutureState<int>>();
+  mproc::Future<int> ok(ok_state);
+  EXPECT_FALSE(ok.ready());
+  // Python's successful() raises ValueError before the result is ready.
+  EXPECT_THROW((void)ok.successful(), std::logic_error);
+  ok_state->set_value(7);
+  EXPECT_TRUE(ok.ready());
+  EXPECT_TRUE(ok.successful());
+
+  auto bad_state = std::make_shared<mproc::detail::FutureState<int>>();
+  mproc::Future<int> bad(bad_state);
+  bad_state->set_exception(std::make_exception_ptr(std::out_of_range("no")));
+  EXPECT_TRUE(bad.ready());
+  EXPECT_FALSE(bad.successful());
+
+  auto void_state = std::make_shared<mproc::detail::FutureState<void>>();
+  mproc::Future<void> v(void_state);
+  EXPECT_THROW((void)v.successful(), std::logic_error);
+  void_state->set_value();
+  EXPECT_TRUE(v.successful());
+
+  mproc::Future<int> cancelled(std::make_shared<mproc::detail::FutureState<int>>());
+  ASSERT_TRUE(cancelled.cancel());
+  EXPECT_TRUE(cancelled.ready());
+  EXPECT_FALSE(cancelled.successful());
+
+  mproc::Future<int> none;
+  EXPECT_THROW((void)none.ready(), std::future_error);
+  EXPECT_THROW((void)none.successful(), std::future_error);
+}
+
 TEST(Future, DefaultConstructedHasNoState) {
   mproc::Future<int> f;
   EXPECT_FALSE(f.valid());

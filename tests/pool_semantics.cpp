@@ -22,6 +22,7 @@
 #include <fstream>
 #include <list>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <ranges>
@@ -229,6 +230,200 @@ TEST_P(PoolSemantics, ApplyAndApplyAsync) {
   EXPECT_TRUE(f.done());
   EXPECT_FALSE(f.cancelled());
   EXPECT_EQ(hey.get(), "hey!");
+}
+
+TEST_P(PoolSemantics, ReadyAndSuccessfulReportEachAsyncResult) {
+  auto pool = make_pool();
+  auto good = pool.apply_async(add, 1, 2);
+  auto bad = pool.apply_async(
+      [](int x) -> int { throw std::out_of_range("item " + std::to_string(x)); }, 5);
+  auto all = pool.map_async(square, mproc::range(0L, 100L));
+  auto failed_map = pool.map_async(
+      [](int x) {
+        if (x == 3) throw std::runtime_error("three");
+        return x;
+      },
+      mproc::range(0, 10));
+  good.wait();
+  bad.wait();
+  all.wait();
+  failed_map.wait();
+  EXPECT_TRUE(good.ready());
+  EXPECT_TRUE(good.successful());
+  EXPECT_EQ(good.get(), 3);
+  EXPECT_TRUE(bad.ready());
+  EXPECT_FALSE(bad.successful());
+  EXPECT_TRUE(all.successful());
+  EXPECT_EQ(all.get().at(99), 99L * 99L);
+  EXPECT_FALSE(failed_map.successful());
+  EXPECT_THROW(failed_map.get(), std::exception);
+}
+
+TEST_P(PoolSemantics, ApplyAsyncCallbacksRunOnceWithTheResultOrTheError) {
+  // Python's `pool.apply_async(f, (i,), callback=results.append, error_callback=...)`
+  // followed by close() and join(): every callback has run when join() returns. The
+  // callbacks run in this process, so they may capture anything (here by reference).
+  auto pool = make_pool();
+  std::mutex mutex;
+  std::vector<int> results;
+  std::vector<std::string> errors;
+  std::atomic<int> void_calls{0};
+  const std::string prefix = "failed: ";
+  for (int i = 0; i < 60; ++i) {
+    auto f = pool.apply_async(
+        [](int x) {
+          if (x % 7 == 3) throw std::invalid_argument("item " + std::to_string(x));
+          return x * x;
+        },
+        i,
+        mproc::Callbacks{.callback =
+                             [&](const int& r) {
+                               std::lock_guard lock(mutex);
+                               results.push_back(r);
+                             },
+                         .error_callback =
+                             [&](const std::exception& e) {
+                               std::lock_guard lock(mutex);
+                               errors.push_back(prefix + e.what());
+                             }});
+    static_assert(std::is_same_v<decltype(f), mproc::Future<int>>);
+  }
+  // Only a callback, only an error callback, a void task, and two ordinary arguments.
+  auto sum = pool.apply_async(add, 40, 2, mproc::Callbacks{.callback = [&](int r) {
+                                std::lock_guard lock(mutex);
+                                results.push_back(-r);
+                              }});
+  pool.apply_async([](int) -> int { throw std::out_of_range("lonely"); }, 0,
+                   mproc::Callbacks{.error_callback = [&](std::exception_ptr e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& x) {
+                       std::lock_guard lock(mutex);
+                       errors.push_back(std::string("ptr: ") + x.what());
+                     }
+                   }});
+  pool.apply_async([](int) {}, 1, mproc::Callbacks{.callback = [&] { ++void_calls; }});
+  EXPECT_EQ(sum.get(), 42);
+  pool.close();
+  pool.join();
+
+  std::vector<int> expected;
+  std::vector<int> expected_failures;
+  for (int i = 0; i < 60; ++i) (i % 7 == 3 ? expected_failures : expected).push_back(i);
+  for (int& x : expected) x *= x;
+  expected.push_back(-42);
+  std::lock_guard lock(mutex);
+  std::sort(results.begin(), results.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(results, expected);
+  // Each failed item reached error_callback once, with its own message.
+  std::vector<int> failures;
+  for (const auto& e : errors) {
+    if (e.rfind(prefix, 0) != 0) continue;
+    const auto at = e.find("item ");
+    ASSERT_NE(at, std::string::npos) << e;
+    failures.push_back(std::stoi(e.substr(at + 5)));
+  }
+  std::sort(failures.begin(), failures.end());
+  EXPECT_EQ(failures, expected_failures);
+  EXPECT_EQ(errors.size(), expected_failures.size() + 1);
+  EXPECT_EQ(std::count_if(errors.begin(), errors.end(),
+                          [](const std::string& e) {
+                            return e.rfind("ptr: ", 0) == 0 &&
+                                   e.find("lonely") != std::string::npos;
+                          }),
+            1);
+  EXPECT_EQ(void_calls.load(), 1);
+}
+
+TEST_P(PoolSemantics, MapAsyncAndStarmapAsyncCallbacksGetTheWholeResult) {
+  auto pool = make_pool();
+  std::mutex mutex;
+  std::vector<std::vector<long>> map_results;
+  std::vector<std::vector<int>> starmap_results;
+  std::vector<std::string> errors;
+  int wrong_calls = 0;
+
+  auto squares = pool.map_async(square, mproc::range(0L, 2000L),
+                                mproc::Callbacks{.callback = [&](const std::vector<long>& v) {
+                                  std::lock_guard lock(mutex);
+                                  map_results.push_back(v);
+                                }});
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 300; ++i) pairs.emplace_back(i, 2 * i);
+  pool.starmap_async(add, pairs, {.chunksize = 7},
+                     mproc::Callbacks{.callback =
+                                          [&](const std::vector<int>& v) {
+                                            std::lock_guard lock(mutex);
+                                            starmap_results.push_back(v);
+                                          },
+                                      .error_callback = [&](std::exception_ptr) {
+                                        std::lock_guard lock(mutex);
+                                        ++wrong_calls;
+                                      }});
+  // A map with one failed item calls error_callback once, with that item's error, and
+  // never callback.
+  pool.map_async(
+      [](int x) {
+        if (x == 123) throw std::runtime_error("bad item 123");
+        return x;
+      },
+      mproc::range(0, 500), {.chunksize = 10},
+      mproc::Callbacks{.callback =
+                           [&](const std::vector<int>&) {
+                             std::lock_guard lock(mutex);
+                             ++wrong_calls;
+                           },
+                       .error_callback = [&](const std::exception& e) {
+                         std::lock_guard lock(mutex);
+                         errors.push_back(e.what());
+                       }});
+  EXPECT_EQ(squares.get().size(), 2000u);
+  pool.close();
+  pool.join();
+
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(map_results.size(), 1u);
+  ASSERT_EQ(map_results[0].size(), 2000u);
+  for (long i = 0; i < 2000; ++i) ASSERT_EQ(map_results[0][i], i * i);
+  ASSERT_EQ(starmap_results.size(), 1u);
+  ASSERT_EQ(starmap_results[0].size(), 300u);
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(starmap_results[0][i], 3 * i);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_THAT(errors[0], HasSubstr("bad item 123"));
+  EXPECT_EQ(wrong_calls, 0);
+}
+
+TEST_P(PoolSemantics, BracedListsSteppedRangesAndZipAsInputs) {
+  auto pool = make_pool();
+  EXPECT_EQ(pool.map(square, {1L, 2L, 3L}), (std::vector<long>{1, 4, 9}));
+  EXPECT_EQ(pool.map_async([](int x) { return -x; }, {4, 5}).get(), (std::vector<int>{-4, -5}));
+  std::vector<std::string> echoed;
+  for (auto& r : pool.imap(shout, {std::string("a"), std::string("b")})) echoed.push_back(r);
+  EXPECT_EQ(echoed, (std::vector<std::string>{"a!", "b!"}));
+  std::vector<int> unordered;
+  for (int r : pool.imap_unordered([](int x) { return x + 1; }, {10, 20, 30}))
+    unordered.push_back(r);
+  std::sort(unordered.begin(), unordered.end());
+  EXPECT_EQ(unordered, (std::vector<int>{11, 21, 31}));
+
+  // Python's range(3000, -1, -3): 3000, 2997, ..., 0.
+  auto down = pool.map(square, mproc::range(3000L, -1L, -3L));
+  ASSERT_EQ(down.size(), 1001u);
+  for (long i = 0; i < 1001; ++i) ASSERT_EQ(down[i], (3000 - 3 * i) * (3000 - 3 * i)) << i;
+  EXPECT_TRUE(pool.map(square, mproc::range(0L, 10L, -1L)).empty());
+
+  // zip feeds starmap: f(xs[i], ys[i]) up to the shorter input.
+  std::vector<int> xs(500), ys(400);
+  for (int i = 0; i < 500; ++i) xs[i] = i;
+  for (int i = 0; i < 400; ++i) ys[i] = 7 * i;
+  auto sums = pool.starmap(add, mproc::zip(xs, ys));
+  ASSERT_EQ(sums.size(), 400u);
+  for (int i = 0; i < 400; ++i) ASSERT_EQ(sums[i], 8 * i);
+  auto labels = pool.starmap_async(
+      [](int i, const std::string& s) { return s + std::to_string(i); },
+      mproc::zip(mproc::range(0, 9, 4), std::vector<std::string>{"p", "q", "r", "s"}));
+  EXPECT_EQ(labels.get(), (std::vector<std::string>{"p0", "q4", "r8"}));
 }
 
 TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {

@@ -34,6 +34,7 @@
 #include <optional>
 #include <ranges>
 #include <span>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -381,6 +382,18 @@ class Future {
 
   /// Whether the result (a value or an error) is set. Never blocks.
   bool done() const { return checked().done(); }
+
+  /// Python's AsyncResult.ready(): the same as done(). Never blocks.
+  bool ready() const { return checked().done(); }
+
+  /// Python's AsyncResult.successful(): whether the task finished without an error (a
+  /// cancelled task did not). Never blocks. Throws std::logic_error if the Future is not
+  /// done yet (Python raises ValueError there): ask ready() first, or wait().
+  bool successful() const {
+    const auto& s = checked();
+    if (!s.done()) throw std::logic_error("Future::successful: the result is not ready");
+    return !s.failed();
+  }
 
   /// Whether a worker has taken the task and it is not done yet. Never blocks. (Process
   /// backend: from when the task is handed to a worker, as Python's executors.)

@@ -28,6 +28,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -108,7 +109,124 @@ struct MapOptions {
   std::function<std::string(std::size_t)> item_label{};
 };
 
+/// Python's `callback=` and `error_callback=` of apply_async, map_async and starmap_async,
+/// given as the call's last argument:
+///
+///   pool.apply_async(f, 7, mproc::Callbacks{.callback = cb, .error_callback = ecb});
+///   pool.map_async(f, xs, {.chunksize = 8}, mproc::Callbacks{.callback = all_done});
+///
+/// `callback(const R&)` runs once if the task succeeds: apply_async passes its result,
+/// map_async and starmap_async the whole std::vector<R> (as Python passes the list), and a
+/// task returning void calls `callback()`. `error_callback` runs once if it fails
+/// (cancelled included), with the error as `std::exception_ptr` or as
+/// `const std::exception&` (an error that is not a std::exception then arrives as an
+/// mproc::Error saying so). Either field may be left out. Both run in this process, in the
+/// thread that finishes the future (a pool worker thread or the pool's dispatcher), or at
+/// once in the calling thread if the task already finished; they must not block for long.
+/// Future::get() may return before the callback has run; close() + join() (or the Pool's
+/// destructor) returns after every callback has run. An exception thrown by a callback goes
+/// to set_callback_error_handler's handler. Callables must be copy-constructible.
+template <class C = std::nullptr_t, class E = std::nullptr_t>
+struct Callbacks {
+  C callback{};
+  E error_callback{};
+};
+
 namespace detail {
+
+template <class T>
+inline constexpr bool is_callbacks_v = false;
+template <class C, class E>
+inline constexpr bool is_callbacks_v<Callbacks<C, E>> = true;
+
+/// A function, a function pointer or an object with a (non-template) call operator.
+template <class T>
+concept looks_callable = std::is_function_v<std::remove_pointer_t<std::decay_t<T>>> ||
+                         requires { &std::decay_t<T>::operator(); };
+
+template <class... Ts>
+struct last_of {
+  using type = void;
+};
+template <class T, class... Ts>
+struct last_of<T, Ts...> {
+  using type = std::tuple_element_t<sizeof...(Ts), std::tuple<T, Ts...>>;
+};
+template <class... Ts>
+using last_of_t = std::remove_cvref_t<typename last_of<Ts...>::type>;
+
+/// apply_async(f, args..., cb) written the Python way: the last argument is a callable that
+/// f does not take.
+template <class F, class... Args>
+inline constexpr bool stray_callback_v = [] {
+  if constexpr (sizeof...(Args) == 0) {
+    return false;
+  } else {
+    return looks_callable<last_of_t<Args...>> &&
+           !std::is_invocable_v<F&, std::decay_t<Args>...>;
+  }
+}();
+
+/// Hands `error` to an error_callback taking std::exception_ptr or const std::exception&.
+template <class E>
+void call_error_callback(E& error_callback, std::exception_ptr error) {
+  if constexpr (std::is_invocable_v<E&, std::exception_ptr>) {
+    error_callback(std::move(error));
+  } else {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      error_callback(e);
+    } catch (...) {
+      const Error unknown("the task failed with an exception that is not a std::exception");
+      error_callback(unknown);
+    }
+  }
+}
+
+/// Runs `callbacks` when `future` finishes (see Callbacks).
+template <class T, class C, class E>
+void attach_callbacks(const Future<T>& future, Callbacks<C, E> callbacks) {
+  constexpr bool has_callback = !std::is_same_v<C, std::nullptr_t>;
+  constexpr bool has_error_callback = !std::is_same_v<E, std::nullptr_t>;
+  if constexpr (has_callback) {
+    if constexpr (std::is_void_v<T>) {
+      static_assert(std::is_invocable_v<C&>,
+                    "mproc::Callbacks: the task returns void, so .callback takes no arguments");
+    } else {
+      static_assert(std::is_invocable_v<C&, const T&>,
+                    "mproc::Callbacks: .callback must take the result as const R& (for "
+                    "map_async and starmap_async: the whole std::vector<R>)");
+    }
+  }
+  if constexpr (has_error_callback) {
+    static_assert(std::is_invocable_v<E&, std::exception_ptr> ||
+                      std::is_invocable_v<E&, const std::exception&>,
+                  "mproc::Callbacks: .error_callback must take std::exception_ptr or "
+                  "const std::exception&");
+  }
+  if constexpr (has_callback || has_error_callback) {
+    future.add_done_callback([callbacks = std::move(callbacks)](const Future<T>& f) mutable {
+      std::exception_ptr error;
+      try {
+        error = f.exception();  // already done: does not block
+      } catch (...) {
+        error = std::current_exception();  // cancelled: exception() throws Cancelled
+      }
+      if (!error) {
+        if constexpr (has_callback) {
+          if constexpr (std::is_void_v<T>) {
+            callbacks.callback();
+          } else {
+            callbacks.callback(f.get());
+          }
+        }
+      } else if constexpr (has_error_callback) {
+        call_error_callback(callbacks.error_callback, std::move(error));
+      }
+    });
+  }
+}
 
 /// A pool backend, seen by Pool's templates. Implemented in libmproc.
 class MPROC_API PoolCore {
@@ -659,11 +777,62 @@ class MPROC_API Pool {
         ->take();
   }
 
+  /// map over a braced list: `pool.map(f, {1, 2, 3})`.
+  template <class F, class T>
+  auto map(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return map(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+
   /// map without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto map_async(F f, In&& inputs, MapOptions opts = {}) {
     return Future(submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
                                                           opts, "map_async"));
+  }
+
+  /// map_async with Python's callback= / error_callback= (see Callbacks): `callback` gets
+  /// the whole vector of results.
+  template <class F, std::ranges::input_range In, class C, class E>
+  auto map_async(F f, In&& inputs, Callbacks<C, E> callbacks) {
+    return map_async(std::move(f), std::forward<In>(inputs), MapOptions{}, std::move(callbacks));
+  }
+  template <class F, std::ranges::input_range In, class C, class E>
+  auto map_async(F f, In&& inputs, MapOptions opts, Callbacks<C, E> callbacks) {
+    auto future = map_async(std::move(f), std::forward<In>(inputs), std::move(opts));
+    detail::attach_callbacks(future, std::move(callbacks));
+    return future;
+  }
+  /// map_async over a braced list: `pool.map_async(f, {1, 2, 3})`.
+  template <class F, class T>
+  auto map_async(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return map_async(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+  template <class F, class T, class C, class E>
+  auto map_async(F f, std::initializer_list<T> inputs, Callbacks<C, E> callbacks) {
+    return map_async(std::move(f), std::vector<T>(inputs), MapOptions{}, std::move(callbacks));
+  }
+  template <class F, class T, class C, class E>
+  auto map_async(F f, std::initializer_list<T> inputs, MapOptions opts,
+                 Callbacks<C, E> callbacks) {
+    return map_async(std::move(f), std::vector<T>(inputs), std::move(opts),
+                     std::move(callbacks));
+  }
+  /// A callable passed where Python's callback= would go: refused with what to write.
+  template <class F, std::ranges::input_range In, class Cb, class... More>
+    requires detail::looks_callable<Cb> && (!std::is_convertible_v<Cb, MapOptions>)
+  Future<void> map_async(F, In&&, Cb&&, More&&...) {
+    static_assert(detail::always_false_v<Cb>,
+                  "map_async: pass callbacks as mproc::Callbacks{.callback = cb, "
+                  ".error_callback = ecb}, the last argument (after the MapOptions, if any)");
+    return {};
+  }
+  template <class F, std::ranges::input_range In, class Cb, class... More>
+    requires detail::looks_callable<Cb>
+  Future<void> map_async(F, In&&, MapOptions, Cb&&, More&&...) {
+    static_assert(detail::always_false_v<Cb>,
+                  "map_async: pass callbacks as mproc::Callbacks{.callback = cb, "
+                  ".error_callback = ecb}, the last argument (after the MapOptions, if any)");
+    return {};
   }
 
   /// Python's Pool.starmap: each input is a tuple (or pair) unpacked into f's arguments.
@@ -674,10 +843,40 @@ class MPROC_API Pool {
         ->take();
   }
 
+  /// starmap without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto starmap_async(F f, In&& inputs, MapOptions opts = {}) {
     return Future(submit_vector<detail::CallKind::unpack>(std::move(f), std::forward<In>(inputs),
                                                           opts, "starmap_async"));
+  }
+
+  /// starmap_async with Python's callback= / error_callback= (see Callbacks).
+  template <class F, std::ranges::input_range In, class C, class E>
+  auto starmap_async(F f, In&& inputs, Callbacks<C, E> callbacks) {
+    return starmap_async(std::move(f), std::forward<In>(inputs), MapOptions{},
+                         std::move(callbacks));
+  }
+  template <class F, std::ranges::input_range In, class C, class E>
+  auto starmap_async(F f, In&& inputs, MapOptions opts, Callbacks<C, E> callbacks) {
+    auto future = starmap_async(std::move(f), std::forward<In>(inputs), std::move(opts));
+    detail::attach_callbacks(future, std::move(callbacks));
+    return future;
+  }
+  template <class F, std::ranges::input_range In, class Cb, class... More>
+    requires detail::looks_callable<Cb> && (!std::is_convertible_v<Cb, MapOptions>)
+  Future<void> starmap_async(F, In&&, Cb&&, More&&...) {
+    static_assert(detail::always_false_v<Cb>,
+                  "starmap_async: pass callbacks as mproc::Callbacks{.callback = cb, "
+                  ".error_callback = ecb}, the last argument (after the MapOptions, if any)");
+    return {};
+  }
+  template <class F, std::ranges::input_range In, class Cb, class... More>
+    requires detail::looks_callable<Cb>
+  Future<void> starmap_async(F, In&&, MapOptions, Cb&&, More&&...) {
+    static_assert(detail::always_false_v<Cb>,
+                  "starmap_async: pass callbacks as mproc::Callbacks{.callback = cb, "
+                  ".error_callback = ecb}, the last argument (after the MapOptions, if any)");
+    return {};
   }
 
   /// Python's Pool.imap: a lazy range of results in input order. The input is pulled as
@@ -689,11 +888,22 @@ class MPROC_API Pool {
                                                    true, "imap");
   }
 
+  /// imap over a braced list: `pool.imap(f, {1, 2, 3})` (the stream owns a copy).
+  template <class F, class T>
+  auto imap(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return imap(std::move(f), std::vector<T>(inputs), std::move(opts));
+  }
+
   /// As imap, in completion order.
   template <class F, std::ranges::input_range In>
   auto imap_unordered(F f, In&& inputs, MapOptions opts = {}) {
     return submit_stream<detail::CallKind::single>(std::move(f), std::forward<In>(inputs), opts,
                                                    false, "imap_unordered");
+  }
+
+  template <class F, class T>
+  auto imap_unordered(F f, std::initializer_list<T> inputs, MapOptions opts = {}) {
+    return imap_unordered(std::move(f), std::vector<T>(inputs), std::move(opts));
   }
 
   /// Python's Pool.apply: runs f(args...) in a worker and returns its result. Blocks.
@@ -703,10 +913,24 @@ class MPROC_API Pool {
   }
 
   /// Runs f(args...) in a worker; a Future of its result. On the process backend the
-  /// Future's cancel(CancelMode::kill_running) can stop it while it runs.
+  /// Future's cancel(CancelMode::kill_running) can stop it while it runs. A last argument
+  /// of type mproc::Callbacks is Python's callback= / error_callback= (see Callbacks), not
+  /// an argument of f: `apply_async(f, 7, mproc::Callbacks{.callback = cb})`.
   template <class F, class... Args>
   auto apply_async(F f, Args&&... args) {
-    return Future(submit_apply("apply_async", std::move(f), std::forward<Args>(args)...));
+    if constexpr (detail::is_callbacks_v<detail::last_of_t<Args...>>) {
+      return apply_async_with(std::move(f),
+                              std::forward_as_tuple(std::forward<Args>(args)...),
+                              std::make_index_sequence<sizeof...(Args) - 1>{});
+    } else if constexpr (detail::stray_callback_v<F, Args...>) {
+      static_assert(detail::always_false_v<F>,
+                    "apply_async: f does not take the last argument, a callable; pass "
+                    "callbacks as mproc::Callbacks{.callback = cb, .error_callback = ecb}, "
+                    "the last argument");
+      return Future<void>{};  // only the assertion above is reported
+    } else {
+      return Future(submit_apply("apply_async", std::move(f), std::forward<Args>(args)...));
+    }
   }
 
   /// Maps f over the inputs and reduces the results with `reduce` inside the workers, then
@@ -805,6 +1029,13 @@ class MPROC_API Pool {
       thread_vector<kind, R>(std::views::all(std::move(items)), std::move(f), std::move(reduce),
                              opts, std::move(promise), std::move(progress), method);
     }
+  }
+
+  template <class F, class Tuple, std::size_t... I>
+  auto apply_async_with(F f, Tuple&& args, std::index_sequence<I...>) {
+    auto future = apply_async(std::move(f), std::get<I>(std::forward<Tuple>(args))...);
+    detail::attach_callbacks(future, std::get<sizeof...(I)>(std::forward<Tuple>(args)));
+    return future;
   }
 
   template <class F, class... Args>
