@@ -696,8 +696,10 @@ TEST_P(Executors, ShutdownWithoutWaitReturnsAtOnceAndQueuedWorkNeverRuns) {
     std::vector<mproc::Future<int>> queued;
     for (int i = 0; i < 10; ++i) queued.push_back(ex.submit(square, i));
     ex.shutdown({.wait = false, .cancel_futures = true});
-    // Returned although every worker is held: it did not wait.
-    for (unsigned k = 0; k < holders(); ++k) EXPECT_FALSE(holding[k].done());
+    // Returned although every worker is held: it did not wait. (A holder still queued
+    // behind a worker's running one may have been cancelled with the queue.)
+    for (unsigned k = 0; k < holders(); ++k)
+      EXPECT_TRUE(!holding[k].done() || holding[k].cancelled()) << "holder " << k;
     EXPECT_THROW(ex.submit(square, 1), mproc::PoolClosed);
     gate.release(holders());
     auto r = mproc::wait(queued, mproc::ReturnWhen::all_completed);
