@@ -210,8 +210,10 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
         tracer_->record(e);
       }
       if (j != nullptr) {
+        const bool first_report = j->cost_ns < 0;
         update_item_cost(j->cost_ns, static_cast<double>(ns), c.count);
-        known_costs_.remember(*j->job, j->cost_ns);
+        // Not at every chunk: one-item chunks come by the hundred thousand.
+        if (first_report || c.count >= 64) known_costs_.remember(*j->job, j->cost_ns);
       }
       s.chunks.pop_front();
       return;

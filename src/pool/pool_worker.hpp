@@ -57,8 +57,13 @@ class MPROC_API WorkerLink {
     send_item(msg);
   }
   /// Whether the link's descriptors are still its own. A task may close the fds it
-  /// inherited (closefrom(3), close_range); the loop asks after every chunk.
-  virtual bool intact() const { return true; }
+  /// inherited (closefrom(3), close_range); the loop asks after every chunk. With
+  /// `thorough` false, only what is known without a system call (a wake-up that already
+  /// found its descriptor gone).
+  virtual bool intact(bool thorough) const {
+    (void)thorough;
+    return true;
+  }
   /// Stops using the link's descriptors (after !intact()): later sends only write memory.
   virtual void detach() {}
 };
