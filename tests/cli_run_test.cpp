@@ -507,13 +507,14 @@ TEST_F(VsGnu, ExitCodes) {
 }
 
 TEST_F(VsGnu, DryRunQuotesLikeGnuParallel) {
-  same({"--dry-run", "echo", ":::", "a b", "it's", "a;id", "$x", "", "\xc3\xa9", "a*", "~x", "a=b", "a,b", "a+b",
+  same({"--dry-run", "-k", "echo", ":::", "a b", "it's", "a;id", "$x", "", "\xc3\xa9", "a*", "~x", "a=b", "a,b", "a+b",
         "-x", "a/b.c", "'a'", "a''b", "x'", "'", "a\"b", "a\\b", "a\tb", "{}", "#a", "a!b"});
   same({"--dry-run", "-k", "echo $HOME", "{}", "pre{}post", ":::", "x y"});
   same({"--dry-run", "{}", "x", ":::", "echo a"});  // starts with a replacement string: unquoted
-  same({"--dry-run", "-j", "2", "-X", "echo", "pre{}post", ":::", "a", "b", "c"});
-  same({"--dry-run", "-j", "3", "-m", "echo", ":::", "a", "b", "c", "d", "e", "f", "g"});
-  same({"--dry-run", "-N", "2", "echo", "{1}+{2}", ":::", "a", "b", "c"});
+  // Without -k the order of several jobs' lines is not fixed, in GNU parallel either.
+  same({"--dry-run", "-k", "-j", "2", "-X", "echo", "pre{}post", ":::", "a", "b", "c"});
+  same({"--dry-run", "-k", "-j", "3", "-m", "echo", ":::", "a", "b", "c", "d", "e", "f", "g"});
+  same({"--dry-run", "-k", "-N", "2", "echo", "{1}+{2}", ":::", "a", "b", "c"});
   EXPECT_FALSE(fs::exists(work() / "ran"));
   same({"--dry-run", "touch", "ran", ":::", "a"});
   EXPECT_FALSE(fs::exists(work() / "ran"));
