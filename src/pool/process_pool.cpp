@@ -219,6 +219,9 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   }
   /// The results a packed run had written but not sent when its worker died.
   void take_unsent_results(WorkerSlot& w);
+  /// Drops what the slot held and was sending (its worker is gone, or never came): its
+  /// chunks, its outbox, its partial reads and writes, its jobs' setup.
+  void forget_slot_work(WorkerSlot& w);
   SlotControl& control(unsigned slot) const {
     return reinterpret_cast<SlotControl*>(shm_.bytes() + 64)[slot];
   }
@@ -575,11 +578,7 @@ bool ProcessPoolCore::read_server_events() {
         // Whatever was queued for it fails with the pool, below.
         w.state = WorkerState::empty;
         w.kill_when_spawned = false;
-        w.chunks.clear();
-        w.outbox.clear();
-        w.writing = false;
-        w.writer.reset();
-        for (auto& j : jobs_) j.setup.erase(w.slot);
+        forget_slot_work(w);
         if (!broken_) {
           broken_ = std::make_exception_ptr(std::system_error(
               ev.status, std::system_category(), "fork for a Pool worker"));
@@ -737,13 +736,17 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
     j->requeued.push_back(Segment{j->id, c.seg.first + from, std::move(ends), c.seg.message,
                                   c.seg.items_offset + cut});
   }
+  forget_slot_work(w);
+  for (auto id : w.folded) w.lost_partials.push_back(id);
+  w.folded.clear();
+}
+
+void ProcessPoolCore::forget_slot_work(WorkerSlot& w) {
   w.chunks.clear();
   w.outbox.clear();
   w.writing = false;
   w.rx.reset();
   w.writer.reset();
-  for (auto id : w.folded) w.lost_partials.push_back(id);
-  w.folded.clear();
   for (auto& j : jobs_) j.setup.erase(w.slot);
 }
 
