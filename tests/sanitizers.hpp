@@ -12,6 +12,10 @@ inline constexpr bool kSanitizerCatchesSegv = true;
 inline constexpr bool kSanitizerCatchesSegv = false;
 #endif
 
+/// Built with a sanitizer: its shadow memory and allocator add tens of MB to every process,
+/// so absolute memory bounds do not apply (relative ones do).
+inline constexpr bool kSanitized = kSanitizerCatchesSegv;
+
 /// The signal and the exit code of a process that segfaulted.
 inline constexpr int kSegvSignal = kSanitizerCatchesSegv ? 0 : SIGSEGV;
 inline constexpr int kSegvExitCode = kSanitizerCatchesSegv ? 1 : 0;
