@@ -59,6 +59,17 @@ struct JobCode {
 class Worker {
  public:
   Worker(WorkerLink& link, const WorkerLoopOptions& options) : link_(link), opt_(options) {}
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  // The jobs the dispatcher never dropped (it left without closing its pool, or this
+  // worker leaves first): their code and partial folds are freed on every way out.
+  ~Worker() {
+    for (auto& entry : jobs_) {
+      const JobCode& job = entry.second;
+      if (job.acc) job.vtable->discard(job.acc);
+      job.vtable->destroy(job.fn);
+    }
+  }
 
   void run() {
     set_current_process(opt_.name, true);

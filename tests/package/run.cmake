@@ -78,11 +78,18 @@ function(expect_tool_runs root)
   message(STATUS "env -i ${tool} wordcount: ok")
 endfunction()
 
+# A library built with sanitizers (MPROC_SANITIZE) needs their runtime linked into every
+# program that loads it: the consumers link it too.
+set(sanitize_flags "")
+if(MPROC_SANITIZE)
+  set(sanitize_flags -fsanitize=${MPROC_SANITIZE})
+endif()
+
 # A fresh build directory of the find_package consumer; ARGN: more -D options.
 function(configure_consumer name)
   run(${CMAKE_COMMAND} -S ${MPROC_SOURCE_DIR}/tests/package/find_package -B ${WORK_DIR}/${name}
       -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
-      -DCMAKE_BUILD_TYPE=Release ${ARGN})
+      "-DCMAKE_EXE_LINKER_FLAGS=${sanitize_flags}" -DCMAKE_BUILD_TYPE=Release ${ARGN})
   set(last_output "${last_output}" PARENT_SCOPE)
 endfunction()
 
@@ -178,7 +185,7 @@ if(PKG_CONFIG)
   string(STRIP "${last_output}" flags)
   separate_arguments(flags UNIX_COMMAND "${flags}")
   run(${CMAKE_CXX_COMPILER} ${MPROC_SOURCE_DIR}/tests/package/consumer.cpp ${flags}
-      -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc-consumer)
+      ${sanitize_flags} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc-consumer)
   expect_ok(${WORK_DIR}/pc-consumer)
   if(MPROC_HAVE_MPI)
     run(${PKG_CONFIG} --cflags --libs mproc_mpi)
@@ -186,7 +193,7 @@ if(PKG_CONFIG)
     message(STATUS "pkg-config --cflags --libs mproc_mpi: ${flags}")
     separate_arguments(flags UNIX_COMMAND "${flags}")
     run(${CMAKE_CXX_COMPILER} ${MPROC_SOURCE_DIR}/tests/package/mpi_consumer.cpp ${flags}
-        -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc-mpi-consumer)
+        ${sanitize_flags} -Wl,-rpath,${libdir} -o ${WORK_DIR}/pc-mpi-consumer)
     expect_mpi_ok("ranks=1 mpi=0" ${WORK_DIR}/pc-mpi-consumer)
   endif()
 else()
