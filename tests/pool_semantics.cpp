@@ -7,6 +7,7 @@
 // mproc::RemoteError, the thread backend as itself). What one backend alone does is in
 // pool_test.cpp (process), thread_pool_test.cpp (thread) and mpi/mpi_pool_test.cpp (mpi).
 #include "pool_semantics.hpp"
+#include "proc_counts.hpp"
 
 #include <mproc/pool.hpp>
 
@@ -848,7 +849,7 @@ struct Footprint {
   }
   static Footprint now() {
     Footprint f;
-    f.threads = count_dir("/proc/self/task");
+    f.threads = proc_counts::threads();
     f.fds = count_dir("/proc/self/fd");
     std::error_code ec;
     for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
