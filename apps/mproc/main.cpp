@@ -7,6 +7,7 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -89,6 +90,17 @@ int main(int argc, char** argv) {
   mproc::cli::add_rangecount(app, &exit_code);
   mproc::cli::add_run(app, &exit_code);
   mproc::cli::add_trace_view(app, &exit_code);
+  // `mproc scaling [OPTIONS] -- COMMAND...`: the command's words are never CLI11's, even
+  // those that look like options of scaling (--json, --help).
+  std::vector<std::string> timed;
+  if (argc >= 2 && std::string_view(argv[1]) == "scaling")
+    for (int i = 2; i < argc; ++i)
+      if (std::string_view(argv[i]) == "--") {
+        timed.assign(argv + i + 1, argv + argc);
+        argc = i;
+        break;
+      }
+  mproc::cli::add_scaling(app, &exit_code, std::move(timed));
 
   // `mproc run` parses GNU parallel's options itself: nothing after `run` is CLI11's.
   if (argc >= 2 && std::string_view(argv[1]) == "run")
