@@ -576,7 +576,7 @@ void add_scaling(CLI::App& app, int* exit_code, std::vector<std::string> command
   o->command = std::move(command);
   CLI::App* cmd = app.add_subcommand("scaling", "Time a command at 1..N workers; speed-up charts");
   cmd->add_option("--max-jobs", o->max_jobs,
-                  "Workers from 1 to N, N <= 4096 (default: cpu_count())")
+                  "Workers 1 to N, N <= 4096 (default: cpu_count())")
       ->option_text("N")
       ->check(integer_in(1, max_jobs_limit));
   cmd->add_option("--repeat", o->repeat, "Runs at each worker count (the median counts)")
