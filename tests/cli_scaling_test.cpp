@@ -123,6 +123,17 @@ TEST_F(Scaling, PiAtOneAndTwoWorkersGivesConsistentJson) {
   EXPECT_NE(last.find("process backend, 2 workers"), std::string::npos) << last.substr(0, 400);
 }
 
+TEST_F(Scaling, TheWorkersFlagGoesBeforeTheSubcommandsOwnDoubleDash) {
+  // After wordcount's --, "-j" would be a file name: the run would fail.
+  const fs::path text = dir_ / "-w.txt";
+  std::ofstream(text) << "alpha beta alpha\n";
+  Result r = mproc({"scaling", "--max-jobs", "1", "--repeat", "1", "--json", "--", "wordcount",
+                    "--min-count", "1", "--", text.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out).at("measured"),
+            "mproc wordcount --min-count 1 -j {jobs} -- " + text.string());
+}
+
 TEST_F(Scaling, SleepsThatShrinkWithTheJobsComeOutInOrder) {
   // 0.6 / J seconds: 0.6, 0.3, 0.2. A run cannot be shorter than its sleep, and the gaps
   // (at least 100 ms) are far above what starting sh costs even on a loaded machine.
@@ -238,7 +249,7 @@ TEST_F(Scaling, BadCommandLinesAreOneLineAndExitTwo) {
 TEST_F(Scaling, PageIsSelfContainedAndDrawsEveryWorkerCount) {
   const fs::path page = dir_ / "page.html";
   Result r = mproc({"scaling", "--max-jobs", "3", "--repeat", "2", "--html", page.string(), "--",
-                    "sh", "-c", "echo \"<b>&\" >/dev/null; sleep 0.0$((6/{jobs}))"});
+                    "sh", "-c", "echo \"<b>&\" >/dev/null; sleep 0.$((6/{jobs}))"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("wrote " + page.string()), std::string::npos) << r.err;
   const std::string html = slurp(page);
@@ -260,8 +271,8 @@ TEST_F(Scaling, PageIsSelfContainedAndDrawsEveryWorkerCount) {
   const std::string speedup1 = "<circle class=\"point speedup\" data-jobs=\"1\"";
   EXPECT_NEAR(attribute(html, speedup1, "cx"), attribute(html, "<line class=\"ideal\"", "x1"), 0.01);
   EXPECT_NEAR(attribute(html, speedup1, "cy"), attribute(html, "<line class=\"ideal\"", "y1"), 0.01);
-  // Times shrink with the workers (0.06, 0.03, 0.02 s of sleep): each point lower on the
-  // chart, that is further down the SVG's y axis.
+  // Times shrink with the workers (0.6, 0.3, 0.2 s of sleep, 100 ms apart at least):
+  // each point lower on the chart, that is further down the SVG's y axis.
   auto time_y = [&](int j) {
     return attribute(html, "<circle class=\"point time\" data-jobs=\"" + std::to_string(j) + "\"",
                      "cy");

@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -125,14 +126,16 @@ Command make_command(std::vector<std::string> words) {
   if (compute) {
     Command c{std::move(words), true};
     if (!marked) {
-      for (std::size_t i = 1; i < c.words.size(); ++i)
-        if (c.words[i] == "--") break;
-        else if (is_workers_flag(c.words[i]))
+      // Before the subcommand's own --, if it has one: after it, -j would be a path.
+      std::size_t end = 1;
+      for (; end < c.words.size() && c.words[end] != "--"; ++end)
+        if (is_workers_flag(c.words[end]))
           throw UsageError(fmt::format(
               "'{}' sets the workers, which mproc scaling varies: leave it out (or write "
               "-j {{jobs}})",
-              c.words[i]));
-      c.words.insert(c.words.end(), {"-j", std::string(jobs_mark)});
+              c.words[end]));
+      const auto at = c.words.begin() + static_cast<std::ptrdiff_t>(end);
+      c.words.insert(at, {"-j", std::string(jobs_mark)});
     }
     return c;
   }
@@ -397,6 +400,13 @@ class Chart {
         jobs, cx, y_(lo), cx, y_(hi), cx - half, y_(lo), cx + half, y_(lo), cx - half, y_(hi),
         cx + half, y_(hi));
   }
+  /// A dotted vertical line at `cpus` workers: to its right, workers share CPUs.
+  void cpu_marker(unsigned cpus) {
+    put("<line class=\"cpus\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" "
+        "stroke=\"#999\" stroke-dasharray=\"2 3\"><title>cpu_count() = {3}: more workers share "
+        "CPUs</title></line><text class=\"tick\" x=\"{4:.2f}\" y=\"{5:.2f}\">cpu_count()</text>\n",
+        x_(cpus), y_.a, y_.b, cpus, x_(cpus) + 4, y_.b + 12);
+  }
   std::string finish() {
     put("</svg>\n");
     return std::move(out_);
@@ -469,18 +479,22 @@ std::string page(const Options& o, const Command& c, const std::vector<Row>& row
         fmt::format("{}: efficiency {:.1f}%", plural(r.jobs, "worker"), 100 * r.efficiency));
   }
 
+  const bool oversubscribed = cpus < n;
   Chart time("time", "Wall time (median; bars: min to max)", "seconds", n, slowest);
+  if (oversubscribed) time.cpu_marker(cpus);
   for (const Row& r : rows) time.whisker(r.jobs, r.min, r.max);
   time.series(rows, medians, time_tips);
   out += time.finish();
 
   Chart speed("speedup", "Speed-up (dashed: ideal, J times)", "speed-up (x)", n,
               std::max(best, static_cast<double>(n)));
+  if (oversubscribed) speed.cpu_marker(cpus);
   speed.reference("ideal", 1, 1, n, n, "ideal: J workers, J times as fast");
   speed.series(rows, speedups, speed_tips);
   out += speed.finish();
 
   Chart eff("efficiency", "Efficiency (dashed: 100%)", "efficiency (%)", n, 100 * best_eff);
+  if (oversubscribed) eff.cpu_marker(cpus);
   eff.reference("full", 0.5, 100, n + 0.5, 100, "100%: every worker fully used");
   eff.series(rows, efficiencies, eff_tips);
   out += eff.finish();
