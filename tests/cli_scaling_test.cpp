@@ -3,6 +3,9 @@
 // usage errors, and the page rendered in headless Chromium.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -210,6 +213,42 @@ TEST_F(Scaling, AFailingRunStopsWithOneLineAndNoPage) {
   EXPECT_EQ(pi.err.rfind("mproc scaling: mproc pi --samples 0 -j 1 exited with status 2 ", 0), 0u)
       << pi.err;
   EXPECT_NE(pi.err.find("--samples"), std::string::npos) << pi.err;
+}
+
+/// True while `pid` is a process that has not ended (a zombie has).
+bool running(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  const std::size_t close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+}
+
+TEST_F(Scaling, ARunDiesWithMprocScalingKilledBySigkill) {
+  // mproc scaling is started and killed here, not through a shell or coreutils' timeout,
+  // which signal a whole process group: only mproc scaling itself gets the SIGKILL.
+  const fs::path pidfile = dir_ / "pid";
+  const std::string script = "echo $$ > " + pidfile.string() + "; exec sleep 60 # {jobs}";
+  const pid_t scaling = ::fork();
+  ASSERT_GE(scaling, 0);
+  if (scaling == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+    ::execl(MPROC_BINARY, MPROC_BINARY, "scaling", "--max-jobs", "1", "--", "sh", "-c",
+            script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  pid_t run = 0;
+  for (int i = 0; i < 100 && run <= 1; ++i, ::usleep(50'000)) run = std::atoi(slurp(pidfile).c_str());
+  ::kill(scaling, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(scaling, &status, 0), scaling);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  ASSERT_GT(run, 1) << "the run never started";
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i, ::usleep(100'000)) gone = !running(run);
+  EXPECT_TRUE(gone) << "the run (pid " << run << ") outlived mproc scaling";
+  if (!gone) ::kill(run, SIGKILL);
 }
 
 TEST_F(Scaling, BadCommandLinesAreOneLineAndExitTwo) {
