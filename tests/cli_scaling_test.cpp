@@ -256,6 +256,7 @@ TEST_F(Scaling, BadCommandLinesAreOneLineAndExitTwo) {
       {{"scaling"}, "no command"},
       {{"scaling", "--"}, "no command"},
       {{"scaling", "--max-jobs", "2", "--", "frobnicate"}, "'frobnicate' is not an mproc compute"},
+      {{"scaling", "--", "wordcunt", "books"}, "unknown subcommand 'wordcunt'; did you mean 'wordcount'?"},
       {{"scaling", "--", "info"}, "'info' is not a compute subcommand"},
       {{"scaling", "--", "trace-view", "x.json"}, "'trace-view' is not a compute subcommand"},
       {{"scaling", "--", "sh", "-c", "sleep 1"}, "has no {jobs}"},

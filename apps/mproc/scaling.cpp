@@ -146,6 +146,9 @@ Command make_command(std::vector<std::string> words) {
           "'{}' is not a compute subcommand (those are wordcount, countlines, pi, dot, "
           "rangecount); another command needs {{jobs}} where its worker count goes",
           first));
+  for (std::string_view name : compute_subcommands)
+    if (is_typo_of(edit_distance(first, name), name))
+      throw UsageError(fmt::format("unknown subcommand '{}'; did you mean '{}'?", first, name));
   throw UsageError(fmt::format(
       "'{}' is not an mproc compute subcommand (wordcount, countlines, pi, dot, rangecount) "
       "and the command has no {{jobs}} to put the worker count in",
