@@ -291,6 +291,7 @@ TEST(LinesMemory, ProcessMapOverABigFileStaysBounded) { check_bounded(mproc::Bac
 TEST(LinesMemory, ProcessImapOverABigFileStaysBounded) {
   check_bounded(mproc::Backend::process, false);
 }
+TEST(LinesMemory, ThreadMapOverABigFileStaysBounded) { check_bounded(mproc::Backend::thread, true); }
 TEST(LinesMemory, ThreadImapOverABigFileStaysBounded) {
   check_bounded(mproc::Backend::thread, false);
 }

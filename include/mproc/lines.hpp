@@ -7,10 +7,9 @@
 // Memory. The range reads the file in blocks of a fixed size (kLinesBlockBytes) and holds
 // one block plus the current line, whatever the size of the file; it never reads the file
 // first. The pool pulls lines as it sends them: imap and imap_unordered keep a bounded
-// window of lines in flight, and map on the process and mpi backends pulls lines as
-// workers take chunks (the results, one per line, are what grows). map on the thread
-// backend collects the lines into a vector first (its workers index the input): use imap
-// there for bounded memory.
+// window of lines in flight, and map pulls lines as workers take chunks (the results, one
+// per line, are what grows), on every backend. map_async and starmap on the thread
+// backend index their input, so they collect the lines into a vector first.
 //
 // Lines. Each element is a line without its end: a line ends at '\n', and a "\r\n" end
 // is removed whole (a Windows file gives the same lines as its Unix twin); a '\r'

@@ -782,9 +782,18 @@ class MPROC_API Pool {
   Backend backend() const noexcept { return backend_; }
 
   /// Python's Pool.map: f over every input, results in input order. Blocks. Throws the
-  /// error of the first failed item in input order.
+  /// error of the first failed item in input order. A single-pass input (a generator,
+  /// mproc::lines) is pulled as the workers take it, on every backend: only the results
+  /// are kept.
   template <class F, std::ranges::input_range In>
   auto map(F f, In&& inputs, MapOptions opts = {}) {
+    if constexpr (!std::ranges::forward_range<std::views::all_t<In>>) {
+      // The thread backend's map indexes its input, so it would copy a single-pass input
+      // whole first; an ordered stream pulls it in a bounded window instead.
+      if (threads_)
+        return collect(submit_stream<detail::CallKind::single>(
+            std::move(f), std::forward<In>(inputs), opts, true, "map"));
+    }
     return submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
                                                    opts, "map")
         ->take();
@@ -1074,6 +1083,26 @@ class MPROC_API Pool {
       thread_vector<kind, R>(std::views::all(std::move(items)), std::move(f), std::move(reduce),
                              opts, std::move(promise), std::move(progress), method);
     }
+  }
+
+  /// Every result of an ordered stream, as map returns them: a vector (nothing for void),
+  /// or the first failed item's error once every item has run.
+  template <class R>
+  static auto collect(ResultStream<R> stream) {
+    std::exception_ptr first_error;
+    std::conditional_t<std::is_void_v<R>, std::monostate, std::vector<R>> out;
+    for (auto it = stream.begin(); it != stream.end(); ++it) {
+      try {
+        if constexpr (std::is_void_v<R>)
+          (void)*it;
+        else
+          out.push_back(std::move(*it));
+      } catch (...) {
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+    if (first_error) std::rethrow_exception(first_error);
+    if constexpr (!std::is_void_v<R>) return out;
   }
 
   template <class F, class Tuple, std::size_t... I>
