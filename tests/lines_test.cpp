@@ -115,6 +115,18 @@ TEST(Lines, DirectoryIsRefused) {
   }
 }
 
+TEST(Lines, APathThroughAFileIsRefused) {
+  TempFile f("not a directory\n");
+  const fs::path p = f.path() / "inside.txt";
+  try {
+    (void)mproc::lines(p);
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), ENOTDIR);
+    EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << e.what();
+  }
+}
+
 TEST(Lines, UnreadableFileIsRefused) {
   if (::geteuid() == 0) GTEST_SKIP() << "root reads files whatever their mode";
   TempFile f("secret\n");

@@ -73,6 +73,7 @@ class MPROC_API LineReader {
 }  // namespace detail
 
 /// The lines of a file, read lazily (see the top of this header). Made by mproc::lines.
+/// Single-pass and move-only. Not thread-safe: one thread advances it at a time.
 class Lines : public std::ranges::view_interface<Lines> {
  public:
   class iterator {

@@ -302,7 +302,7 @@ class Array2D {
  public:
   using value_type = T;
 
-  /// An empty table that owns no memory (0 x 0), to assign another Array2D to.
+  /// An empty table (0 x 0), to assign another Array2D to.
   Array2D() noexcept = default;
   /// rows x cols copies of `fill`. Either may be 0. Throws std::length_error if
   /// rows * cols overflows, std::system_error when shared memory cannot be created.
