@@ -2,7 +2,13 @@
 // runs a few tasks on it, prints "ready" and waits to be killed. `pool_helper trace FILE
 // MODE` does the same with a pool tracing to FILE, one of whose items raises, then ends
 // abnormally: MODE "terminate" calls std::terminate, "wait" waits for a signal.
+// `pool_helper trace FILE program` traces the whole program (mproc::trace_to): a Process
+// that exits 3, Queue traffic with a child, a Process still running, then dies of an
+// uncaught exception.
 #include <mproc/pool.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
+#include <mproc/trace.hpp>
 
 #include <unistd.h>
 
@@ -22,7 +28,34 @@ int raise_at_3(int x) {
   return x;
 }
 
+void exit_3() { std::exit(3); }
+void put_three(mproc::Queue<int> q) {
+  for (int i = 1; i <= 3; ++i) q.put(i);
+}
+void sleep_a_while() { ::sleep(3); }
+
+int traced_program(const char* file) {
+  mproc::trace_to(file);
+  mproc::Process three(exit_3);
+  three.start();
+  three.join();
+  mproc::Queue<int> q;
+  mproc::Process producer(put_three, q);
+  producer.start();
+  int sum = 0;
+  for (int i = 0; i < 3; ++i) sum += q.get();
+  producer.join();
+  if (sum != 6) return 1;
+  mproc::Process sleeper(sleep_a_while);
+  sleeper.start();
+  std::printf("pids %d %d %d\nready\n", static_cast<int>(three.pid()),
+              static_cast<int>(producer.pid()), static_cast<int>(sleeper.pid()));
+  std::fflush(stdout);
+  throw std::runtime_error("nobody catches this");
+}
+
 int traced(const char* file, const char* mode) {
+  if (std::strcmp(mode, "program") == 0) return traced_program(file);
   mproc::Pool pool({.workers = 2, .chunksize = 1, .trace = file});
   if (pool.map(nap, mproc::range(0, 8), {.chunksize = 1, .label = "naps"}).back() != 7) return 1;
   try {
@@ -40,7 +73,7 @@ int traced(const char* file, const char* mode) {
 int main(int argc, char** argv) {
   if (argc == 4 && std::strcmp(argv[1], "trace") == 0) return traced(argv[2], argv[3]);
   if (argc < 2 || std::strcmp(argv[1], "hold") != 0) {
-    std::fprintf(stderr, "usage: pool_helper hold | pool_helper trace FILE terminate|wait\n");
+    std::fprintf(stderr, "usage: pool_helper hold | pool_helper trace FILE terminate|wait|program\n");
     return 2;
   }
   mproc::Pool pool(2);
