@@ -510,8 +510,7 @@ class TraceFile {
     l.add(",\n{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":").num(processes_pid_);
     l.add(",\"tid\":").num(s.tid).add(",\"args\":{\"name\":\"");
     l.text(s.name, sizeof s.name).add(" (pid ").num(s.tid).add(")\"}}");
-    l.add(",\n{\"ph\":\"X\",\"name\":\"").text(s.name, sizeof s.name);
-    l.add("\",\"cat\":\"process\",\"pid\":").num(processes_pid_).add(",\"tid\":").num(s.tid);
+    l.add(",\n{\"ph\":\"X\",\"name\":\"process\",\"cat\":\"process\",\"pid\":").num(processes_pid_).add(",\"tid\":").num(s.tid);
     times(s.start_ns, end, l);
     l.add(",\"args\":{\"pid\":").num(s.tid).add(",\"parent_pid\":").num(s.pid);
     if (running) {

@@ -3,13 +3,15 @@
 // MODE` does the same with a pool tracing to FILE, one of whose items raises, then ends
 // abnormally: MODE "terminate" calls std::terminate, "wait" waits for a signal.
 // `pool_helper trace FILE program` traces the whole program (mproc::trace_to): a Process
-// that exits 3, Queue traffic with a child, a Process still running, then dies of an
-// uncaught exception.
+// that exits 3, Queue traffic with a child, executor submits, a pool chunk whose worker
+// segfaults, a Process still running, then dies of an uncaught exception.
+#include <mproc/executor.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/process.hpp>
 #include <mproc/queue.hpp>
 #include <mproc/trace.hpp>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,6 +35,13 @@ void put_three(mproc::Queue<int> q) {
   for (int i = 1; i <= 3; ++i) q.put(i);
 }
 void sleep_a_while() { ::sleep(3); }
+int segfault_at_5(int x) {
+  if (x == 5) {
+    void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<volatile int*>(page) = 1;
+  }
+  return x;
+}
 
 int traced_program(const char* file) {
   mproc::trace_to(file);
@@ -46,6 +55,18 @@ int traced_program(const char* file) {
   for (int i = 0; i < 3; ++i) sum += q.get();
   producer.join();
   if (sum != 6) return 1;
+  {
+    mproc::ProcessPoolExecutor ex(2);
+    auto a = ex.submit(nap, 1);
+    auto b = ex.submit(nap, 2);
+    if (a.get() + b.get() != 3) return 1;
+    mproc::Pool pool({.workers = 2, .chunksize = 2});
+    try {
+      pool.map(segfault_at_5, mproc::range(0, 8), {.label = "segfaults at 5"});
+      return 1;
+    } catch (const mproc::WorkerCrashed&) {
+    }
+  }
   mproc::Process sleeper(sleep_a_while);
   sleeper.start();
   std::printf("pids %d %d %d\nready\n", static_cast<int>(three.pid()),

@@ -729,7 +729,8 @@ TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
     }
   ASSERT_EQ(by_process.size(), 3u);
   const Event& three = by_process[three_pid];
-  EXPECT_EQ(three.name, "exits-3");
+  EXPECT_EQ(three.name, "process");
+  EXPECT_EQ(three.label, "exits-3");
   EXPECT_EQ(three.status, "error");
   EXPECT_EQ(three.exitcode, 3);
   EXPECT_EQ(three.error, "exited with code 3");
