@@ -1135,8 +1135,7 @@ void Page::legend() {
 void Page::pool_section(const Pool& pool) {
   const std::size_t p = static_cast<std::size_t>(&pool - t_.pools.data());
   static constexpr const char* kinds[] = {"pool", "processes", "queues", "submits"};
-  put("<h2 id=\"section-{}\" data-kind=\"{}\">{}</h2>\n", p + 1,
-      kinds[static_cast<int>(pool.kind)], escape(pool.label));
+  put("<h2>{}</h2>\n", escape(pool.label));
   const std::string when =
       fmt::format("from {} to {}", duration_text(pool.t0 - t_.t0), duration_text(pool.t1 - t_.t0));
   std::size_t failed = 0;
