@@ -7,7 +7,9 @@
 // everything recorded so far whenever one of those pools finishes (join, terminate or
 // destruction), so a program that is killed leaves the file of the last pool that ended.
 // A pool that names a file after its earlier pools have ended and the file was deleted or
-// replaced starts a new timeline.
+// replaced starts a new timeline. An executor that traces adds a section for its submits
+// (SubmitTracer); mproc::trace_to adds the Processes and Queues sections, whose events
+// come from the shared slots of src/trace_events.hpp.
 #pragma once
 
 #include <cstddef>
