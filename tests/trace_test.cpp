@@ -27,6 +27,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <mproc/bind.hpp>
 #include <mproc/executor.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
@@ -651,6 +652,12 @@ void produce(mproc::Queue<int> q, mproc::Queue<int> back) {
   q.put(100 + back.get());
 }
 
+// A pool task that puts into a queue; returns its worker's pid.
+int put_from_worker(mproc::Queue<int> q, int x) {
+  q.put(x);
+  return static_cast<int>(::getpid());
+}
+
 /// The pid of the section named `name`, or -1.
 std::int64_t section(const Trace& t, const std::string& name) {
   for (const auto& [pid, n] : t.process_names)
@@ -687,6 +694,15 @@ TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
     sum += q.get();
     producer.join();
     if (sum != 10 + 107) throw std::runtime_error("wrong sum " + std::to_string(sum));
+    std::set<int> workers;
+    {
+      // Pool workers record too (the pool traces to the same file: Pool 1).
+      mproc::Pool pool({.workers = 2, .chunksize = 1});
+      for (int w : pool.map(mproc::bind(put_from_worker, q), mproc::range(10))) workers.insert(w);
+      int got = 0;
+      for (int i = 0; i < 10; ++i) got += q.get();
+      if (got != 45) throw std::runtime_error("wrong pool sum");
+    }
     {
       mproc::ProcessPoolExecutor ex(2);
       if (ex.submit(trace_test_triple, 4).get() != 12) throw std::runtime_error("triple");
@@ -698,14 +714,21 @@ TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
     for (int i = 0; i < 4; ++i) fs.push_back(threads.submit(trace_test_triple, i));
     for (auto& f : fs) f.get();
     threads.shutdown();
-    std::ofstream(pids) << ::getpid() << ' ' << three.pid() << ' ' << killed.pid() << ' '
-                        << producer.pid() << '\n';
+    std::ofstream out(pids);
+    out << ::getpid() << ' ' << three.pid() << ' ' << killed.pid() << ' ' << producer.pid();
+    for (int w : workers) out << ' ' << w;
   });
   const std::uint64_t t1 = now_ns();
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   std::int64_t main_pid = 0, three_pid = 0, killed_pid = 0, producer_pid = 0;
-  std::ifstream(pids) >> main_pid >> three_pid >> killed_pid >> producer_pid;
+  std::set<std::int64_t> worker_pids;
+  {
+    std::ifstream in(pids);
+    in >> main_pid >> three_pid >> killed_pid >> producer_pid;
+    for (std::int64_t w; in >> w;) worker_pids.insert(w);
+  }
   ASSERT_GT(producer_pid, 0);
+  ASSERT_FALSE(worker_pids.empty());
   EXPECT_TRUE(valid_json(file));
   EXPECT_EQ(trace_format_breach(file), "");
   const Trace t = read_trace(file);
@@ -716,9 +739,10 @@ TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
   ASSERT_GT(queues, 0);
   ASSERT_GT(process_submits, 0);
   ASSERT_GT(thread_submits, 0);
-  // The executors' pools are sections of their own, numbered as pools.
+  // The pools, the executors' too, are sections of their own, numbered as pools.
   EXPECT_GT(section(t, "Pool 1: process backend, 2 workers"), 0);
-  EXPECT_GT(section(t, "Pool 2: thread backend, 2 workers"), 0);
+  EXPECT_GT(section(t, "Pool 2: process backend, 2 workers"), 0);
+  EXPECT_GT(section(t, "Pool 3: thread backend, 2 workers"), 0);
 
   // One track per Process, named after it, with how it ended.
   std::map<std::int64_t, Event> by_process;
@@ -764,8 +788,19 @@ TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
   const auto& main_puts = ops[{main_pid, "put"}];
   ASSERT_EQ(child_puts.size(), 6u);
   ASSERT_EQ(child_gets.size(), 1u);
-  ASSERT_EQ(main_gets.size(), 6u);
+  ASSERT_EQ(main_gets.size(), 6u + 10u);
   ASSERT_EQ(main_puts.size(), 1u);
+  // The pool workers' puts, each on the track of the worker that made it.
+  std::size_t worker_puts = 0;
+  for (const std::int64_t w : worker_pids) {
+    for (const Event& e : ops[{w, "put"}]) {
+      ++worker_puts;
+      EXPECT_EQ(e.queue, child_puts[0].queue);
+    }
+    EXPECT_THAT(t.thread_names.at({queues, w}), ::testing::StartsWith("PoolWorker-"));
+    EXPECT_THAT(t.thread_names.at({queues, w}), HasSubstr("(pid " + std::to_string(w) + ")"));
+  }
+  EXPECT_EQ(worker_puts, 10u);
   EXPECT_EQ(queue_names.size(), 2u);  // q and back
   const std::string q_name = child_puts[0].queue, back_name = child_gets[0].queue;
   EXPECT_NE(q_name, back_name);
