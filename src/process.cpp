@@ -369,7 +369,7 @@ void Process::start() {
     s.pid = pid;
     s.started = true;
     s.starting = false;
-    if (detail::trace_slots != nullptr) [[unlikely]]
+    if (detail::trace_slots() != nullptr) [[unlikely]]
       s.trace_slot = detail::trace_process_start(pid, s.name);
     target = std::move(s.target);
   }

@@ -284,7 +284,7 @@ void unwatch(const TraceFile* file) noexcept;
 
 }  // namespace
 
-TraceSlots* trace_slots = nullptr;
+std::atomic<TraceSlots*> trace_slots_{nullptr};
 
 /// Everything recorded for one file by the pools of this program that named it. Events
 /// are formatted as they are recorded, into blocks that a signal handler can write out
@@ -942,7 +942,7 @@ thread_local pid_t tls_lane_pid = 0;
 }  // namespace
 
 std::uint32_t trace_process_start(pid_t pid, std::string_view name) noexcept {
-  TraceSlots* slots = trace_slots;
+  TraceSlots* slots = trace_slots();
   if (slots == nullptr) return 0;
   TraceSlot* s = claim_slot(*slots);
   if (s == nullptr) return 0;
@@ -960,7 +960,7 @@ std::uint32_t trace_process_start(pid_t pid, std::string_view name) noexcept {
 }
 
 void trace_process_exit(std::uint32_t slot, int status) noexcept {
-  TraceSlot& s = trace_slots->slots[slot - 1];
+  TraceSlot& s = trace_slots()->slots[slot - 1];
   s.end_ns = trace_clock_ns();
   s.code = status;
   s.status = status == 0 ? 0 : status > 0 ? 1 : 2;
@@ -981,7 +981,7 @@ void trace_process_exit(std::uint32_t slot, int status) noexcept {
 void trace_queue_op(std::uint8_t op, std::uint64_t object, const char* kind,
                     std::uint64_t start_ns, std::uint64_t blocked_ns, std::uint64_t bytes,
                     QueueTraceStatus status) noexcept {
-  TraceSlots* slots = trace_slots;
+  TraceSlots* slots = trace_slots();
   if (slots == nullptr) return;
   const std::uint64_t end_ns = trace_clock_ns();
   TraceSlot* s = claim_slot(*slots);
@@ -1038,7 +1038,7 @@ void trace_to(const std::string& path) {
   program_file = new std::shared_ptr<TraceFile>(std::move(file));
   program_key = new std::string(key);
   program_owner = ::getpid();
-  trace_slots = slots;
+  trace_slots_.store(slots, std::memory_order_release);
   static const bool at_exit = [] {
     std::atexit(flush_at_exit);
     return true;

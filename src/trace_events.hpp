@@ -13,7 +13,7 @@
 // load of 2 or 3, so a child killed in the middle of writing leaves a slot at 1, which is
 // skipped: nothing torn is ever written out.
 //
-// Cost when tracing is off: trace_slots is null and every hook is behind one branch on it.
+// Cost when tracing is off: trace_slots() is null and every hook is behind one branch on it.
 #pragma once
 
 #include <sys/types.h>
@@ -54,8 +54,11 @@ struct TraceSlots {
 };
 
 /// The slots of this program's trace_to() timeline; null while it is off. Inherited by
-/// forked children with the mapping.
-extern TraceSlots* trace_slots;
+/// forked children with the mapping. Set once; an acquire load is a plain load on x86-64.
+extern std::atomic<TraceSlots*> trace_slots_;
+
+/// trace_slots_, as the hooks read it.
+inline TraceSlots* trace_slots() noexcept { return trace_slots_.load(std::memory_order_acquire); }
 
 /// A running Process `pid` called `name`, started now; returns its slot + 1, or 0 if none
 /// was free. Never throws.

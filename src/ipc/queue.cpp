@@ -1204,20 +1204,20 @@ struct CountingSink {
 
 bool Channel::put(std::span<const std::byte> message, SteadyTime deadline) const {
   const std::span<const std::byte> parts[1] = {message};
-  if (trace_slots != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
     return traced_put(*this, ref_, parts, deadline);
   return View(ref_).put(parts, deadline);
 }
 
 bool Channel::put(std::span<const std::span<const std::byte>> parts, SteadyTime deadline) const {
   // One branch when tracing is off; the second test runs only when it is on.
-  if (trace_slots != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
     return traced_put(*this, ref_, parts, deadline);
   return View(ref_).put(parts, deadline);
 }
 
 bool Channel::get(Sink sink, void* context, SteadyTime deadline) const {
-  if (trace_slots != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
     return traced_get(*this, ref_, sink, context, deadline);
   return View(ref_).get(sink, context, deadline);
 }
