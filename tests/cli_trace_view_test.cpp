@@ -813,3 +813,127 @@ TEST_F(TraceView, RunTraceHasOneEventPerJobNamedByItsCommand) {
 }
 
 }  // namespace
+
+namespace {
+
+/// The text of the element that starts at `open` in `html`, up to the first `close`.
+std::string element(const std::string& html, const std::string& open, const std::string& close) {
+  const auto at = html.find(open);
+  if (at == std::string::npos) return {};
+  const auto end = html.find(close, at);
+  return html.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+/// The numbers of attribute `name` in every tag of `html` that starts with `tag`.
+std::vector<double> attributes(const std::string& html, const std::string& tag,
+                               const std::string& name) {
+  std::vector<double> out;
+  for (auto at = html.find(tag); at != std::string::npos; at = html.find(tag, at + 1)) {
+    const auto end = html.find('>', at);
+    const std::string t = html.substr(at, end - at);
+    const auto a = t.find(" " + name + "=\"");
+    if (a != std::string::npos) out.push_back(std::stod(t.substr(a + name.size() + 3)));
+  }
+  return out;
+}
+
+/// The first failed bar in `html` whose hover text holds `text`, or "".
+std::string failed_bar(const std::string& html, const std::string& text) {
+  const std::string open = "<rect class=\"task failed\"";
+  for (auto at = html.find(open); at != std::string::npos; at = html.find(open, at + 1)) {
+    const std::string bar = html.substr(at, html.find("</rect>", at) - at);
+    if (bar.find(text) != std::string::npos) return bar;
+  }
+  return {};
+}
+
+#if defined(MPROC_POOL_HELPER)
+TEST_F(TraceView, DrawsTheTracksOfATracedProgramInHeadlessChromium) {
+  // A real program traced with mproc::trace_to: a Process that exits 3, Queue traffic with
+  // a child, executor submits, a pool chunk whose worker segfaults, a Process still
+  // running, and an uncaught exception at the end.
+  const fs::path trace = dir_ / "program.json", page = dir_ / "program.html";
+  const std::string run = std::string("'") + MPROC_POOL_HELPER + "' trace '" + trace.string() +
+                          "' program >/dev/null 2>&1";
+  (void)std::system(run.c_str());  // dies of SIGABRT, having written the trace
+  const cli_test::Result r = cli_test::mproc({"trace-view", trace.string(), "-o", page.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string html = slurp(page);
+  // Each kind of track is a labelled section of its own.
+  auto section = [&](const std::string& title, const std::string& kind) {
+    const auto at = html.find("<h2>" + title + "</h2>");
+    return at == std::string::npos ? std::string::npos
+                                   : html.find("<div class=\"pool\" data-kind=\"" + kind + "\">", at);
+  };
+  const auto processes = section("Processes", "processes"), queues_at = section("Queues", "queues");
+  const auto submits = section("Executor 1: process backend, submits", "submits");
+  ASSERT_NE(processes, std::string::npos);
+  ASSERT_NE(queues_at, std::string::npos);
+  ASSERT_NE(submits, std::string::npos);
+  EXPECT_LT(processes, queues_at);  // in the order of the file's sections
+  EXPECT_NE(html.find("<div class=\"pool\" data-kind=\"pool\">"), std::string::npos);
+  // Lanes named after the Processes and the threads that used the queues.
+  EXPECT_NE(html.find(">MainProcess (pid "), std::string::npos);
+  EXPECT_NE(html.find(">Process-2 (pid "), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-processes\">3, 1 failed</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-submits\">2, 0 failed</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-queue-ops\">6, waited"), std::string::npos);
+  // The Process that exited 3 and the crashed chunk, with their errors, in the bars' hover
+  // text and in the failures table; the Process still running is no failure.
+  const auto fails = table_rows(html, "failures");
+  ASSERT_EQ(fails.size(), 2u);
+  const std::string crash_text = "mproc::WorkerCrashed: worker killed by signal 11 (SIGSEGV) (task 5";
+  EXPECT_NE(fails[0].find("exited with code 3"), std::string::npos) << fails[0];
+  EXPECT_NE(fails[1].find(">segfaults at 5<"), std::string::npos) << fails[1];
+  EXPECT_NE(fails[1].find(crash_text), std::string::npos) << fails[1];
+  const std::string crashed_bar = failed_bar(html, "segfaults at 5");
+  ASSERT_FALSE(crashed_bar.empty());
+  EXPECT_NE(crashed_bar.find("<title>segfaults at 5\nmap ("), std::string::npos) << crashed_bar;
+  EXPECT_NE(crashed_bar.find(crash_text), std::string::npos) << crashed_bar;
+  const double t = attributes(crashed_bar, "<rect", "data-t").at(0);
+  const double d = attributes(crashed_bar, "<rect", "data-d").at(0);
+
+  const std::string chromium = find_chromium();
+  if (chromium.empty())
+    GTEST_SKIP() << "no chromium-headless-shell or chromium on PATH and MPROC_CHROMIUM unset";
+  auto dump = [&](const std::string& fragment, int width) {
+    const fs::path dom = dir_ / "program-dom.html";
+    std::string cmd = "timeout 60 '" + chromium + "'";
+    cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+    cmd += " --disable-dev-shm-usage --virtual-time-budget=2000 --window-size=" +
+           std::to_string(width) + ",1400";
+    cmd += " --user-data-dir='" + (dir_ / "profile").string() + "' --dump-dom 'file://" +
+           fs::absolute(page).string() + fragment + "'";
+    cmd += " >'" + dom.string() + "' 2>/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+    return slurp(dom);
+  };
+  // In a window narrower than the page was written for, every chart of every section is
+  // redrawn to the window's width.
+  const std::string narrow = dump("", 900);
+  const std::vector<double> widths = attributes(narrow, "<svg class=\"gantt\"", "width");
+  ASSERT_GE(widths.size(), 5u);  // Processes, Queues, two pools, the submits
+  for (const double w : widths) {
+    EXPECT_LE(w, 900);
+    EXPECT_GE(w, 600);
+    EXPECT_EQ(w, widths[0]);
+  }
+  // The Queue operations last microseconds of a run of tens of milliseconds: drawn as
+  // per-pixel density in their section.
+  const std::string queues = element(narrow, "<div class=\"pool\" data-kind=\"queues\">", "</svg>");
+  ASSERT_FALSE(queues.empty());
+  EXPECT_NE(element(queues, "<g class=\"density\">", "</g>").find("<rect"), std::string::npos)
+      << queues;
+  // Zoomed onto the crashed chunk, its bar fills the plot, with its error still on it.
+  const std::string zoomed =
+      dump("#zoom=" + std::to_string(t) + "," + std::to_string(t + d), 1280);
+  const std::string zoomed_bar = failed_bar(zoomed, "segfaults at 5");
+  ASSERT_FALSE(zoomed_bar.empty());
+  EXPECT_NE(zoomed_bar.find(crash_text), std::string::npos);
+  EXPECT_GT(attributes(zoomed_bar, "<rect", "width").at(0), 900);
+  // At the full view the bar is under a few pixels wide.
+  EXPECT_LT(attributes(failed_bar(narrow, "segfaults at 5"), "<rect", "width").at(0), 100);
+}
+#endif
+
+}  // namespace

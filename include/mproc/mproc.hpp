@@ -20,4 +20,5 @@
 #include "serialize.hpp"
 #include "shared.hpp"
 #include "sync.hpp"
+#include "trace.hpp"
 #include "version.hpp"

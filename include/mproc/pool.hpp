@@ -87,8 +87,9 @@ struct PoolOptions {
   /// Draw a progress bar on stderr (when it is a terminal) for every map call that does
   /// not set MapOptions::progress itself.
   bool progress = false;
-  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off): worker,
-  /// start, end, items, bytes in and out, and failures, for Perfetto or `mproc trace-view`.
+  /// Write a Chrome trace-event timeline of every chunk to this file ("" = off, or the
+  /// file of mproc::trace_to when the program traces): worker, start, end, items, bytes
+  /// in and out, and failures, for Perfetto or `mproc trace-view`.
   /// Written when the pool is joined or destroyed; pools naming one file share one
   /// timeline. A file that cannot be written is std::invalid_argument here.
   std::string trace{};
