@@ -108,10 +108,10 @@ class JobBook {
     if (broken_error_) std::rethrow_exception(broken_error_);
     if (closed_) throw PoolClosed("Pool: submit after close() or terminate()");
     job->generation = cancel_generation_;
-    {
-      std::lock_guard link(job->link_mutex);
-      job->link = &pool();
-    }
+    // Without link_mutex: nothing else can reach the job yet (its future has not been
+    // returned, and the dispatcher takes it from incoming_ under mutex_). Taking it here
+    // would nest link_mutex inside mutex_, the reverse of Future::cancel(kill_running).
+    job->link = &pool();
     incoming_.push_back(std::move(job));
     ++active_jobs_;
   }
