@@ -69,7 +69,12 @@ void warn_if_threaded() {
   for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
     ++threads;
-  const auto others = static_cast<long>(threads) - 1 - mproc_threads.load();
+  auto others = static_cast<long>(threads) - 1 - mproc_threads.load();
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer's runtime starts a thread of its own at the program's first
+  // pthread_create, and keeps it; before that, no thread is counted anyway.
+  --others;
+#endif
   if (others <= 0 || std::getenv("MPROC_NO_FORK_WARNING") != nullptr) return;
   std::call_once(once, [&] {
     std::string line = fmt::format(
