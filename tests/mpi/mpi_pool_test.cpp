@@ -38,7 +38,7 @@
 /// pool_semantics.cpp on one mpi pool over every other rank (rank 0 itself when alone).
 std::vector<PoolCase> pool_cases() {
   const int size = mproc::Runtime::size();
-  return {{mproc::Backend::mpi, static_cast<unsigned>(size > 1 ? size - 1 : 1)}};
+  return {{mproc::Backend::mpi, static_cast<unsigned>(size > 1 ? size - 1 : 1), size > 1}};
 }
 
 namespace {
