@@ -729,6 +729,19 @@ TEST_P(PoolSemantics, TaskSystemErrorKeepsItsCodeAndBadAllocArrivesAsBadAlloc) {
         EXPECT_EQ(e.code(), std::error_code(ENOENT, std::system_category()));
         EXPECT_EQ(e.code().category(), std::system_category());
       });
+  // A category only the worker can name: no std::system_error can be rebuilt with it, so
+  // it arrives as its base, std::runtime_error, with the text that names the code.
+  expect_task_error<std::runtime_error>(task_error(pool, 21), remote, "std::system_error",
+                                        "kind 21: parser error 7");
+  if (remote) {
+    try {
+      std::rethrow_exception(task_error(pool, 21));
+    } catch (const std::system_error&) {
+      ADD_FAILURE() << "a system_error whose category the caller cannot know";
+    } catch (const mproc::RemoteException<std::runtime_error>& e) {
+      EXPECT_EQ(e.error_code(), std::error_code());
+    }
+  }
   // new int[-1] throws std::bad_array_new_length, a std::bad_alloc.
   expect_task_error<std::bad_alloc>(task_error(pool, 10), remote, "std::bad_array_new_length",
                                     std::bad_array_new_length().what());

@@ -12,6 +12,17 @@
 #include <string>
 #include <system_error>
 
+namespace {
+
+/// An error category no other process can name.
+class ParserCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "parser"; }
+  std::string message(int value) const override { return "parser error " + std::to_string(value); }
+};
+
+}  // namespace
+
 MPROC_REGISTER_EXCEPTION(MissingKeyError);
 MPROC_REGISTER_EXCEPTION(ConfigError);
 
@@ -50,6 +61,10 @@ int throw_kind(int k) {
       return k;
     }
     case 20: throw 42;
+    case 21: {
+      static const ParserCategory parser;
+      throw std::system_error(7, parser, m);
+    }
     default: return k;
   }
 }

@@ -33,5 +33,6 @@ struct DeepKeyError : MissingKeyError {
 ///  9 std::system_error(ENOENT, generic), 10 a failed new[] (std::bad_array_new_length),
 ///  11..13 mproc::SerializationError, SharedStateError, TimeoutError,
 ///  14 ConfigError, 15 MissingKeyError, 16 UnregisteredError, 17 BadSlot,
-///  18 DeepKeyError, 19 a failed open(2) as std::system_error(errno, system), 20 `throw 42`.
+///  18 DeepKeyError, 19 a failed open(2) as std::system_error(errno, system), 20 `throw 42`,
+///  21 std::system_error(7, a category of the program's own).
 int throw_kind(int k);
