@@ -6,8 +6,9 @@
 // index in its input range when there is one, and the pid of the worker that ran it.
 // They are values: copyable, and safe to rethrow from another thread.
 //
-// A task's exception crosses a process boundary as its type's name, its what(), the
-// worker's stack and, for std::system_error, its error code. The caller rethrows it as
+// A task's exception crosses a process boundary (process and mpi backends; the thread
+// backend rethrows the task's own object) as its type's name, its what(), the worker's
+// stack and, for std::system_error, its error code. The caller rethrows it as
 // RemoteException<E>, where E is the most derived type of the task's exception that
 // mproc knows: the standard family (std::logic_error, std::runtime_error and their
 // standard subclasses, std::system_error, std::bad_alloc), mproc's own errors, and the
