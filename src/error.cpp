@@ -1,5 +1,7 @@
 #include "mproc/error.hpp"
 
+#include <string.h>
+
 #include <memory>
 #include <utility>
 
@@ -17,7 +19,11 @@ std::string task_suffix(std::optional<std::size_t> task_index, pid_t pid) {
 }
 
 std::string crash_text(int status) {
-  if (status < 0) return fmt::format("worker killed by signal {}", -status);
+  if (status < 0) {
+    if (const char* abbrev = ::sigabbrev_np(-status))
+      return fmt::format("worker killed by signal {} (SIG{})", -status, abbrev);
+    return fmt::format("worker killed by signal {}", -status);
+  }
   return fmt::format("worker exited with code {}", status);
 }
 

@@ -25,6 +25,7 @@
 
 #include "os/parent_watch.hpp"
 #include "os/platform.hpp"
+#include "trace_events.hpp"
 
 namespace mproc {
 namespace detail {
@@ -59,6 +60,7 @@ struct ProcessState : std::enable_shared_from_this<ProcessState> {
   std::shared_ptr<UniqueFd> waitfd;
   bool waitfd_is_pidfd = false;
   std::optional<int> status;
+  std::uint32_t trace_slot = 0;  // its event in the shared trace slots (trace_to), + 1
 
   bool owned_here() const noexcept { return owner == ::getpid(); }
   /// waitpid(WNOHANG); records the status and drops waitfd once. `mutex` held.
@@ -245,6 +247,7 @@ void ProcessState::try_reap_locked() noexcept {
   } else {
     return;
   }
+  if (trace_slot != 0) [[unlikely]] trace_process_exit(trace_slot, *status);
   waitfd.reset();
 }
 
@@ -254,6 +257,7 @@ void ProcessState::reap_blocking_locked(bool kill_first) noexcept {
   int ws = 0;
   const pid_t r = retry_eintr([&] { return ::waitpid(pid, &ws, 0); });
   status = r == pid ? status_code(ws) : 0;
+  if (trace_slot != 0) [[unlikely]] trace_process_exit(trace_slot, *status);
   waitfd.reset();
 }
 
@@ -365,6 +369,8 @@ void Process::start() {
     s.pid = pid;
     s.started = true;
     s.starting = false;
+    if (detail::trace_slots() != nullptr) [[unlikely]]
+      s.trace_slot = detail::trace_process_start(pid, s.name);
     target = std::move(s.target);
   }
   // Destroyed outside the lock: the callable may own a handle to this very Process (a

@@ -29,11 +29,17 @@
 #include <string>
 #include <vector>
 
+#include "browser.hpp"
 #include "cli_runner.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cli_test::decode_png;
+using cli_test::find_chromium;
+using cli_test::Image;
+using cli_test::non_background_fraction;
+using cli_test::pixels_near;
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -131,133 +137,6 @@ std::string two_pool_trace() {
       x_event("submit", 2, 0, 3300, 4200,
               R"("job":2,"first":0,"items":1,"errors":0,"status":"ok")"),
   });
-}
-
-// ---------------------------------------------------------------------------------------
-// PNG, as Chromium writes its screenshots: 8-bit RGB or RGBA, not interlaced.
-
-struct Image {
-  std::uint32_t width = 0, height = 0;
-  std::size_t channels = 0;
-  std::vector<std::uint8_t> data;  // rows of width * channels bytes, unfiltered
-
-  std::array<int, 3> rgb(std::size_t x, std::size_t y) const {
-    const std::uint8_t* p = &data[(y * width + x) * channels];
-    return {p[0], p[1], p[2]};
-  }
-};
-
-std::uint32_t big_endian(const std::string& s, std::size_t at) {
-  std::uint32_t v = 0;
-  for (std::size_t i = 0; i < 4; ++i) v = v << 8 | static_cast<std::uint8_t>(s.at(at + i));
-  return v;
-}
-
-Image decode_png(const std::string& file) {
-  if (file.size() < 8 || file.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0)
-    throw std::runtime_error("not a PNG file");
-  Image img;
-  std::string idat;
-  for (std::size_t at = 8; at + 12 <= file.size();) {
-    const std::uint32_t length = big_endian(file, at);
-    const std::string type = file.substr(at + 4, 4);
-    if (at + 12 + length > file.size()) throw std::runtime_error("truncated PNG chunk");
-    const std::string body = file.substr(at + 8, length);
-    if (type == "IHDR") {
-      img.width = big_endian(body, 0);
-      img.height = big_endian(body, 4);
-      const int depth = static_cast<std::uint8_t>(body.at(8)),
-                colour = static_cast<std::uint8_t>(body.at(9));
-      if (depth != 8 || (colour != 2 && colour != 6) || body.at(12) != 0)
-        throw std::runtime_error("not an 8-bit RGB(A) non-interlaced PNG");
-      img.channels = colour == 2 ? 3 : 4;
-    } else if (type == "IDAT") {
-      idat += body;
-    } else if (type == "IEND") {
-      break;
-    }
-    at += 12 + length;
-  }
-  if (img.channels == 0) throw std::runtime_error("PNG without IHDR");
-  const std::size_t stride = img.width * img.channels;
-  std::vector<std::uint8_t> raw(img.height * (stride + 1));
-  uLongf size = raw.size();
-  if (::uncompress(raw.data(), &size, reinterpret_cast<const Bytef*>(idat.data()), idat.size()) !=
-          Z_OK ||
-      size != raw.size())
-    throw std::runtime_error("PNG image data does not inflate to the image size");
-
-  img.data.assign(img.height * stride, 0);
-  const std::size_t bpp = img.channels;
-  for (std::size_t y = 0; y < img.height; ++y) {
-    const std::uint8_t filter = raw[y * (stride + 1)];
-    const std::uint8_t* in = &raw[y * (stride + 1) + 1];
-    std::uint8_t* out = &img.data[y * stride];
-    const std::uint8_t* up = y > 0 ? &img.data[(y - 1) * stride] : nullptr;
-    for (std::size_t i = 0; i < stride; ++i) {
-      const int a = i >= bpp ? out[i - bpp] : 0;
-      const int b = up ? up[i] : 0;
-      const int c = up && i >= bpp ? up[i - bpp] : 0;
-      int predictor = 0;
-      switch (filter) {
-        case 0: predictor = 0; break;
-        case 1: predictor = a; break;
-        case 2: predictor = b; break;
-        case 3: predictor = (a + b) / 2; break;
-        case 4: {
-          const int p = a + b - c, pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
-          predictor = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-          break;
-        }
-        default: throw std::runtime_error("bad PNG filter type");
-      }
-      out[i] = static_cast<std::uint8_t>(in[i] + predictor);
-    }
-  }
-  return img;
-}
-
-bool near(const std::array<int, 3>& p, const std::array<int, 3>& q, int tolerance) {
-  for (int i = 0; i < 3; ++i)
-    if (std::abs(p[i] - q[i]) > tolerance) return false;
-  return true;
-}
-
-/// The fraction of pixels that differ from the top-left one (the page background).
-double non_background_fraction(const Image& img) {
-  const auto background = img.rgb(0, 0);
-  std::size_t n = 0;
-  for (std::size_t y = 0; y < img.height; ++y)
-    for (std::size_t x = 0; x < img.width; ++x) n += near(img.rgb(x, y), background, 8) ? 0 : 1;
-  return static_cast<double>(n) / (static_cast<double>(img.width) * img.height);
-}
-
-std::size_t pixels_near(const Image& img, const std::array<int, 3>& colour) {
-  std::size_t n = 0;
-  for (std::size_t y = 0; y < img.height; ++y)
-    for (std::size_t x = 0; x < img.width; ++x) n += near(img.rgb(x, y), colour, 10) ? 1 : 0;
-  return n;
-}
-
-/// $MPROC_CHROMIUM; else the browser CMake found (MPROC_TEST_CHROMIUM) if it is still
-/// there; else chromium-headless-shell or chromium on PATH; "" when there is none.
-std::string find_chromium() {
-  if (const char* env = std::getenv("MPROC_CHROMIUM"); env != nullptr && *env != '\0') return env;
-#if defined(MPROC_TEST_CHROMIUM)
-  if (::access(MPROC_TEST_CHROMIUM, X_OK) == 0) return MPROC_TEST_CHROMIUM;
-#endif
-  const char* path = std::getenv("PATH");
-  const std::string dirs = path != nullptr ? path : "";
-  for (const char* name : {"chromium-headless-shell", "chromium"}) {
-    for (std::size_t from = 0; from <= dirs.size();) {
-      std::size_t to = dirs.find(':', from);
-      if (to == std::string::npos) to = dirs.size();
-      const fs::path candidate = fs::path(dirs.substr(from, to - from)) / name;
-      if (to > from && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-      from = to + 1;
-    }
-  }
-  return "";
 }
 
 // ---------------------------------------------------------------------------------------
@@ -932,5 +811,129 @@ TEST_F(TraceView, RunTraceHasOneEventPerJobNamedByItsCommand) {
   EXPECT_NE(failed[0].find("exit code 3"), std::string::npos) << failed[0];
   EXPECT_EQ(count(html, "<rect class=\"task\""), 2u);
 }
+
+}  // namespace
+
+namespace {
+
+/// The text of the element that starts at `open` in `html`, up to the first `close`.
+std::string element(const std::string& html, const std::string& open, const std::string& close) {
+  const auto at = html.find(open);
+  if (at == std::string::npos) return {};
+  const auto end = html.find(close, at);
+  return html.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+/// The numbers of attribute `name` in every tag of `html` that starts with `tag`.
+std::vector<double> attributes(const std::string& html, const std::string& tag,
+                               const std::string& name) {
+  std::vector<double> out;
+  for (auto at = html.find(tag); at != std::string::npos; at = html.find(tag, at + 1)) {
+    const auto end = html.find('>', at);
+    const std::string t = html.substr(at, end - at);
+    const auto a = t.find(" " + name + "=\"");
+    if (a != std::string::npos) out.push_back(std::stod(t.substr(a + name.size() + 3)));
+  }
+  return out;
+}
+
+/// The first failed bar in `html` whose hover text holds `text`, or "".
+std::string failed_bar(const std::string& html, const std::string& text) {
+  const std::string open = "<rect class=\"task failed\"";
+  for (auto at = html.find(open); at != std::string::npos; at = html.find(open, at + 1)) {
+    const std::string bar = html.substr(at, html.find("</rect>", at) - at);
+    if (bar.find(text) != std::string::npos) return bar;
+  }
+  return {};
+}
+
+#if defined(MPROC_POOL_HELPER)
+TEST_F(TraceView, DrawsTheTracksOfATracedProgramInHeadlessChromium) {
+  // A real program traced with mproc::trace_to: a Process that exits 3, Queue traffic with
+  // a child, executor submits, a pool chunk whose worker segfaults, a Process still
+  // running, and an uncaught exception at the end.
+  const fs::path trace = dir_ / "program.json", page = dir_ / "program.html";
+  const std::string run = std::string("'") + MPROC_POOL_HELPER + "' trace '" + trace.string() +
+                          "' program >/dev/null 2>&1";
+  (void)std::system(run.c_str());  // dies of SIGABRT, having written the trace
+  const cli_test::Result r = cli_test::mproc({"trace-view", trace.string(), "-o", page.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string html = slurp(page);
+  // Each kind of track is a labelled section of its own.
+  auto section = [&](const std::string& title, const std::string& kind) {
+    const auto at = html.find("<h2>" + title + "</h2>");
+    return at == std::string::npos ? std::string::npos
+                                   : html.find("<div class=\"pool\" data-kind=\"" + kind + "\">", at);
+  };
+  const auto processes = section("Processes", "processes"), queues_at = section("Queues", "queues");
+  const auto submits = section("Executor 1: process backend, submits", "submits");
+  ASSERT_NE(processes, std::string::npos);
+  ASSERT_NE(queues_at, std::string::npos);
+  ASSERT_NE(submits, std::string::npos);
+  EXPECT_LT(processes, queues_at);  // in the order of the file's sections
+  EXPECT_NE(html.find("<div class=\"pool\" data-kind=\"pool\">"), std::string::npos);
+  // Lanes named after the Processes and the threads that used the queues.
+  EXPECT_NE(html.find(">MainProcess (pid "), std::string::npos);
+  EXPECT_NE(html.find(">Process-2 (pid "), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-processes\">3, 1 failed</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-submits\">2, 0 failed</td>"), std::string::npos);
+  EXPECT_NE(html.find("<td id=\"sum-queue-ops\">6, waited"), std::string::npos);
+  // The Process that exited 3 and the crashed chunk, with their errors, in the bars' hover
+  // text and in the failures table; the Process still running is no failure.
+  const auto fails = table_rows(html, "failures");
+  ASSERT_EQ(fails.size(), 2u);
+  const std::string crash_text = "mproc::WorkerCrashed: worker killed by signal 11 (SIGSEGV) (task 5";
+  EXPECT_NE(fails[0].find("exited with code 3"), std::string::npos) << fails[0];
+  EXPECT_NE(fails[1].find(">segfaults at 5<"), std::string::npos) << fails[1];
+  EXPECT_NE(fails[1].find(crash_text), std::string::npos) << fails[1];
+  const std::string crashed_bar = failed_bar(html, "segfaults at 5");
+  ASSERT_FALSE(crashed_bar.empty());
+  EXPECT_NE(crashed_bar.find("<title>segfaults at 5\nmap ("), std::string::npos) << crashed_bar;
+  EXPECT_NE(crashed_bar.find(crash_text), std::string::npos) << crashed_bar;
+  const double t = attributes(crashed_bar, "<rect", "data-t").at(0);
+  const double d = attributes(crashed_bar, "<rect", "data-d").at(0);
+
+  const std::string chromium = find_chromium();
+  if (chromium.empty())
+    GTEST_SKIP() << "no chromium-headless-shell or chromium on PATH and MPROC_CHROMIUM unset";
+  auto dump = [&](const std::string& fragment, int width) {
+    const fs::path dom = dir_ / "program-dom.html";
+    std::string cmd = "timeout 60 '" + chromium + "'";
+    cmd += " --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking";
+    cmd += " --disable-dev-shm-usage --virtual-time-budget=2000 --window-size=" +
+           std::to_string(width) + ",1400";
+    cmd += " --user-data-dir='" + (dir_ / "profile").string() + "' --dump-dom 'file://" +
+           fs::absolute(page).string() + fragment + "'";
+    cmd += " >'" + dom.string() + "' 2>/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+    return slurp(dom);
+  };
+  // In a window narrower than the page was written for, every chart of every section is
+  // redrawn to the window's width.
+  const std::string narrow = dump("", 900);
+  const std::vector<double> widths = attributes(narrow, "<svg class=\"gantt\"", "width");
+  ASSERT_GE(widths.size(), 5u);  // Processes, Queues, two pools, the submits
+  for (const double w : widths) {
+    EXPECT_LE(w, 900);
+    EXPECT_GE(w, 600);
+    EXPECT_EQ(w, widths[0]);
+  }
+  // The Queue operations last microseconds of a run of tens of milliseconds: drawn as
+  // per-pixel density in their section.
+  const std::string queues = element(narrow, "<div class=\"pool\" data-kind=\"queues\">", "</svg>");
+  ASSERT_FALSE(queues.empty());
+  EXPECT_NE(element(queues, "<g class=\"density\">", "</g>").find("<rect"), std::string::npos)
+      << queues;
+  // Zoomed onto the crashed chunk, its bar fills the plot, with its error still on it.
+  const std::string zoomed =
+      dump("#zoom=" + std::to_string(t) + "," + std::to_string(t + d), 1280);
+  const std::string zoomed_bar = failed_bar(zoomed, "segfaults at 5");
+  ASSERT_FALSE(zoomed_bar.empty());
+  EXPECT_NE(zoomed_bar.find(crash_text), std::string::npos);
+  EXPECT_GT(attributes(zoomed_bar, "<rect", "width").at(0), 900);
+  // At the full view the bar is under a few pixels wide.
+  EXPECT_LT(attributes(failed_bar(narrow, "segfaults at 5"), "<rect", "width").at(0), 100);
+}
+#endif
 
 }  // namespace

@@ -116,7 +116,7 @@ TEST(Error, WorkerCrashedSplitsSignalFromExitCode) {
   EXPECT_EQ(killed.exit_code(), 0);
   EXPECT_EQ(killed.task_index(), 4u);
   EXPECT_EQ(killed.pid(), 100);
-  EXPECT_STREQ(killed.what(), "worker killed by signal 9 (task 4, worker pid 100)");
+  EXPECT_STREQ(killed.what(), "worker killed by signal 9 (SIGKILL) (task 4, worker pid 100)");
 
   const mproc::WorkerCrashed exited(3, std::nullopt, 101);
   EXPECT_EQ(exited.signal(), 0);

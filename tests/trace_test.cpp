@@ -4,11 +4,13 @@
 // failures (an exception, a SIGKILL, a timeout) appear as what they were. Python's json
 // module checks that the file is valid JSON.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -25,13 +27,21 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <mproc/bind.hpp>
 #include <mproc/executor.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
+#include <mproc/process.hpp>
+#include <mproc/queue.hpp>
 #include <mproc/serialize.hpp>
+#include <mproc/trace.hpp>
 
 // Outside the anonymous namespace, so that -rdynamic exports it and dladdr names it.
 int trace_test_triple(int x) { return 3 * x; }
+int trace_test_needs_one(int x) {
+  if (x != 1) throw std::invalid_argument("not one");
+  return x;
+}
 
 namespace {
 
@@ -48,7 +58,9 @@ std::uint64_t now_ns() {
 
 /// One "X" event of a trace file, as the library writes it (one event per line).
 struct Event {
-  std::string name, status, label, function, error;
+  std::string name, cat, status, label, function, error, queue;
+  std::int64_t exitcode = -1000, parent_pid = -1, process_pid = -1, bytes = -1;
+  double blocked_us = -1;
   std::int64_t pid = 0, tid = 0, job = 0, first = 0, items = 0, errors = 0;
   std::int64_t bytes_in = -1, bytes_out = -1, failed_index = -1, worker_pid = -1;
   double ts = 0, dur = 0;
@@ -57,6 +69,8 @@ struct Event {
 struct Trace {
   std::vector<Event> events;
   std::vector<std::string> pool_names;
+  std::map<std::int64_t, std::string> process_names;                          // by pid
+  std::map<std::pair<std::int64_t, std::int64_t>, std::string> thread_names;  // by pid, tid
   std::uint64_t origin_ns = 0;
   std::string text;
 };
@@ -84,13 +98,26 @@ Trace read_trace(const fs::path& path) {
   t.text = all.str();
   std::istringstream lines(t.text);
   for (std::string line; std::getline(lines, line);) {
-    if (line.starts_with("{\"ph\":\"M\",\"name\":\"process_name\""))
+    if (line.starts_with("{\"ph\":\"M\",\"name\":\"process_name\"")) {
       t.pool_names.push_back(field(line.substr(line.find("\"args\"")), "name"));
+      t.process_names[number(line, "pid")] = t.pool_names.back();
+    }
+    if (line.starts_with("{\"ph\":\"M\",\"name\":\"thread_name\""))
+      t.thread_names[{number(line, "pid"), number(line, "tid")}] =
+          field(line.substr(line.find("\"args\"")), "name");
     if (line.starts_with("\"otherData\""))
       t.origin_ns = std::stoull(field(line, "origin_ns"));
     if (!line.starts_with("{\"ph\":\"X\"")) continue;
     Event e;
     e.name = field(line, "name");
+    e.cat = field(line, "cat");
+    const std::string args = line.substr(line.find("\"args\""));
+    e.queue = field(args, "queue");
+    e.exitcode = number(args, "exitcode", -1000);
+    e.parent_pid = number(args, "parent_pid", -1);
+    e.process_pid = number(args, "process_pid", -1);
+    e.bytes = number(args, "bytes", -1);
+    if (const std::string b = field(args, "blocked_us"); !b.empty()) e.blocked_us = std::stod(b);
     e.status = field(line, "status");
     e.label = field(line, "label");
     e.function = field(line, "function");
@@ -247,10 +274,16 @@ TEST_F(TraceTest, FailuresAppearAsWhatTheyWere) {
   ASSERT_EQ(by_job.size(), 10u);
   EXPECT_EQ(by_job[4].status, "error");
   EXPECT_EQ(by_job[4].errors, 1);
+  EXPECT_EQ(by_job[4].error, "std::runtime_error: three");
   EXPECT_EQ(by_job[6].status, "crashed");
   EXPECT_EQ(by_job[6].failed_index, 0);
+  // A chunk whose worker died says how, as the item's WorkerCrashed does.
+  EXPECT_EQ(by_job[6].error, "mproc::WorkerCrashed: worker killed by signal 9 (SIGKILL) (task 0, worker pid " +
+                                 std::to_string(by_job[6].worker_pid) + ")");
   EXPECT_EQ(by_job[8].status, "timeout");
   EXPECT_GE(by_job[8].dur, 0.9e6);  // it ran for the timeout, 1 s
+  EXPECT_EQ(by_job[8].error, "mproc::TaskTimeout: task ran past its timeout of 1000ms (task 0, worker pid " +
+                                 std::to_string(by_job[8].worker_pid) + ")");
   for (std::int64_t job : {1, 2, 3, 5, 7, 9, 10}) EXPECT_EQ(by_job[job].status, "ok") << job;
 }
 
@@ -518,15 +551,18 @@ TEST_F(TraceTest, PoolsNamingOneFileShareItsTimeline) {
   }
   const Trace t = read_trace(file);
   EXPECT_TRUE(valid_json(file));
-  ASSERT_EQ(t.pool_names.size(), 2u);
+  ASSERT_EQ(t.pool_names.size(), 3u);
   EXPECT_EQ(t.pool_names[1], "Pool 2: process backend, 1 worker");
-  std::int64_t items1 = 0, events2 = 0;
+  EXPECT_EQ(t.pool_names[2], "Executor 1: process backend, submits");
+  std::int64_t items1 = 0, events2 = 0, submits = 0;
   for (const Event& e : t.events) {
     if (e.pid == 1) items1 += e.items;
     if (e.pid == 2) ++events2;
+    if (e.pid == 3 && e.name == "submit" && e.status == "ok") ++submits;
   }
   EXPECT_EQ(items1, 100);
   EXPECT_EQ(events2, 1);
+  EXPECT_EQ(submits, 1);
 }
 
 TEST_F(TraceTest, ADeletedFileStartsANewTimeline) {
@@ -582,6 +618,334 @@ TEST_F(TraceTest, AnUnwritableFileIsRefusedAtConstruction) {
     }
   }
   EXPECT_FALSE(fs::exists(dir_ / "no"));
+}
+
+// ---- mproc::trace_to: Processes, Queues and executor submits -------------------------
+
+/// Runs `body` in a forked child, which then writes its timeline and exits (0, or 1 if
+/// `body` threw); returns the wait status. trace_to() lasts as long as the program, so
+/// each test that calls it does so in a process of its own.
+template <class F>
+int in_child(F body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 0;
+    try {
+      body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 1;
+    }
+    mproc::trace_flush();
+    ::_exit(code);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+void exit_3() { std::exit(3); }
+void sleep_long() { std::this_thread::sleep_for(60s); }
+// Puts 0..4 into `q`, then waits for one value in `back` and puts it into `q`.
+void produce(mproc::Queue<int> q, mproc::Queue<int> back) {
+  for (int i = 0; i < 5; ++i) q.put(i);
+  q.put(100 + back.get());
+}
+
+// A pool task that puts into a queue; returns its worker's pid.
+int put_from_worker(mproc::Queue<int> q, int x) {
+  q.put(x);
+  return static_cast<int>(::getpid());
+}
+
+/// The pid of the section named `name`, or -1.
+std::int64_t section(const Trace& t, const std::string& name) {
+  for (const auto& [pid, n] : t.process_names)
+    if (n == name) return pid;
+  return -1;
+}
+
+TEST_F(TraceTest, TraceToRecordsProcessesQueuesAndSubmitsOnTheirOwnTracks) {
+  const fs::path file = dir_ / "program.json";
+  const fs::path pids = dir_ / "pids.txt";
+  const std::uint64_t t0 = now_ns();
+  const int status = in_child([&] {
+    mproc::trace_to(file.string());
+    if (mproc::trace_path() != file.string()) throw std::runtime_error("trace_path");
+    mproc::trace_to(file.string());  // again: nothing changes
+    mproc::Process three(exit_3);
+    three.set_name("exits-3");
+    three.start();
+    three.join();
+    mproc::Process killed(sleep_long);
+    killed.set_name("killed");
+    killed.start();
+    killed.kill();
+    killed.join();
+    mproc::Queue<int> q, back;
+    mproc::Process producer(produce, q, back);
+    producer.set_name("producer");
+    producer.start();
+    int sum = 0;
+    for (int i = 0; i < 5; ++i) sum += q.get();
+    // The producer waits in back.get() meanwhile: that get is blocked this long at least.
+    std::this_thread::sleep_for(100ms);
+    back.put(7);
+    sum += q.get();
+    producer.join();
+    if (sum != 10 + 107) throw std::runtime_error("wrong sum " + std::to_string(sum));
+    std::set<int> workers;
+    {
+      // Pool workers record too (the pool traces to the same file: Pool 1).
+      mproc::Pool pool({.workers = 2, .chunksize = 1});
+      for (int w : pool.map(mproc::bind(put_from_worker, q), mproc::range(10))) workers.insert(w);
+      int got = 0;
+      for (int i = 0; i < 10; ++i) got += q.get();
+      if (got != 45) throw std::runtime_error("wrong pool sum");
+    }
+    {
+      mproc::ProcessPoolExecutor ex(2);
+      if (ex.submit(trace_test_triple, 4).get() != 12) throw std::runtime_error("triple");
+      auto bad = ex.submit(trace_test_needs_one, 2);
+      if (bad.exception() == nullptr) throw std::runtime_error("no error");
+    }
+    mproc::ThreadPoolExecutor threads(2);
+    std::vector<mproc::Future<int>> fs;
+    for (int i = 0; i < 4; ++i) fs.push_back(threads.submit(trace_test_triple, i));
+    for (auto& f : fs) f.get();
+    threads.shutdown();
+    std::ofstream out(pids);
+    out << ::getpid() << ' ' << three.pid() << ' ' << killed.pid() << ' ' << producer.pid();
+    for (int w : workers) out << ' ' << w;
+  });
+  const std::uint64_t t1 = now_ns();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::int64_t main_pid = 0, three_pid = 0, killed_pid = 0, producer_pid = 0;
+  std::set<std::int64_t> worker_pids;
+  {
+    std::ifstream in(pids);
+    in >> main_pid >> three_pid >> killed_pid >> producer_pid;
+    for (std::int64_t w; in >> w;) worker_pids.insert(w);
+  }
+  ASSERT_GT(producer_pid, 0);
+  ASSERT_FALSE(worker_pids.empty());
+  EXPECT_TRUE(valid_json(file));
+  EXPECT_EQ(trace_format_breach(file), "");
+  const Trace t = read_trace(file);
+  const std::int64_t processes = section(t, "Processes"), queues = section(t, "Queues");
+  const std::int64_t process_submits = section(t, "Executor 1: process backend, submits");
+  const std::int64_t thread_submits = section(t, "Executor 2: thread backend, submits");
+  ASSERT_GT(processes, 0);
+  ASSERT_GT(queues, 0);
+  ASSERT_GT(process_submits, 0);
+  ASSERT_GT(thread_submits, 0);
+  // The pools, the executors' too, are sections of their own, numbered as pools.
+  EXPECT_GT(section(t, "Pool 1: process backend, 2 workers"), 0);
+  EXPECT_GT(section(t, "Pool 2: process backend, 2 workers"), 0);
+  EXPECT_GT(section(t, "Pool 3: thread backend, 2 workers"), 0);
+
+  // One track per Process, named after it, with how it ended.
+  std::map<std::int64_t, Event> by_process;
+  for (const Event& e : t.events)
+    if (e.pid == processes) {
+      EXPECT_EQ(e.cat, "process");
+      EXPECT_TRUE(by_process.emplace(e.tid, e).second) << "process " << e.tid << " twice";
+    }
+  ASSERT_EQ(by_process.size(), 3u);
+  const Event& three = by_process[three_pid];
+  EXPECT_EQ(three.name, "process");
+  EXPECT_EQ(three.label, "exits-3");
+  EXPECT_EQ(three.status, "error");
+  EXPECT_EQ(three.exitcode, 3);
+  EXPECT_EQ(three.error, "exited with code 3");
+  EXPECT_EQ(three.parent_pid, main_pid);
+  EXPECT_EQ(t.thread_names.at({processes, three_pid}), "exits-3 (pid " + std::to_string(three_pid) + ")");
+  const Event& killed = by_process[killed_pid];
+  EXPECT_EQ(killed.status, "crashed");
+  EXPECT_EQ(killed.exitcode, -9);
+  EXPECT_EQ(killed.error, "killed by signal 9 (SIGKILL)");
+  EXPECT_LT(killed.dur, 30e6);  // killed, not slept out
+  EXPECT_EQ(by_process[producer_pid].status, "ok");
+  EXPECT_EQ(by_process[producer_pid].exitcode, 0);
+  EXPECT_EQ(by_process[producer_pid].error, "");
+  // The producer ran while the queue traffic happened: its span holds its puts.
+  const Event& producer = by_process[producer_pid];
+
+  // Queue operations on the track of the thread that made them, in the child or here.
+  std::map<std::pair<std::int64_t, std::string>, std::vector<Event>> ops;  // (process, op)
+  std::set<std::string> queue_names;
+  for (const Event& e : t.events)
+    if (e.pid == queues) {
+      EXPECT_EQ(e.cat, "queue");
+      EXPECT_EQ(e.status, "ok");
+      EXPECT_EQ(e.tid, e.process_pid);  // single-threaded processes: the thread is the process
+      ops[{e.process_pid, e.name}].push_back(e);
+      queue_names.insert(e.queue);
+    }
+  const auto& child_puts = ops[{producer_pid, "put"}];
+  const auto& child_gets = ops[{producer_pid, "get"}];
+  const auto& main_gets = ops[{main_pid, "get"}];
+  const auto& main_puts = ops[{main_pid, "put"}];
+  ASSERT_EQ(child_puts.size(), 6u);
+  ASSERT_EQ(child_gets.size(), 1u);
+  ASSERT_EQ(main_gets.size(), 6u + 10u);
+  ASSERT_EQ(main_puts.size(), 1u);
+  // The pool workers' puts, each on the track of the worker that made it.
+  std::size_t worker_puts = 0;
+  for (const std::int64_t w : worker_pids) {
+    for (const Event& e : ops[{w, "put"}]) {
+      ++worker_puts;
+      EXPECT_EQ(e.queue, child_puts[0].queue);
+    }
+    EXPECT_THAT(t.thread_names.at({queues, w}), ::testing::StartsWith("PoolWorker-"));
+    EXPECT_THAT(t.thread_names.at({queues, w}), HasSubstr("(pid " + std::to_string(w) + ")"));
+  }
+  EXPECT_EQ(worker_puts, 10u);
+  EXPECT_EQ(queue_names.size(), 2u);  // q and back
+  const std::string q_name = child_puts[0].queue, back_name = child_gets[0].queue;
+  EXPECT_NE(q_name, back_name);
+  EXPECT_THAT(q_name, ::testing::StartsWith("Queue " + std::to_string(main_pid) + "."));
+  for (const Event& e : child_puts) {
+    EXPECT_EQ(e.queue, q_name);
+    EXPECT_EQ(e.bytes, static_cast<std::int64_t>(mproc::dumps(0).size()));
+    EXPECT_EQ(e.label, "put " + q_name);
+    EXPECT_GE(e.ts, producer.ts - 1);
+    EXPECT_LE(e.ts + e.dur, producer.ts + producer.dur + 1);
+  }
+  for (const Event& e : main_gets) EXPECT_EQ(e.queue, q_name);
+  EXPECT_EQ(main_puts[0].queue, back_name);
+  // The producer's get waited for the parent's 100 ms sleep, and says so.
+  EXPECT_GE(child_gets[0].blocked_us, 50e3);
+  EXPECT_GE(child_gets[0].dur, child_gets[0].blocked_us);
+  EXPECT_EQ(t.thread_names.at({queues, producer_pid}),
+            "producer (pid " + std::to_string(producer_pid) + ")");
+  EXPECT_EQ(t.thread_names.at({queues, main_pid}), "MainProcess (pid " + std::to_string(main_pid) + ")");
+
+  // Submits: from submit() to the future's end, labelled by the function.
+  std::vector<Event> psubmits, tsubmits;
+  for (const Event& e : t.events) {
+    if (e.pid == process_submits) psubmits.push_back(e);
+    if (e.pid == thread_submits) tsubmits.push_back(e);
+  }
+  ASSERT_EQ(psubmits.size(), 2u);
+  std::sort(psubmits.begin(), psubmits.end(), [](const Event& a, const Event& b) { return a.job < b.job; });
+  EXPECT_EQ(psubmits[0].name, "submit");
+  EXPECT_EQ(psubmits[0].cat, "submit");
+  EXPECT_EQ(psubmits[0].status, "ok");
+  EXPECT_EQ(psubmits[0].label, "trace_test_triple(int)");
+  EXPECT_EQ(psubmits[1].status, "error");
+  EXPECT_EQ(psubmits[1].function, "trace_test_needs_one(int)");
+  EXPECT_EQ(psubmits[1].error, "std::invalid_argument: not one");
+  ASSERT_EQ(tsubmits.size(), 4u);
+  for (const Event& e : tsubmits) {
+    EXPECT_EQ(e.status, "ok");
+    EXPECT_EQ(e.function, "trace_test_triple(int)");
+    EXPECT_TRUE(t.thread_names.contains({thread_submits, e.tid}));
+  }
+  // Every track's events follow one another (submits in flight take different lanes).
+  expect_sane_times(t, t0, t1);
+}
+
+void segfault_at_17(int i) {
+  if (i == 17) {
+    // A real invalid access: a page the process may not touch.
+    void* page = ::mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<volatile int*>(page) = 1;
+  }
+}
+
+TEST_F(TraceTest, AChunkWhoseWorkerSegfaultsCarriesItsError) {
+  const fs::path file = dir_ / "segv.json";
+  {
+    mproc::Pool pool({.workers = 2, .chunksize = 5, .trace = file.string()});
+    try {
+      pool.map(segfault_at_17, mproc::range(40));
+      ADD_FAILURE() << "no error";
+    } catch (const mproc::WorkerCrashed& e) {
+      ASSERT_TRUE(e.task_index().has_value());
+      EXPECT_EQ(*e.task_index(), 17u);
+    }
+  }
+  EXPECT_EQ(trace_format_breach(file), "");
+  const Trace t = read_trace(file);
+  std::vector<Event> crashed;
+  for (const Event& e : t.events)
+    if (e.status != "ok") crashed.push_back(e);
+  ASSERT_EQ(crashed.size(), 1u);
+  EXPECT_EQ(crashed[0].status, "crashed");
+  EXPECT_EQ(crashed[0].first, 17);
+  EXPECT_EQ(crashed[0].failed_index, 17);
+  EXPECT_EQ(crashed[0].error, "mproc::WorkerCrashed: worker killed by signal 11 (SIGSEGV) (task 17, worker pid " +
+                                  std::to_string(crashed[0].worker_pid) + ")");
+}
+
+TEST_F(TraceTest, AProgramDyingOfAnUncaughtExceptionKeepsItsProcessAndQueueEvents) {
+  const fs::path file = dir_ / "dies.json";
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(MPROC_POOL_HELPER, MPROC_POOL_HELPER, "trace", file.c_str(), "program", nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string said;
+  char c;
+  while (::read(out[0], &c, 1) == 1) said += c;
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << status << " " << said;
+  EXPECT_EQ(WTERMSIG(status), SIGABRT);
+  std::int64_t three = 0, producer = 0, sleeper = 0;
+  ASSERT_EQ(std::sscanf(said.c_str(), "pids %ld %ld %ld", &three, &producer, &sleeper), 3) << said;
+  EXPECT_TRUE(valid_json(file));
+  EXPECT_EQ(trace_format_breach(file), "");
+  const Trace t = read_trace(file);
+  const std::int64_t processes = section(t, "Processes"), queues = section(t, "Queues");
+  std::map<std::int64_t, Event> by_process;
+  int child_puts = 0, parent_gets = 0;
+  for (const Event& e : t.events) {
+    if (e.pid == processes) by_process[e.tid] = e;
+    if (e.pid == queues && e.name == "put" && e.process_pid == producer) ++child_puts;
+    if (e.pid == queues && e.name == "get" && e.process_pid == static_cast<std::int64_t>(pid)) ++parent_gets;
+  }
+  ASSERT_EQ(by_process.size(), 3u);
+  EXPECT_EQ(by_process[three].exitcode, 3);
+  EXPECT_EQ(by_process[producer].status, "ok");
+  // Still running when the program died: written as such, up to the moment of the write.
+  EXPECT_EQ(by_process[sleeper].status, "running");
+  EXPECT_EQ(by_process[sleeper].exitcode, -1000);
+  EXPECT_EQ(child_puts, 3);
+  EXPECT_EQ(parent_gets, 3);
+}
+
+TEST_F(TraceTest, TraceToRefusesASecondFileAndAnUnwritableOne) {
+  const int status = in_child([&] {
+    try {
+      mproc::trace_to((dir_ / "no" / "such" / "t.json").string());
+      std::_Exit(10);
+    } catch (const std::invalid_argument& e) {
+      if (std::string(e.what()).find("mproc::trace_to: cannot write the trace file") == std::string::npos)
+        std::_Exit(11);
+    }
+    if (!mproc::trace_path().empty()) std::_Exit(12);
+    mproc::trace_to((dir_ / "first.json").string());
+    try {
+      mproc::trace_to((dir_ / "second.json").string());
+      std::_Exit(13);
+    } catch (const std::logic_error& e) {
+      if (std::string(e.what()).find("already traces to") == std::string::npos) std::_Exit(14);
+    }
+  });
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(fs::exists(dir_ / "first.json"));
+  EXPECT_FALSE(fs::exists(dir_ / "second.json"));
+  EXPECT_EQ(trace_format_breach(dir_ / "first.json"), "");
 }
 
 }  // namespace

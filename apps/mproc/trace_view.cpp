@@ -7,7 +7,9 @@
 // The input is read liberally: the Object Format ({"traceEvents": [...]}) or a bare array
 // of events; complete ("X") events, and begin/end ("B"/"E") pairs on one (pid, tid),
 // become spans; process_name and thread_name metadata ("M") label pools and lanes; other
-// phases and unknown fields are ignored. A span whose times are unusable is skipped and
+// phases and unknown fields are ignored. The "cat" of mproc's events sorts a section
+// into a pool's chunks, the Processes, the Queues or an executor's submits (trace_to),
+// each drawn alike and described by what it holds. A span whose times are unusable is skipped and
 // counted. Everything taken from the file is HTML-escaped. The JSON itself is read
 // strictly, by nlohmann's SAX parser (RFC 8259): a string that is not UTF-8 (a byte, or a
 // lone surrogate escape) or a number beyond a double is an error, at its byte offset.
@@ -41,6 +43,7 @@
 
 #include "commands.hpp"
 #include "compute.hpp"
+#include "html.hpp"
 
 namespace mproc::cli {
 namespace {
@@ -71,16 +74,17 @@ constexpr double plot_width = page_width - plot_left - 20;
 constexpr const char* failed_fill = "#d62728";
 constexpr const char* failed_stroke = "#67000d";
 
-/// Method colours: the Pool methods first, each with a fixed one so that a method looks the
-/// same in every page; other names take the rest in order of first appearance. No red: red
-/// means failed.
+/// Method colours: the Pool methods (and the events of trace_to) first, each with a fixed
+/// one so that a method looks the same in every page; other names take the rest in order
+/// of first appearance. No red: red means failed.
 constexpr const char* palette[] = {"#4e79a7", "#f28e2b", "#edc948", "#59a14f", "#76b7b2",
                                    "#b07aa1", "#9c755f", "#86bcb6", "#8cd17d", "#bab0ac",
                                    "#ff9da7", "#17becf", "#bcbd22", "#8c564b", "#aec7e8",
                                    "#c5b0d5", "#f1ce63", "#499894"};
 constexpr std::string_view pool_methods[] = {
     "map",        "imap",    "imap_unordered", "apply",       "submit",
-    "map_reduce", "starmap", "map_async",      "apply_async", "task"};
+    "map_reduce", "starmap", "map_async",      "apply_async", "task",
+    "process",    "put",     "get"};
 constexpr std::size_t palette_size = std::size(palette);
 
 constexpr std::int64_t absent = std::numeric_limits<std::int64_t>::min();
@@ -114,21 +118,37 @@ class Names {
 
 constexpr std::uint32_t no_text = std::numeric_limits<std::uint32_t>::max();
 
+/// What an event is, by its "cat": a pool's chunk (or anything else), a Process's life, a
+/// Queue operation or an executor submit.
+enum class Kind : std::uint8_t { chunk, process, queue, submit };
+
+Kind kind_of(const std::string* cat) {
+  if (cat == nullptr) return Kind::chunk;
+  if (*cat == "process") return Kind::process;
+  if (*cat == "queue") return Kind::queue;
+  if (*cat == "submit") return Kind::submit;
+  return Kind::chunk;
+}
+
 /// One task or chunk: an "X" event or a "B"/"E" pair. Integer fields are `absent` when
 /// the event does not have them.
 struct Span {
   double ts = 0;  // microseconds, as in the file
   double dur = 0;
   std::uint32_t name = 0;    // in Trace::names
-  std::uint32_t status = 0;  // in Trace::statuses; 0 is "ok"
+  std::uint32_t status = 0;  // in Trace::statuses; 0 is "ok", 1 "running"
   std::uint32_t lane = 0;    // in Trace::lanes
   std::int64_t first = absent, items = absent, bytes_in = absent, bytes_out = absent;
   std::int64_t errors = absent, failed_index = absent;
   // In Trace::texts; no_text when the event has none.
   std::uint32_t label = no_text, function = no_text, error = no_text;
+  std::uint32_t detail = no_text;  // a Queue operation's or a Process's facts
+  Kind kind = Kind::chunk;
+  double blocked = 0;  // a Queue operation's wait, microseconds
 
   double end() const { return ts + dur; }
-  bool failed() const { return status != 0; }
+  /// Neither ok nor still running (a Process alive when the trace was written).
+  bool failed() const { return status > 1; }
 };
 
 /// A Chrome (pid, tid): one worker of one pool.
@@ -143,6 +163,7 @@ struct Lane {
 struct Pool {
   std::string pid;
   std::string label;
+  Kind kind = Kind::chunk;  // of all its spans (chunk when they differ)
   std::vector<std::uint32_t> lanes;  // by tid
   std::size_t spans = 0;
   double t0 = 0, t1 = 0;  // first start, last end
@@ -225,10 +246,15 @@ std::optional<double> time_field(const json& event, std::string_view key) {
   return d;
 }
 
+std::string duration_text(double us);
+
 /// Collects spans and labels event by event, then orders them into a Trace.
 class TraceBuilder {
  public:
-  explicit TraceBuilder(std::string path) : path_(std::move(path)) { trace_.statuses.id("ok"); }
+  explicit TraceBuilder(std::string path) : path_(std::move(path)) {
+    trace_.statuses.id("ok");
+    trace_.statuses.id("running");
+  }
 
   /// Takes one event, which must be an object.
   void add(const json& event);
@@ -296,6 +322,7 @@ void TraceBuilder::add(const json& event) {
       return;
     }
     add_span(name != nullptr ? *name : unnamed, *ts, *dur, l, args, nullptr);
+    trace_.spans.back().kind = kind_of(string_of(member(event, "cat")));
   } else if (*ph == "B") {
     if (!ts) {
       ++trace_.skipped;
@@ -345,6 +372,18 @@ void TraceBuilder::add_span(const std::string& name, double ts, double dur, std:
   s.label = text("label");
   s.function = text("function");
   s.error = text("error");
+  if (const std::string* queue = string_of(field("queue"))) {
+    const std::int64_t bytes = to_int(field("bytes"));
+    const json* blocked = field("blocked_us");
+    if (blocked != nullptr && blocked->is_number()) s.blocked = std::max(0.0, blocked->get<double>());
+    s.detail = trace_.texts.id(fmt::format("{}{}, waited {}", *queue,
+                                           bytes != absent ? fmt::format(", {} bytes", bytes) : "",
+                                           duration_text(s.blocked)));
+  } else if (const std::int64_t pid = to_int(field("pid")); pid != absent) {
+    const std::int64_t code = to_int(field("exitcode"));
+    s.detail = trace_.texts.id(fmt::format("pid {}{}", pid,
+                                           code != absent ? fmt::format(", exit code {}", code) : ""));
+  }
   if (const std::string* status = string_of(field("status")))
     s.status = trace_.statuses.id(*status);
   else if (s.errors > 0)
@@ -409,6 +448,10 @@ Trace TraceBuilder::finish() {
       pool.lanes.push_back(new_id);
       t.lanes.push_back(std::move(lane));
     }
+    pool.kind = t.spans[t.lanes[pool.lanes.front()].spans.front()].kind;
+    for (const std::uint32_t l : pool.lanes)
+      for (const std::uint32_t si : t.lanes[l].spans)
+        if (t.spans[si].kind != pool.kind) pool.kind = Kind::chunk;
     t.t0 = std::min(t.t0, pool.t0);
     t.t1 = std::max(t.t1, pool.t1);
     t.pools.push_back(std::move(pool));
@@ -761,18 +804,6 @@ Trace read_trace(const std::string& path, std::uint64_t max_bytes) {
   return builder.finish();
 }
 
-void write_file(const std::string& path, std::string_view text) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr)
-    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
-  int error = std::fwrite(text.data(), 1, text.size(), f) == text.size() ? 0 : errno;
-  if (std::fclose(f) != 0 && error == 0) error = errno;
-  if (error != 0) {
-    std::remove(path.c_str());
-    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(error)));
-  }
-}
-
 /// FILE with its extension replaced by .html (FILE.html when it already is one).
 std::string default_output(const std::string& input) {
   fs::path p(input);
@@ -783,22 +814,6 @@ std::string default_output(const std::string& input) {
 
 // ---------------------------------------------------------------------------------------
 // Text
-
-std::string escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 /// At most `max` code points of the UTF-8 text `s`, with "…" when shortened.
 std::string shorten(const std::string& s, std::size_t max) {
@@ -943,6 +958,7 @@ std::string Page::tooltip(const Span& s) const {
   text += fmt::format("{} ({}, {})", t_.names[s.name], t_.pools[lane.pool].label, lane.label);
   if (s.function != no_text && s.function != s.label)
     text += fmt::format("\nfunction {}", t_.texts[s.function]);
+  if (s.detail != no_text) text += "\n" + t_.texts[s.detail];
   if (const std::string items = items_text(s); !items.empty())
     text += fmt::format("\nitems {}", items);
   text += fmt::format("\nstart {}, duration {}", duration_text(s.ts - t_.t0), duration_text(s.dur));
@@ -954,7 +970,7 @@ std::string Page::tooltip(const Span& s) const {
   if (s.errors > 0) text += fmt::format(", {} raised", s.errors);
   if (s.failed_index != absent) text += fmt::format(", failed at item {}", s.failed_index);
   if (s.error != no_text) text += fmt::format("\n{}", t_.texts[s.error]);
-  return escape(text);
+  return html_escape(text);
 }
 
 void Page::axis(double top, double bottom, bool labels) {
@@ -1007,19 +1023,39 @@ void Page::header() {
     if (s.errors > 0) add(raised, s.errors);
   }
   double busy = 0, capacity = 0;
+  std::size_t pools = 0;
   for (std::size_t p = 0; p < t_.pools.size(); ++p) {
+    if (t_.pools[p].kind != Kind::chunk) continue;
+    ++pools;
     busy += utilisation_[p].busy;
     capacity += capacity_[p];
   }
-  put("<h1>Trace timeline: {}</h1>\n<table class=\"summary\">\n", escape(file_name_));
+  std::size_t of_kind[4] = {};
+  std::size_t failed_of_kind[4] = {};
+  double waited = 0;
+  for (const Span& s : t_.spans) {
+    ++of_kind[static_cast<int>(s.kind)];
+    failed_of_kind[static_cast<int>(s.kind)] += s.failed() ? 1 : 0;
+    waited += s.blocked;
+  }
+  put("<h1>Trace timeline: {}</h1>\n<table class=\"summary\">\n", html_escape(file_name_));
   auto row = [&](std::string_view key, const std::string& value, std::string_view id) {
     put("<tr><th>{}</th><td id=\"{}\">{}</td></tr>\n", key, id, value);
   };
-  row("File", escape(file_name_), "sum-file");
-  if (!t_.producer.empty()) row("Producer", escape(t_.producer), "sum-producer");
-  row("Tasks (chunks)", fmt::format("{}", t_.spans.size()), "sum-tasks");
+  row("File", html_escape(file_name_), "sum-file");
+  if (!t_.producer.empty()) row("Producer", html_escape(t_.producer), "sum-producer");
+  row("Tasks (chunks)", fmt::format("{}", of_kind[0]), "sum-tasks");
   row("Time span", duration_text(t_.t1 - t_.t0), "sum-span");
-  row("Pools", fmt::format("{}", t_.pools.size()), "sum-pools");
+  row("Pools", fmt::format("{}", pools), "sum-pools");
+  if (of_kind[1] > 0)
+    row("Processes",
+        fmt::format("{}, {} failed", of_kind[1], failed_of_kind[1]), "sum-processes");
+  if (of_kind[2] > 0)
+    row("Queue operations", fmt::format("{}, waited {} in all", of_kind[2], duration_text(waited)),
+        "sum-queue-ops");
+  if (of_kind[3] > 0)
+    row("Executor submits", fmt::format("{}, {} failed", of_kind[3], failed_of_kind[3]),
+        "sum-submits");
   row("Worker lanes", fmt::format("{}", t_.lanes.size()), "sum-lanes");
   row("Items", have_items ? fmt::format("{}", items) : std::string("-"), "sum-items");
   row("Failures",
@@ -1027,7 +1063,7 @@ void Page::header() {
           "{} failed task{}{}", failed, failed == 1 ? "" : "s",
           raised > 0 ? fmt::format(" ({} item{} raised)", raised, raised == 1 ? "" : "s") : ""),
       "sum-failures");
-  row("Utilisation",
+  if (pools > 0) row("Utilisation",
       fmt::format("{} <span class=\"dim\">(busy lane time / lanes &times; each pool&#39;s "
                   "active span)</span>",
                   percent(capacity > 0 ? busy / capacity : 0)),
@@ -1059,7 +1095,7 @@ void Page::legend() {
   for (std::uint32_t i = 0; i < shown; ++i)
     put("<span class=\"item\"><span class=\"sw\" style=\"background:{}\"></span>{} "
         "<span class=\"dim\">({} &times;, {})</span></span>",
-        palette[colours_[i]], escape(t_.names[i]), count[i], duration_text(time[i]));
+        palette[colours_[i]], html_escape(t_.names[i]), count[i], duration_text(time[i]));
   if (failed > 0)
     put("<span class=\"item\"><span class=\"sw\" style=\"background:{};outline:1px solid "
         "{}\"></span>failed <span class=\"dim\">({})</span></span>",
@@ -1071,21 +1107,52 @@ void Page::legend() {
 
 void Page::pool_section(const Pool& pool) {
   const std::size_t p = static_cast<std::size_t>(&pool - t_.pools.data());
-  put("<h2>{}</h2>\n", escape(pool.label));
-  put("<p>{} task{} on {} lane{}, from {} to {}. Utilisation: <b class=\"util\" "
-      "id=\"util-{}\">{}</b></p>\n",
-      pool.spans, pool.spans == 1 ? "" : "s", pool.lanes.size(), pool.lanes.size() == 1 ? "" : "s",
-      duration_text(pool.t0 - t_.t0), duration_text(pool.t1 - t_.t0), p + 1,
-      percent(capacity_[p] > 0 ? utilisation_[p].busy / capacity_[p] : 0));
+  static constexpr const char* kinds[] = {"pool", "processes", "queues", "submits"};
+  put("<h2>{}</h2>\n", html_escape(pool.label));
+  const std::string when =
+      fmt::format("from {} to {}", duration_text(pool.t0 - t_.t0), duration_text(pool.t1 - t_.t0));
+  std::size_t failed = 0;
+  double waited = 0;
+  for (const std::uint32_t l : pool.lanes)
+    for (const std::uint32_t si : t_.lanes[l].spans) {
+      failed += t_.spans[si].failed() ? 1 : 0;
+      waited += t_.spans[si].blocked;
+    }
+  switch (pool.kind) {
+    case Kind::process:
+      put("<p class=\"about\">{}, one track each from its start to its exit, {}; {} failed "
+          "(a non-zero exit code or a signal).</p>\n",
+          pool.spans == 1 ? std::string("1 process") : fmt::format("{} processes", pool.spans),
+          when, failed);
+      break;
+    case Kind::queue:
+      put("<p class=\"about\">{} on {} (one per thread that called put or get, in any "
+          "process), {}; waited {} in all.</p>\n",
+          counted(pool.spans, "Queue operation"), counted(pool.lanes.size(), "track"), when,
+          duration_text(waited));
+      break;
+    case Kind::submit:
+      put("<p class=\"about\">{}, each from its submit() to its result, on {} (a lane per "
+          "submit in flight), {}; {} failed.</p>\n",
+          counted(pool.spans, "submit"), counted(pool.lanes.size(), "lane"), when, failed);
+      break;
+    case Kind::chunk:
+      put("<p>{} task{} on {} lane{}, {}. Utilisation: <b class=\"util\" "
+          "id=\"util-{}\">{}</b></p>\n",
+          pool.spans, pool.spans == 1 ? "" : "s", pool.lanes.size(),
+          pool.lanes.size() == 1 ? "" : "s", when, p + 1,
+          percent(capacity_[p] > 0 ? utilisation_[p].busy / capacity_[p] : 0));
+      break;
+  }
   if (pool.spans > coalesce_above)
     put("<p class=\"note\">This pool has {} tasks, more than {}: each lane is drawn at pixel "
         "resolution, its busy pixel columns merged into spans coloured by the method with "
         "most time in them, paler where less of a pixel is busy, red where a failed task ran; "
         "a span&#39;s tooltip gives its task count. The tables below list single tasks.</p>\n",
         pool.spans, coalesce_above);
-  put("<div class=\"pool\">\n");
+  put("<div class=\"pool\" data-kind=\"{}\">\n", kinds[static_cast<int>(pool.kind)]);
   gantt(pool);
-  utilisation_chart(utilisation_[p].bins);
+  if (pool.kind == Kind::chunk || pool.kind == Kind::submit) utilisation_chart(utilisation_[p].bins);
   put("</div>\n");
 }
 
@@ -1109,7 +1176,7 @@ void Page::gantt(const Pool& pool) {
     if (i % label_every == 0)
       put("<text class=\"lane\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}<title>{}</title>"
           "</text>\n",
-          plot_left - 6, y + row / 2 + 4, escape(shorten(lane.label, 24)), escape(lane.label));
+          plot_left - 6, y + row / 2 + 4, html_escape(shorten(lane.label, 24)), html_escape(lane.label));
     // The page's script redraws the lane from the times in data-t and data-d (or, for a
     // coalesced lane, in data-spans) at every zoom and window width.
     put("<g class=\"lane\" data-y=\"{:.1f}\" data-h=\"{:.1f}\"", y + (row - bar) / 2, bar);
@@ -1249,14 +1316,14 @@ void Page::span_row(const Span& s, std::size_t rank) {
       "<td class=\"label\" title=\"{}\">{}</td>"
       "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>"
       "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}{}</td></tr>\n",
-      rank, palette[colours_[s.name]], escape(t_.names[s.name]),
-      escape(function.empty() ? label : function), escape(shorten(label, 60)),
-      escape(t_.pools[lane.pool].label),
-      escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
+      rank, palette[colours_[s.name]], html_escape(t_.names[s.name]),
+      html_escape(function.empty() ? label : function), html_escape(shorten(label, 60)),
+      html_escape(t_.pools[lane.pool].label),
+      html_escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
       bytes_text(s.bytes_in), bytes_text(s.bytes_out), s.failed() ? " class=\"bad\"" : "",
-      escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
+      html_escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
       s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "",
-      s.error != no_text ? "<br><span class=\"error\">" + escape(t_.texts[s.error]) + "</span>"
+      s.error != no_text ? "<br><span class=\"error\">" + html_escape(t_.texts[s.error]) + "</span>"
                          : "");
 }
 
@@ -1266,8 +1333,12 @@ constexpr std::string_view table_head =
     "</thead>\n";
 
 void Page::slowest() {
-  std::vector<std::uint32_t> order(t_.spans.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Tasks: a Process's life or a Queue operation would crowd them out.
+  std::vector<std::uint32_t> order;
+  for (std::uint32_t i = 0; i < t_.spans.size(); ++i)
+    if (t_.spans[i].kind == Kind::chunk || t_.spans[i].kind == Kind::submit) order.push_back(i);
+  if (order.empty())
+    for (std::uint32_t i = 0; i < t_.spans.size(); ++i) order.push_back(i);
   const std::size_t n = std::min(slowest_rows, order.size());
   std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
                     [&](std::uint32_t a, std::uint32_t b) {
@@ -1366,7 +1437,8 @@ constexpr std::string_view script = R"js((function () {
   const pools = [];
   for (const div of document.querySelectorAll('div.pool')) {
     const gantt = div.querySelector('svg.gantt'), util = div.querySelector('svg.utilisation');
-    const pool = {gantt, util, lanes: [], path: util.querySelector('path.area'),
+    // The Processes and Queues sections have no utilisation chart.
+    const pool = {gantt, util, lanes: [], path: util ? util.querySelector('path.area') : null,
                   axes: Array.from(div.querySelectorAll('g.axis')),
                   plots: Array.from(div.querySelectorAll('rect.plot'))};
     for (const g of gantt.querySelectorAll('g.lane')) {
@@ -1481,6 +1553,7 @@ constexpr std::string_view script = R"js((function () {
     const cols = Math.ceil(plotW);
     for (const p of pools) {
       for (const svg of [p.gantt, p.util]) {
+        if (!svg) continue;
         svg.setAttribute('width', width);
         svg.setAttribute('viewBox', '0 0 ' + width + ' ' + svg.getAttribute('height'));
       }
@@ -1488,6 +1561,7 @@ constexpr std::string_view script = R"js((function () {
       for (const g of p.axes) drawAxis(g, a, b);
       const busy = new Float64Array(cols);
       for (const lane of p.lanes) drawLane(lane, a, k, cols, busy);
+      if (!p.util) continue;
       const base = Number(p.path.dataset.base), h = Number(p.path.dataset.h);
       const n = Math.max(1, p.lanes.length);
       let d = 'M' + LEFT + ',' + base;
@@ -1548,6 +1622,7 @@ constexpr std::string_view script = R"js((function () {
   let drag = null;
   for (const p of pools)
     for (const svg of [p.gantt, p.util]) {
+      if (!svg) continue;
       svg.addEventListener('wheel', (e) => {
         e.preventDefault();
         zoomBy(Math.exp(Math.max(-1, Math.min(1, e.deltaY * 0.002))), timeAt(svg, e.clientX));
@@ -1603,7 +1678,7 @@ std::string Page::render() {
   }
   put("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<title>{} - mproc trace-view</title>\n<style>{}</style>\n</head>\n<body>\n",
-      escape(file_name_), style);
+      html_escape(file_name_), style);
   header();
   legend();
   std::string palette_list;

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <ranges>
 #include <tuple>
@@ -124,7 +125,9 @@ class PoolExecutor {
   explicit PoolExecutor(unsigned workers = 0) : PoolExecutor(PoolOptions{.workers = workers}) {}
   /// Starts the workers with these options; `options.backend` is ignored. Python's
   /// initializer and max_tasks_per_child are PoolOptions fields.
-  explicit PoolExecutor(PoolOptions options) : pool_(with_backend(std::move(options))) {}
+  explicit PoolExecutor(PoolOptions options)
+      : pool_(with_backend(options)),
+        submits_(detail::SubmitTracer::open(options.trace, backend_name())) {}
   /// shutdown({.wait = true}). Never throws.
   ~PoolExecutor() = default;
   PoolExecutor(const PoolExecutor&) = delete;
@@ -137,6 +140,18 @@ class PoolExecutor {
   template <class F, class... Args>
   auto submit(F f, Args&&... args) {
     if constexpr (B != Backend::thread) MPROC_DETAIL_REQUIRE_SHIPPABLE(F);
+    if (submits_) [[unlikely]] {
+      // Traced (PoolOptions::trace or mproc::trace_to): from now to the future's end.
+      const auto token = submits_->begin(detail::trace_code(f));
+      try {
+        auto future = pool_.apply_async(std::move(f), std::forward<Args>(args)...);
+        detail::SubmitTracer::watch(submits_, token, *future.state());
+        return future;
+      } catch (...) {
+        submits_->abandon(token);
+        throw;
+      }
+    }
     return pool_.apply_async(std::move(f), std::forward<Args>(args)...);
   }
 
@@ -175,6 +190,10 @@ class PoolExecutor {
   }
 
  private:
+  static constexpr const char* backend_name() {
+    return B == Backend::thread ? "thread" : B == Backend::process ? "process" : "mpi";
+  }
+
   static PoolOptions with_backend(PoolOptions options) {
     options.backend = B;
     return options;
@@ -197,6 +216,7 @@ class PoolExecutor {
   }
 
   Pool pool_;
+  std::shared_ptr<detail::SubmitTracer> submits_;  // null unless tracing
 };
 
 /// Python's concurrent.futures.ThreadPoolExecutor: any callable, exceptions as they are.

@@ -88,6 +88,7 @@
 #include "ipc/sync_block.hpp"
 #include "os/futex.hpp"
 #include "os/platform.hpp"
+#include "trace_events.hpp"
 
 namespace mproc::detail {
 
@@ -159,6 +160,7 @@ struct alignas(kLine) ChannelControl {
   std::uint64_t maxsize;
   std::uint64_t max_payload;
   std::atomic<std::uint32_t> closed;
+  std::uint64_t trace_id;  // the creator's pid << 32 | a serial: its name in traces
 
   // Line 1: JoinableQueue, written by task_done() and join().
   alignas(kLine) std::atomic<std::uint64_t> done_count;
@@ -382,6 +384,22 @@ class Gather {
   std::size_t offset_ = 0;
 };
 
+// Tracing (mproc/trace.hpp). A traced put or get points tls_blocked_ns at its counter of
+// time spent waiting; the wait loop, which runs only once the operation could not finish
+// at once, adds its time there. initial-exec as the scratch pointers below.
+__attribute__((tls_model("initial-exec"))) thread_local std::uint64_t* tls_blocked_ns = nullptr;
+
+struct BlockedTimer {
+  std::uint64_t* sum = tls_blocked_ns;
+  std::uint64_t start = sum != nullptr ? monotonic_ns() : 0;
+  BlockedTimer() = default;
+  BlockedTimer(const BlockedTimer&) = delete;
+  BlockedTimer& operator=(const BlockedTimer&) = delete;
+  ~BlockedTimer() {
+    if (sum != nullptr) *sum += monotonic_ns() - start;
+  }
+};
+
 // This process's view of one channel: pointers into the shared block, and the protocol.
 class View {
  public:
@@ -491,6 +509,7 @@ Wait View::wait(std::atomic<std::uint32_t>& flag, Ready&& ready, bool stop_on_cl
   };
   if (auto w = check()) return *w;
   if (deadline == kNoWait) return Wait::timed_out;
+  const BlockedTimer blocked;
   {
     // Read the clock only every 16 rounds: PAUSE alone is 10-140 cycles.
     const auto spin_end = Clock::now() + spin;
@@ -1052,6 +1071,9 @@ void init_channel(std::byte* p, ChannelFlavor flavor, std::uint64_t capacity,
   c->capacity = capacity;
   c->maxsize = maxsize;
   c->max_payload = capacity / 4 - kFrameHeader;
+  static std::atomic<std::uint32_t> serial{0};
+  c->trace_id = static_cast<std::uint64_t>(::getpid()) << 32 |
+                (serial.fetch_add(1, std::memory_order_relaxed) + 1);
   init_lock_block(c->producer_lock, false);
   init_lock_block(c->consumer_lock, false);
 }
@@ -1106,16 +1128,97 @@ std::pair<Channel, Channel> Channel::create_pipe(std::size_t buffer_bytes) {
   return {Channel(SharedRef{segment, 0}), Channel(SharedRef{segment, stride})};
 }
 
+namespace {
+
+// The traced twins of put and get: one event each in the trace slots, with the time the
+// call waited. An operation that gave up at once (try_put, try_get) is not an event. They
+// call Channel::put and get again, which see tls_blocked_ns set and take the plain path:
+// so View::get keeps a single caller and stays inlined into Channel::get.
+[[gnu::noinline]] bool traced_put(const Channel& channel, const SharedRef& ref, Parts parts,
+                                  SteadyTime deadline) {
+  View view(ref);
+  std::uint64_t bytes = 0;
+  for (const auto& p : parts) bytes += p.size();
+  std::uint64_t blocked = 0;
+  std::uint64_t* const outer = std::exchange(tls_blocked_ns, &blocked);
+  const std::uint64_t start = monotonic_ns();
+  const ChannelControl* c = view.control();
+  const char* kind = purpose_of(static_cast<ChannelFlavor>(c->flavor));
+  bool ok = false;
+  try {
+    ok = channel.put(parts, deadline);
+  } catch (const Closed&) {
+    tls_blocked_ns = outer;
+    trace_queue_op(0, c->trace_id, kind, start, blocked, bytes, QueueTraceStatus::closed);
+    throw;
+  } catch (...) {
+    tls_blocked_ns = outer;
+    throw;
+  }
+  tls_blocked_ns = outer;
+  if (ok || deadline != kNoWait)
+    trace_queue_op(0, c->trace_id, kind, start, blocked, bytes,
+                   ok ? QueueTraceStatus::ok : QueueTraceStatus::timeout);
+  return ok;
+}
+
+struct CountingSink {
+  Channel::Sink sink;
+  void* context;
+  std::uint64_t bytes = 0;
+  static void take(void* self, std::span<const std::byte> message) {
+    auto* s = static_cast<CountingSink*>(self);
+    s->bytes += message.size();
+    s->sink(s->context, message);
+  }
+};
+
+[[gnu::noinline]] bool traced_get(const Channel& channel, const SharedRef& ref,
+                                  Channel::Sink sink, void* context, SteadyTime deadline) {
+  View view(ref);
+  CountingSink counting{sink, context};
+  std::uint64_t blocked = 0;
+  std::uint64_t* const outer = std::exchange(tls_blocked_ns, &blocked);
+  const std::uint64_t start = monotonic_ns();
+  const ChannelControl* c = view.control();
+  const char* kind = purpose_of(static_cast<ChannelFlavor>(c->flavor));
+  bool ok = false;
+  try {
+    ok = channel.get(&CountingSink::take, &counting, deadline);
+  } catch (const Closed&) {
+    tls_blocked_ns = outer;
+    trace_queue_op(1, c->trace_id, kind, start, blocked, 0, QueueTraceStatus::closed);
+    throw;
+  } catch (...) {
+    tls_blocked_ns = outer;
+    throw;
+  }
+  tls_blocked_ns = outer;
+  if (ok || deadline != kNoWait)
+    trace_queue_op(1, c->trace_id, kind, start, blocked, counting.bytes,
+                   ok ? QueueTraceStatus::ok : QueueTraceStatus::timeout);
+  return ok;
+}
+
+}  // namespace
+
 bool Channel::put(std::span<const std::byte> message, SteadyTime deadline) const {
   const std::span<const std::byte> parts[1] = {message};
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+    return traced_put(*this, ref_, parts, deadline);
   return View(ref_).put(parts, deadline);
 }
 
 bool Channel::put(std::span<const std::span<const std::byte>> parts, SteadyTime deadline) const {
+  // One branch when tracing is off; the second test runs only when it is on.
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+    return traced_put(*this, ref_, parts, deadline);
   return View(ref_).put(parts, deadline);
 }
 
 bool Channel::get(Sink sink, void* context, SteadyTime deadline) const {
+  if (trace_slots() != nullptr && tls_blocked_ns == nullptr) [[unlikely]]
+    return traced_get(*this, ref_, sink, context, deadline);
   return View(ref_).get(sink, context, deadline);
 }
 

@@ -244,7 +244,8 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : Dispatcher(options) {
       s.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, info.pid, 0));
     slots_.push_back(std::move(s));
   }
-  if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "mpi", n, true);
+  if (const std::string trace = trace_path_for(options.trace); !trace.empty())
+    tracer_ = std::make_unique<Tracer>(trace, "mpi", n, true);
   // When a rank on another machine dies, Open MPI's launcher ends the job by sending
   // SIGTERM (and a few seconds later SIGKILL) to every other rank: catch it, so that rank
   // 0 can say what each rank was running first. Only if nobody else handles SIGTERM.

@@ -322,7 +322,8 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
 ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
     : Dispatcher(options), n_(options.workers == 0 ? cpu_count() : options.workers) {
   if (n_ > 4096) throw std::invalid_argument("Pool: workers must be at most 4096");
-  if (!options.trace.empty()) tracer_ = std::make_unique<Tracer>(options.trace, "process", n_, true);
+  if (const std::string trace = trace_path_for(options.trace); !trace.empty())
+    tracer_ = std::make_unique<Tracer>(trace, "process", n_, true);
   const std::size_t size = scratch_offset() + n_ * scratch_bytes;
   shm_ = SharedMapping(size, "pool", SharedMapping::FdPolicy::close);
   eventfd_ = Doorbell::make_eventfd();
@@ -780,6 +781,18 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   if (w.crashed) {
     w.crashed_accounted = true;  // a crash inside a task is the task's failure, not barren
     const std::size_t index = w.crashed->first;
+    JobEntry* j = find_job(w.crashed->job);
+    const bool cancelled = (j != nullptr && j->kill_cancelled) || w.killed_for_cancel;
+    const bool retry = !cancelled && !w.killed_for_timeout && j != nullptr &&
+                       j->crashes[index] < options_.retries;
+    // What the item fails with, also the chunk's error on the timeline.
+    std::exception_ptr error;
+    if (cancelled)
+      error = std::make_exception_ptr(Cancelled("the task was cancelled: its worker was killed"));
+    else if (w.killed_for_timeout)
+      error = std::make_exception_ptr(TaskTimeout(options_.task_timeout, index, pid));
+    else
+      error = std::make_exception_ptr(WorkerCrashed(status, index, pid));
     if (tracer_) {
       TraceEvent e;
       e.method = w.crashed_method;
@@ -796,25 +809,22 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
       e.status = w.killed_for_cancel    ? TraceStatus::cancelled
                  : w.killed_for_timeout ? TraceStatus::timeout
                                         : TraceStatus::crashed;
+      try {
+        std::rethrow_exception(error);
+      } catch (...) {
+        e.error = current_error_label();
+      }
+      if (retry) e.error += " (retried)";
       tracer_->record(e);
     }
-    if (JobEntry* j = find_job(w.crashed->job)) {
+    if (j != nullptr) {
       --j->in_flight;
-      unsigned& crashes = j->crashes[index];
-      if (j->kill_cancelled || w.killed_for_cancel) {
-        ++j->accounted;
-        j->job->on_error(index, std::make_exception_ptr(Cancelled(
-                                    "the task was cancelled: its worker was killed")));
-      } else if (!w.killed_for_timeout && crashes < options_.retries) {
-        ++crashes;  // run it again, first, on another worker
+      if (retry) {
+        ++j->crashes[index];  // run it again, first, on another worker
         j->requeued.push_front(std::move(*w.crashed));
       } else {
         ++j->accounted;
-        if (w.killed_for_timeout)
-          j->job->on_error(index, std::make_exception_ptr(
-                                      TaskTimeout(options_.task_timeout, index, pid)));
-        else
-          j->job->on_error(index, std::make_exception_ptr(WorkerCrashed(status, index, pid)));
+        j->job->on_error(index, error);
       }
     }
   }

@@ -149,8 +149,8 @@ struct ThreadCore::Impl final : WaitHelper {
       : options(std::move(opts)),
         n(options.workers != 0 ? options.workers : cpu_count()),
         workers(n) {
-    if (!options.trace.empty())
-      tracer = std::make_unique<Tracer>(options.trace, "thread", n, false);
+    if (const std::string trace = trace_path_for(options.trace); !trace.empty())
+      tracer = std::make_unique<Tracer>(trace, "thread", n, false);
   }
 
   bool help_until(const FutureStateBase& state,

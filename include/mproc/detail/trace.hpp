@@ -7,7 +7,9 @@
 // everything recorded so far whenever one of those pools finishes (join, terminate or
 // destruction), so a program that is killed leaves the file of the last pool that ended.
 // A pool that names a file after its earlier pools have ended and the file was deleted or
-// replaced starts a new timeline.
+// replaced starts a new timeline. An executor that traces adds a section for its submits
+// (SubmitTracer); mproc::trace_to adds the Processes and Queues sections, whose events
+// come from the shared slots of src/trace_events.hpp.
 #pragma once
 
 #include <cstddef>
@@ -118,6 +120,47 @@ class MPROC_API Tracer {
  private:
   std::shared_ptr<TraceFile> file_;
   std::uint32_t pool_;
+};
+
+/// The file a pool whose PoolOptions::trace is `option` traces to: `option`, else the
+/// file of trace_to() (in the process that called it, not in its forked children), else "".
+MPROC_API std::string trace_path_for(const std::string& option);
+
+class FutureStateBase;
+
+/// An executor's submits, each from its submit() to its future's completion, on a section
+/// of the timeline of their own, one lane per submit in flight. Thread-safe.
+class MPROC_API SubmitTracer {
+ public:
+  /// A recorder on trace_path_for(option), or null when that is "". Throws
+  /// std::invalid_argument if the file cannot be written.
+  static std::shared_ptr<SubmitTracer> open(const std::string& option, const char* backend);
+  SubmitTracer(std::shared_ptr<TraceFile> file, std::uint32_t section);
+  /// Writes the file.
+  ~SubmitTracer();
+  SubmitTracer(const SubmitTracer&) = delete;
+  SubmitTracer& operator=(const SubmitTracer&) = delete;
+
+  struct Token {
+    std::uint64_t job = 0;
+    std::uint64_t start_ns = 0;
+    std::uint32_t lane = 0;
+    TraceCode code{};
+  };
+  /// A submit of `code`, now: takes the lowest free lane.
+  Token begin(const TraceCode& code);
+  /// Records the submit on `self` once `done` is finished (a done callback on it), and
+  /// frees its lane.
+  static void watch(const std::shared_ptr<SubmitTracer>& self, const Token& token,
+                    FutureStateBase& done);
+  /// Frees the lane of a submit that threw.
+  void abandon(const Token& token) noexcept;
+
+ private:
+  void finish(const Token& token, const FutureStateBase& done) noexcept;
+
+  std::shared_ptr<TraceFile> file_;
+  std::uint32_t section_;
 };
 
 /// CLOCK_MONOTONIC in nanoseconds.
