@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include <memory>
 #include <utility>
 
 #include <fmt/chrono.h>
@@ -40,15 +41,41 @@ Closed::~Closed() = default;
 BrokenBarrierError::~BrokenBarrierError() = default;
 SharedStateError::~SharedStateError() = default;
 
+struct RemoteError::Details {
+  std::string type_name, message, traceback, text;
+  std::optional<std::size_t> task_index;
+  pid_t worker_pid;
+  std::error_code code;
+};
+
 RemoteError::RemoteError(std::string type_name, std::string message, std::string traceback,
-                         std::optional<std::size_t> task_index, pid_t worker_pid)
-    : Error(fmt::format("{}: {}{}", type_name, message, task_suffix(task_index, worker_pid))),
-      type_name_(std::move(type_name)),
-      message_(std::move(message)),
-      traceback_(std::move(traceback)),
-      task_index_(task_index),
-      worker_pid_(worker_pid) {}
+                         std::optional<std::size_t> task_index, pid_t worker_pid,
+                         std::error_code code) {
+  auto d = std::make_shared<Details>();
+  d->text = detail::remote_text(type_name, message, task_index, worker_pid);
+  d->type_name = std::move(type_name);
+  d->message = std::move(message);
+  d->traceback = std::move(traceback);
+  d->task_index = task_index;
+  d->worker_pid = worker_pid;
+  d->code = code;
+  details_ = std::move(d);
+}
 RemoteError::~RemoteError() = default;
+const char* RemoteError::what() const noexcept { return details_->text.c_str(); }
+const std::string& RemoteError::type_name() const noexcept { return details_->type_name; }
+const std::string& RemoteError::message() const noexcept { return details_->message; }
+const std::string& RemoteError::traceback() const noexcept { return details_->traceback; }
+std::optional<std::size_t> RemoteError::task_index() const noexcept {
+  return details_->task_index;
+}
+pid_t RemoteError::worker_pid() const noexcept { return details_->worker_pid; }
+std::error_code RemoteError::error_code() const noexcept { return details_->code; }
+
+std::string detail::remote_text(const std::string& type_name, const std::string& message,
+                                std::optional<std::size_t> task_index, pid_t worker_pid) {
+  return fmt::format("{}: {}{}", type_name, message, task_suffix(task_index, worker_pid));
+}
 
 WorkerCrashed::WorkerCrashed(int status, std::optional<std::size_t> task_index, pid_t pid)
     : Error(crash_text(status) + task_suffix(task_index, pid)),

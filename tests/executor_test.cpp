@@ -12,12 +12,15 @@
 // Tests whose comment starts with LIBRARY BUG failed when they were written: they check
 // behaviour the documentation (or Python, which the API follows) promises and the library
 // lacked. The fixes landed in 297a3dd and a2dd17e; the tests stay as regression tests.
+#include "task_errors.hpp"
+
 #include <mproc/bind.hpp>
 #include <mproc/executor.hpp>
 #include <mproc/future.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -29,13 +32,16 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <ostream>
 #include <ranges>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -44,6 +50,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
 // ---- tasks (plain functions: the process backend ships them as code addresses) --------
@@ -193,20 +200,29 @@ bool contains(const std::vector<mproc::Future<T>>& v, const mproc::Future<T>& f)
   return std::ranges::any_of(v, [&](const auto& g) { return same(g, f); });
 }
 
-/// Runs `fn` and checks that it throws the out_of_range of throw_out_of_range: as itself
-/// on the thread backend, as a RemoteError naming it on the process backend.
+/// Runs `fn` and checks that it throws the out_of_range of throw_out_of_range, caught as
+/// std::out_of_range on every backend: the task's own object on the thread backend, a
+/// RemoteException<std::out_of_range> with the worker's details on the process backend.
 template <class Fn>
 void expect_out_of_range(mproc::Backend backend, Fn&& fn) {
   try {
     fn();
     ADD_FAILURE() << "no exception";
   } catch (const std::out_of_range& e) {
-    EXPECT_EQ(backend, mproc::Backend::thread) << "the process backend must wrap task errors";
-    EXPECT_STREQ(e.what(), "three is out of range");
-  } catch (const mproc::RemoteError& e) {
-    EXPECT_EQ(backend, mproc::Backend::process) << "the thread backend must not wrap errors";
-    EXPECT_EQ(e.type_name(), "std::out_of_range");
-    EXPECT_EQ(e.message(), "three is out of range");
+    const auto* r = dynamic_cast<const mproc::RemoteError*>(&e);
+    if (backend == mproc::Backend::thread) {
+      EXPECT_EQ(r, nullptr) << "the thread backend must not wrap errors";
+      EXPECT_STREQ(e.what(), "three is out of range");
+      return;
+    }
+    ASSERT_NE(r, nullptr) << "the process backend must carry the worker's details";
+    EXPECT_EQ(r->type_name(), "std::out_of_range");
+    EXPECT_EQ(r->message(), "three is out of range");
+    EXPECT_GT(r->worker_pid(), 0);
+    EXPECT_NE(r->worker_pid(), ::getpid());
+    EXPECT_FALSE(r->traceback().empty());
+  } catch (...) {
+    ADD_FAILURE() << "not caught as std::out_of_range";
   }
 }
 
@@ -614,6 +630,73 @@ TEST_P(Executors, MapTimeoutAndErrorOfAnItem) {
     EXPECT_EQ(got, (std::vector<int>{0, 1, 2}));
     expect_out_of_range(backend(), [&] { ex.submit(throw_out_of_range, 3).get(); });
     EXPECT_EQ(ex.submit(square, 12).get(), 144);  // the executor goes on
+  });
+}
+
+// A future's exception is the pool's: caught by its own type on both backends, with the
+// worker's details on the process backend (the kinds of throw_kind: task_errors.hpp).
+TEST_P(Executors, FuturesRethrowTaskExceptionsAsTheirOwnType) {
+  with_executor(GetParam(), [&](auto& ex) {
+    const bool remote = backend() != mproc::Backend::thread;
+    auto details = [&](const std::exception& e, const std::string& type) {
+      const auto* r = dynamic_cast<const mproc::RemoteError*>(&e);
+      if (!remote) {
+        EXPECT_EQ(r, nullptr);
+        return;
+      }
+      ASSERT_NE(r, nullptr) << type;
+      EXPECT_EQ(r->type_name(), type);
+      EXPECT_NE(r->worker_pid(), ::getpid());
+      EXPECT_THAT(r->traceback(), HasSubstr("throw_kind")) << r->traceback();
+    };
+    auto oor = ex.submit(throw_kind, 4);
+    auto sys = ex.submit(throw_kind, 9);
+    auto mine = ex.submit(throw_kind, 14);
+    auto derived = ex.submit(throw_kind, 16);
+    auto other = ex.submit(throw_kind, 20);
+    try {
+      oor.get();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::out_of_range& e) {
+      EXPECT_THAT(e.what(), HasSubstr("kind 4"));
+      details(e, "std::out_of_range");
+    }
+    try {
+      sys.get();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::error_code(ENOENT, std::generic_category()));
+      details(e, "std::system_error");
+    }
+    try {
+      mine.get();
+      ADD_FAILURE() << "no exception";
+    } catch (const ConfigError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("kind 14"));
+      details(e, "ConfigError");
+    }
+    try {
+      derived.get();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::runtime_error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("kind 16"));
+      details(e, "UnregisteredError");
+    }
+    // exception() hands out the same object get() throws.
+    ASSERT_NE(oor.exception(), nullptr);
+    EXPECT_THROW(std::rethrow_exception(oor.exception()), std::out_of_range);
+    // Not a std::exception: itself on threads, a RemoteError (an mproc::Error) otherwise.
+    if (remote) {
+      EXPECT_THROW(other.get(), mproc::Error);
+      try {
+        other.get();
+      } catch (const mproc::RemoteError& e) {
+        EXPECT_EQ(e.type_name(), "int");
+      }
+    } else {
+      EXPECT_THROW(other.get(), int);
+    }
+    EXPECT_EQ(ex.submit(square, 7).get(), 49);  // the executor goes on
   });
 }
 

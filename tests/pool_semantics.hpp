@@ -12,6 +12,9 @@
 struct PoolCase {
   mproc::Backend backend;
   unsigned workers;
+  /// Tasks run in other processes, so their exceptions arrive as RemoteException<E>
+  /// (process; mpi with worker ranks), not as themselves (thread; mpi alone on rank 0).
+  bool remote = false;
 };
 
 /// Called when the tests are registered: in mpi_pool_test, after main has set up

@@ -5,6 +5,6 @@
 std::vector<PoolCase> pool_cases() {
   std::vector<PoolCase> cases;
   for (mproc::Backend b : {mproc::Backend::thread, mproc::Backend::process})
-    for (unsigned n : {1u, 2u, 4u, 8u}) cases.push_back({b, n});
+    for (unsigned n : {1u, 2u, 4u, 8u}) cases.push_back({b, n, b == mproc::Backend::process});
   return cases;
 }

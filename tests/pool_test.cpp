@@ -145,6 +145,15 @@ int throw_on_7(int x) {
   return x;
 }
 
+/// A user's error with a const char* constructor, registered by a call (not the macro).
+struct QuotaError : std::logic_error {
+  explicit QuotaError(const char* what) : std::logic_error(what) {}
+};
+int throw_quota_on_2(int x) {
+  if (x == 2) throw QuotaError("quota of two");
+  return x;
+}
+
 namespace {
 
 TEST(Pool, TaskExceptionIsRemoteErrorOthersComplete) {
@@ -175,6 +184,25 @@ TEST(Pool, TaskExceptionIsRemoteErrorOthersComplete) {
   }
   EXPECT_EQ(failed, 1);
   EXPECT_EQ(pool.apply(add, 1, 1), 2);  // still usable
+}
+
+TEST(Pool, ATypeRegisteredBeforeThePoolStartsArrivesAsItself) {
+  // Before the pool: its workers are forked with the registry as it is now.
+  mproc::register_exception<QuotaError>();
+  mproc::register_exception<QuotaError>();  // twice is harmless
+  mproc::Pool pool(2);
+  try {
+    pool.map(throw_quota_on_2, mproc::range(0, 6));
+    FAIL() << "no exception";
+  } catch (const QuotaError& e) {
+    const auto* r = dynamic_cast<const mproc::RemoteError*>(&e);
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->type_name(), "QuotaError");
+    EXPECT_EQ(r->message(), "quota of two");
+    EXPECT_EQ(r->task_index(), 2u);
+    EXPECT_THAT(r->traceback(), HasSubstr("throw_quota_on_2"));
+    EXPECT_THAT(e.what(), HasSubstr("QuotaError: quota of two (task 2, worker pid "));
+  }
 }
 
 int die_on_5(int x) {

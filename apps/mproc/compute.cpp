@@ -140,6 +140,11 @@ void run_command(std::string_view name, int* exit_code, const std::function<int(
     *exit_code = body();
   } catch (const CLI::Error&) {
     throw;
+  } catch (const mproc::RemoteError& e) {
+    // Before the usage errors: a task's std::invalid_argument arrives as one (it is a
+    // RemoteException<std::invalid_argument>), and is a failed task, not a bad command.
+    fmt::print(stderr, "mproc {}: {}\n", name, first_line(e.what()));
+    *exit_code = task_failures;
   } catch (const UsageError& e) {
     fmt::print(stderr, "mproc {}: {}\n", name, first_line(e.what()));
     *exit_code = usage_error;

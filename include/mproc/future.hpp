@@ -348,8 +348,9 @@ class Future {
   bool valid() const noexcept { return state_ != nullptr; }
 
   /// Blocks until the result is set; returns it or rethrows the task's error
-  /// (RemoteError, WorkerCrashed, TaskTimeout, SerializationError, Cancelled, or, on the
-  /// thread backend, the task's own exception). May be called any number of times, from
+  /// (RemoteException<E> for the task's own exception, WorkerCrashed, TaskTimeout,
+  /// SerializationError, Cancelled, or, on the thread backend, the task's own exception
+  /// object). May be called any number of times, from
   /// any thread. Inside a thread-pool task it runs other tasks while it waits, so a task
   /// may wait on work it submitted to its own pool.
   decltype(auto) get() const {

@@ -15,7 +15,9 @@
 // one there reads garbage or crashes the worker (docs/pool.md, "What the workers see").
 // Arguments and results must be serializable (mproc/serialize.hpp) and default-constructible.
 //
-// Failures: a task's exception is RemoteError; a worker that dies (signal, exit, abort)
+// Failures: a task's exception is rethrown as its own type: on the process and mpi
+// backends as RemoteException<E> (an E and a RemoteError, see mproc/error.hpp), on the
+// thread backend as the task's own object; a worker that dies (signal, exit, abort)
 // fails exactly the item it was running with WorkerCrashed, items it held but had not
 // started run on other workers, and a replacement starts; an item past task_timeout is
 // TaskTimeout and its worker is killed and replaced. Nothing hangs.

@@ -252,6 +252,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
     } else {
       // No worker sends anything else inside a chunk: fail the item rather than lose it.
       f.type = "mproc::SerializationError";
+      f.kinds = {f.type};
       f.what = fmt::format("a worker sent message kind {} inside a chunk",
                            static_cast<unsigned>(kind));
     }

@@ -22,6 +22,7 @@
 #include "mproc/detail/job.hpp"
 #include "mproc/error.hpp"
 #include "pool/pool_protocol.hpp"
+#include "pool/remote_failure.hpp"
 #include "pool/wire.hpp"
 
 namespace mproc::detail {
@@ -39,26 +40,6 @@ struct JobBookEntry {
   bool flushing = false;
   bool done = false;
   bool started = false;  // start() was called
-};
-
-/// A task's exception as a worker reports it: the payload of item_error, and of a
-/// partial that failed.
-struct RemoteFailure {
-  std::string type, what, traceback;
-
-  static RemoteFailure read(WireReader& r) {
-    RemoteFailure f;
-    f.type = r.get_string();
-    f.what = r.get_string();
-    f.traceback = r.get_string();
-    return f;
-  }
-  /// The RemoteError the caller receives, for item `index` (none: a partial) run by
-  /// process `pid`.
-  std::exception_ptr error(std::optional<std::size_t> index, pid_t pid) {
-    return std::make_exception_ptr(
-        RemoteError(std::move(type), std::move(what), std::move(traceback), index, pid));
-  }
 };
 
 /// Detaches `job` from its pool (Future::cancel(kill_running) looks there).
@@ -171,7 +152,7 @@ class JobBook {
   static void item_failed(Entry& j, std::size_t index, RemoteFailure failure, pid_t pid) {
     --j.in_flight;
     ++j.accounted;
-    j.job->on_error(index, failure.error(index, pid));
+    j.job->on_error(index, std::move(failure).error(index, pid));
   }
   /// A worker's partial of map_reduce job `j` arrived: `status` 1 and the partial's bytes
   /// in `r`, or 0 and the failure (its traceback prefixed with `where`, when not empty).
@@ -182,7 +163,7 @@ class JobBook {
     } else if (status == 0) {
       RemoteFailure f = RemoteFailure::read(r);
       if (!where.empty()) f.traceback = where + "\n" + f.traceback;
-      j.job->on_error(std::nullopt, f.error(std::nullopt, pid));
+      j.job->on_error(std::nullopt, std::move(f).error(std::nullopt, pid));
     }
     if (j.awaiting_partials > 0) --j.awaiting_partials;
   }

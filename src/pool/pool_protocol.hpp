@@ -22,7 +22,7 @@ enum class ToWorker : std::uint8_t {
 /// Worker -> parent messages (result ring).
 enum class FromWorker : std::uint8_t {
   item_ok = 1,       ///< result bytes of the next item of the current chunk
-  item_error = 2,    ///< string type, string what, string traceback
+  item_error = 2,    ///< a RemoteFailure (pool/remote_failure.hpp)
   chunk_end = 3,     ///< u64 nanoseconds the chunk's items took, u64 its start (monotonic ns)
   partial = 4,       ///< u64 job, u8 ok, then the partial's bytes or an error as item_error
   init_failed = 5,   ///< string type, string what: the pool's initializer threw

@@ -26,6 +26,7 @@
 #include "mproc/process.hpp"
 #include "os/platform.hpp"
 #include "os/traceback.hpp"
+#include "pool/remote_failure.hpp"
 #include "pool/wire.hpp"
 
 namespace mproc {
@@ -36,9 +37,7 @@ namespace {
 void put_current_error(std::vector<std::byte>& out, FromWorker kind) {
   out.clear();
   put(out, kind);
-  put_string(out, current_exception_type_name());
-  put_string(out, current_exception_message());
-  put_string(out, take_throw_trace());
+  RemoteFailure::current().write(out);
 }
 
 /// Flushes this process's own output and leaves without running atexit handlers or
@@ -290,17 +289,18 @@ class Worker {
     stop_ = true;
     out_.clear();
     put(out_, FromWorker::item_error);
-    put_string(out_, "mproc::TransportLost");
+    RemoteFailure f;
+    f.type = "mproc::TransportLost";
     const std::string items =
         info.chunk_size == 1
             ? fmt::format("item {}", info.index)
             : fmt::format("one of items {}..{}", info.chunk_first,
                           info.chunk_first + info.chunk_size - 1);
-    put_string(out_, fmt::format("{} closed or replaced the file descriptors its pool worker "
-                                 "inherited (closefrom(3), close_range, or a library doing "
-                                 "so); the worker was replaced",
-                                 items));
-    put_string(out_, "");
+    f.what = fmt::format("{} closed or replaced the file descriptors its pool worker "
+                         "inherited (closefrom(3), close_range, or a library doing so); the "
+                         "worker was replaced",
+                         items);
+    f.write(out_);
   }
 
   void flush(std::uint64_t id) {
@@ -317,13 +317,11 @@ class Worker {
         void* acc = std::exchange(it->second.acc, nullptr);
         it->second.vtable->finish(acc, ar);
       } catch (...) {
-        std::vector<std::byte> err;
-        put_current_error(err, FromWorker::item_error);
         out_.clear();
         put(out_, FromWorker::partial);
         put(out_, id);
         put<std::uint8_t>(out_, 0);
-        out_.insert(out_.end(), err.begin() + 1, err.end());
+        RemoteFailure::current().write(out_);
       }
     }
     link_.send(out_);

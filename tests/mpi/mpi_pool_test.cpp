@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <cerrno>
 #include <future>
 #include <map>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -35,11 +37,12 @@
 #include <mproc/mproc.hpp>
 
 #include "pool_semantics.hpp"
+#include "task_errors.hpp"
 
 /// pool_semantics.cpp on one mpi pool over every other rank (rank 0 itself when alone).
 std::vector<PoolCase> pool_cases() {
   const int size = mproc::Runtime::size();
-  return {{mproc::Backend::mpi, static_cast<unsigned>(size > 1 ? size - 1 : 1)}};
+  return {{mproc::Backend::mpi, static_cast<unsigned>(size > 1 ? size - 1 : 1), size > 1}};
 }
 
 namespace {
@@ -365,6 +368,45 @@ TEST(MpiExecutor, SubmitMapShutdown) {
   EXPECT_EQ(k, 100);
   ex.shutdown({.wait = true});
   EXPECT_THROW(ex.submit(add, 1, 1), mproc::PoolClosed);
+}
+
+TEST(MpiExecutor, FuturesRethrowTaskExceptionsAsTheirOwnType) {
+  // With worker ranks, a future's exception is a RemoteException<E>; alone, rank 0 runs
+  // the task on a thread and its own object arrives.
+  const bool remote = mproc::Runtime::size() > 1;
+  mproc::MpiPoolExecutor ex;
+  auto oor = ex.submit(throw_kind, 4);
+  auto sys = ex.submit(throw_kind, 19);
+  auto mine = ex.submit(throw_kind, 15);
+  try {
+    oor.get();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::out_of_range& e) {
+    EXPECT_THAT(e.what(), HasSubstr("kind 4"));
+    const auto* r = dynamic_cast<const mproc::RemoteError*>(&e);
+    EXPECT_EQ(r != nullptr, remote);
+    if (r != nullptr) {
+      EXPECT_EQ(r->type_name(), "std::out_of_range");
+      EXPECT_NE(r->worker_pid(), ::getpid());
+      EXPECT_THAT(r->traceback(), HasSubstr("on rank "));
+      EXPECT_THAT(r->traceback(), HasSubstr("throw_kind"));
+    }
+  }
+  try {
+    sys.get();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), std::error_code(ENOENT, std::system_category()));
+  }
+  // Registered at static initialisation, so on every rank: arrives as itself.
+  try {
+    mine.get();
+    ADD_FAILURE() << "no exception";
+  } catch (const MissingKeyError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("kind 15"));
+    EXPECT_EQ(dynamic_cast<const mproc::RemoteError*>(&e) != nullptr, remote);
+  }
+  EXPECT_EQ(ex.submit(add, 2, 2).get(), 4);
 }
 
 TEST(MpiPool, TraceHasOneLanePerRank) {
