@@ -34,6 +34,11 @@ Closed::~Closed() = default;
 BrokenBarrierError::~BrokenBarrierError() = default;
 SharedStateError::~SharedStateError() = default;
 
+AttributeError::AttributeError(std::string name)
+    : Error(fmt::format("mproc::SharedNamespace has no attribute '{}'", name)),
+      name_(std::move(name)) {}
+AttributeError::~AttributeError() = default;
+
 RemoteError::RemoteError(std::string type_name, std::string message, std::string traceback,
                          std::optional<std::size_t> task_index, pid_t worker_pid)
     : Error(fmt::format("{}: {}{}", type_name, message, task_suffix(task_index, worker_pid))),
