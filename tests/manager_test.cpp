@@ -486,6 +486,11 @@ TEST(SharedNamespace, PoolWorkersReadAndSetAttributes) {
   }
   auto again = mproc::loads<mproc::SharedNamespace>(mproc::dumps(ns));
   EXPECT_EQ(again.get<long>("base"), 1000L);
+  // A dict's handle is not a namespace's, nor the other way round.
+  const auto dict_bytes = mproc::dumps(m.dict<std::string, int>());
+  EXPECT_THROW((void)mproc::loads<mproc::SharedNamespace>(dict_bytes), mproc::SharedStateError);
+  using LongDict = mproc::SharedDict<std::string, long>;
+  EXPECT_THROW((void)mproc::loads<LongDict>(mproc::dumps(ns)), mproc::SharedStateError);
 }
 
 TEST(SharedNamespace, ConcurrentIncrementsUnderALockCountExactly) {
