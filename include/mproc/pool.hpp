@@ -181,10 +181,10 @@ struct tuple_tail<std::tuple<T...>, std::index_sequence<I...>> {
 };
 /// mproc::bind(f, a): the parameters of f after the bound ones.
 template <class F, class... Bound>
-  requires requires { typename call_args<F>::type; }
+  requires requires { typename call_args<F>::type; } &&
+           (std::tuple_size_v<typename call_args<F>::type> >= sizeof...(Bound))
 struct call_args<BoundCall<F, Bound...>> {
   using all = typename call_args<F>::type;
-  static_assert(std::tuple_size_v<all> >= sizeof...(Bound), "mproc::bind: too many values");
   using type = typename tuple_tail<
       all, std::make_index_sequence<std::tuple_size_v<all> - sizeof...(Bound)>>::type;
 };
