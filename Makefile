@@ -9,7 +9,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test bench clean
+.PHONY: all deps configure build run test asan tsan bench clean
 
 all: build
 
@@ -33,6 +33,15 @@ run: configure
 test: DEPS_FLAGS = --test
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# The whole suite under the sanitizers (docs/testing.md), each in its own build directory.
+SANITIZED = -DCMAKE_BUILD_TYPE=Debug -DMPROC_BUILD_BENCH=OFF $(CMAKE_FLAGS)
+
+asan:
+	@$(MAKE) test BUILD=build-asan CMAKE_FLAGS="$(SANITIZED) -DMPROC_SANITIZE=address,undefined"
+
+tsan:
+	@$(MAKE) test BUILD=build-tsan CMAKE_FLAGS="$(SANITIZED) -DMPROC_SANITIZE=thread"
 
 bench: build
 	@cmake --build $(BUILD) --target bench

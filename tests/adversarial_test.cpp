@@ -202,7 +202,7 @@ int crash_kind(int k) {
 
 TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
   const int fds0 = count_dir("/proc/self/fd");
-  const int threads0 = count_dir("/proc/self/task");
+  const int threads0 = proc_counts::threads();
   const int shm0 = count_dir("/dev/shm");
   {
     mproc::Pool pool(2);
@@ -219,7 +219,7 @@ TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
     };
     settle();
     const int fds = count_dir("/proc/self/fd");
-    const int threads = count_dir("/proc/self/task");
+    const int threads = proc_counts::threads();
     for (int k = 0; k < 200; ++k) {
       try {
         pool.apply(crash_kind, k);
@@ -229,11 +229,11 @@ TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
     }
     settle();
     EXPECT_EQ(count_dir("/proc/self/fd"), fds);
-    EXPECT_EQ(count_dir("/proc/self/task"), threads);
+    EXPECT_EQ(proc_counts::threads(), threads);
     EXPECT_EQ(count_dir("/dev/shm"), shm0);
   }
   EXPECT_EQ(count_dir("/proc/self/fd"), fds0);
-  EXPECT_EQ(count_dir("/proc/self/task"), threads0);
+  EXPECT_EQ(proc_counts::threads(), threads0);
   EXPECT_EQ(count_dir("/dev/shm"), shm0);
   EXPECT_TRUE(children_of(::getpid()).empty());
 }

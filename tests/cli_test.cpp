@@ -219,7 +219,7 @@ TEST(Cli, AMistypedSubcommandGetsASuggestion) {
 
 TEST(Cli, HelpFitsEightyColumns) {
   const std::vector<std::string> subcommands{"info", "wordcount", "countlines", "pi", "dot",
-                                             "rangecount", "run", "trace-view"};
+                                             "rangecount", "run", "trace-view", "scaling"};
   Result top = mproc({"--help"});
   ASSERT_EQ(top.code, 0) << top.err;
   for (const auto& sub : subcommands) {

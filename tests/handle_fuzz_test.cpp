@@ -183,6 +183,25 @@ struct Subject<mproc::Array<double>> {
   static constexpr int refs = 1;
 };
 
+template <>
+struct Subject<mproc::Array2D<double>> {
+  static mproc::Array2D<double> make() { return mproc::Array2D<double>(4, 3, 2.5); }
+  // A forged shape must match the data, and forged slice fields must stay inside the
+  // table: what decodes is a working table of the original's elements.
+  static bool same(const mproc::Array2D<double>& original,
+                   const mproc::Array2D<double>& decoded) {
+    if (decoded.rows() * decoded.cols() != decoded.size() || decoded.size() > original.size() ||
+        decoded.data() < original.data() ||
+        decoded.data() + decoded.size() > original.data() + original.size())
+      return false;
+    for (double x : decoded.span())
+      if (x != 2.5) return false;
+    std::lock_guard lk(original.get_lock());
+    return decoded.get_lock().held_by_me();
+  }
+  static constexpr int refs = 1;
+};
+
 // put() and try_get() never wait here: a decoded queue that is not the original must not
 // stall the test, and gets back what was put into it.
 template <class Q>
@@ -322,6 +341,7 @@ std::vector<Bytes> other_handles(std::vector<std::shared_ptr<void>>& keep) {
   add(mproc::Barrier(2));
   add(mproc::Value<int>(1));
   add(mproc::Array<double>(3));
+  add(mproc::Array2D<double>(2, 2));
   add(mproc::Queue<int>());
   add(mproc::SimpleQueue<int>());
   add(mproc::JoinableQueue<int>());
@@ -461,7 +481,7 @@ class ForgedHandle : public ::testing::Test {};
 using SharedTypes =
     ::testing::Types<mproc::Lock, mproc::RLock, mproc::Semaphore, mproc::BoundedSemaphore,
                      mproc::Event, mproc::Condition, mproc::Barrier, mproc::Value<int>,
-                     mproc::Array<double>, mproc::Queue<int>, mproc::SimpleQueue<int>,
+                     mproc::Array<double>, mproc::Array2D<double>, mproc::Queue<int>, mproc::SimpleQueue<int>,
                      mproc::JoinableQueue<int>, PipeEnd, mproc::Manager, Dict, List>;
 
 class TypeNames {
@@ -477,6 +497,7 @@ class TypeNames {
     if constexpr (std::is_same_v<T, mproc::Barrier>) return "Barrier";
     if constexpr (std::is_same_v<T, mproc::Value<int>>) return "Value";
     if constexpr (std::is_same_v<T, mproc::Array<double>>) return "Array";
+    if constexpr (std::is_same_v<T, mproc::Array2D<double>>) return "Array2D";
     if constexpr (std::is_same_v<T, mproc::Queue<int>>) return "Queue";
     if constexpr (std::is_same_v<T, mproc::SimpleQueue<int>>) return "SimpleQueue";
     if constexpr (std::is_same_v<T, mproc::JoinableQueue<int>>) return "JoinableQueue";

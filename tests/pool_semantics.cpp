@@ -7,8 +7,13 @@
 // mproc::RemoteError, the thread backend as itself). What one backend alone does is in
 // pool_test.cpp (process), thread_pool_test.cpp (thread) and mpi/mpi_pool_test.cpp (mpi).
 #include "pool_semantics.hpp"
+#include "proc_counts.hpp"
 
+#include <unistd.h>
+
+#include <mproc/lines.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/seed.hpp>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -16,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <filesystem>
 #include <forward_list>
@@ -29,6 +35,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -871,7 +878,7 @@ struct Footprint {
   }
   static Footprint now() {
     Footprint f;
-    f.threads = count_dir("/proc/self/task");
+    f.threads = proc_counts::threads();
     f.fds = count_dir("/proc/self/fd");
     std::error_code ec;
     for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
@@ -1007,6 +1014,61 @@ TEST_P(PoolSemantics, SeveralThreadsShareOnePool) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(ok.load(), kThreads * rounds);
+}
+
+// ---- streams per item, lines of a file ---------------------------------------------------
+
+std::uint64_t seeded_draw(long) {
+  mproc::Xoshiro256 rng(mproc::task_seed(99));
+  return rng() ^ (rng() >> 1);
+}
+
+TEST_P(PoolSemantics, TaskSeedGivesEachItemItsOwnReproducibleStream) {
+  auto pool = make_pool();
+  constexpr long n = 300;
+  std::vector<std::uint64_t> want;
+  for (long i = 0; i < n; ++i) {
+    mproc::Xoshiro256 rng(mproc::seed_for(99, static_cast<std::uint64_t>(i)));
+    want.push_back(rng() ^ (rng() >> 1));
+  }
+  ASSERT_EQ(std::set<std::uint64_t>(want.begin(), want.end()).size(), static_cast<std::size_t>(n));
+  for (std::size_t chunksize : {0, 1, 13}) {
+    SCOPED_TRACE("chunksize " + std::to_string(chunksize));
+    EXPECT_EQ(pool.map(seeded_draw, mproc::range(n), {.chunksize = chunksize}), want);
+    std::vector<std::uint64_t> streamed;
+    for (std::uint64_t d : pool.imap(seeded_draw, mproc::range(n), {.chunksize = chunksize}))
+      streamed.push_back(d);
+    EXPECT_EQ(streamed, want);
+  }
+}
+
+std::size_t line_key(const std::string& line) { return line.size() * 1000 + (line.empty() ? 0 : line[0]); }
+
+TEST_P(PoolSemantics, LinesOfAFileFeedMapImapAndImapUnordered) {
+  auto pool = make_pool();
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("mproc_semantics_lines_" + std::to_string(::getpid()) + ".txt");
+  std::vector<std::size_t> want;
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (int i = 0; i < 2000; ++i) {
+      std::string line(static_cast<std::size_t>(i % 37), static_cast<char>('a' + i % 26));
+      out << line << (i % 5 == 0 ? "\r\n" : "\n");
+      want.push_back(line_key(line));
+    }
+    out << "no newline";
+    want.push_back(line_key("no newline"));
+  }
+  EXPECT_EQ(pool.map(line_key, mproc::lines(path), {.chunksize = 64}), want);
+  std::vector<std::size_t> ordered;
+  for (std::size_t k : pool.imap(line_key, mproc::lines(path), {.chunksize = 16}))
+    ordered.push_back(k);
+  EXPECT_EQ(ordered, want);
+  std::multiset<std::size_t> unordered;
+  for (std::size_t k : pool.imap_unordered(line_key, mproc::lines(path))) unordered.insert(k);
+  EXPECT_EQ(unordered, std::multiset<std::size_t>(want.begin(), want.end()));
+  std::filesystem::remove(path);
+  EXPECT_THROW((void)pool.map(line_key, mproc::lines(path)), std::system_error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PoolSemantics, ::testing::ValuesIn(pool_cases()),

@@ -406,7 +406,7 @@ long slow_square(long x) {
 
 TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
   const int fds = count_dir("/proc/self/fd");
-  const int threads = count_dir("/proc/self/task");
+  const int threads = proc_counts::threads();
   const int shm = count_dir("/dev/shm");
   mproc::Future<std::vector<long>> f;
   {
@@ -416,14 +416,14 @@ TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
   ASSERT_TRUE(f.done());
   EXPECT_EQ(f.get()[199], 199L * 199L);
   EXPECT_EQ(count_dir("/proc/self/fd"), fds);
-  EXPECT_EQ(count_dir("/proc/self/task"), threads);
+  EXPECT_EQ(proc_counts::threads(), threads);
   EXPECT_EQ(count_dir("/dev/shm"), shm);
   EXPECT_TRUE(children_of(::getpid()).empty());
 }
 
 TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
   const int fds = count_dir("/proc/self/fd");
-  const int threads = count_dir("/proc/self/task");
+  const int threads = proc_counts::threads();
   mproc::Future<std::vector<int>> f;
   {
     mproc::Pool pool(2);
@@ -434,7 +434,7 @@ TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
     EXPECT_THROW(pool.apply(add, 1, 2), mproc::PoolClosed);
   }
   EXPECT_EQ(count_dir("/proc/self/fd"), fds);
-  EXPECT_EQ(count_dir("/proc/self/task"), threads);
+  EXPECT_EQ(proc_counts::threads(), threads);
   EXPECT_TRUE(children_of(::getpid()).empty());
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace proc_counts {
@@ -21,6 +22,20 @@ inline int count_dir(const char* path) {
     ::closedir(d);
   }
   return n;
+}
+
+/// Threads of this process. ThreadSanitizer starts a background thread of its own at the
+/// first thread the program creates; one thread started and joined first makes it exist
+/// before anything is counted, so that counts before and after compare.
+inline int threads() {
+#if defined(__SANITIZE_THREAD__)
+  static const bool sanitizer_thread_started = [] {
+    std::thread([] {}).join();
+    return true;
+  }();
+  (void)sanitizer_thread_started;
+#endif
+  return count_dir("/proc/self/task");
 }
 
 /// Open file descriptors, not counting the one count_dir itself holds.

@@ -31,5 +31,8 @@ void add_run(CLI::App& app, int* exit_code);
 int run_main(const std::vector<std::string>& args);
 /// Adds `mproc trace-view`, which draws a trace file as an HTML timeline.
 void add_trace_view(CLI::App& app, int* exit_code);
+/// Adds `mproc scaling`, which times a command at 1..N workers; `command` is what follows
+/// its `--` (main() takes it off before CLI11 parses, so that no word of it is an option).
+void add_scaling(CLI::App& app, int* exit_code, std::vector<std::string> command);
 
 }  // namespace mproc::cli

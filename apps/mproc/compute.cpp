@@ -182,6 +182,18 @@ void write_stdout(std::string_view text) {
   std::fflush(stdout);
 }
 
+void write_file(const std::string& path, std::string_view text) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr)
+    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
+  int error = std::fwrite(text.data(), 1, text.size(), f) == text.size() ? 0 : errno;
+  if (std::fclose(f) != 0 && error == 0) error = errno;
+  if (error != 0) {
+    std::remove(path.c_str());
+    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(error)));
+  }
+}
+
 bool is_stream(const std::string& path) {
   if (path == "-") return true;
   struct stat st {};

@@ -123,4 +123,8 @@ class JsonObject {
 /// Writes `text` to stdout and flushes.
 void write_stdout(std::string_view text);
 
+/// Writes `text` to the file `path`, replacing it. Throws UsageError naming the path when
+/// it cannot be written (and removes what was partly written).
+void write_file(const std::string& path, std::string_view text);
+
 }  // namespace mproc::cli

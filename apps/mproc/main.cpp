@@ -7,32 +7,18 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include "commands.hpp"
+#include "text.hpp"
 #include <mproc/runtime.hpp>
 #include <mproc/version.hpp>
 
 namespace {
-
-/// The edit distance (insertions, deletions, substitutions, and swaps of neighbours)
-/// between `a` and `b`.
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
-  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i)
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
-                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  return d[a.size()][b.size()];
-}
 
 /// The first argument that is not an option names the subcommand (the top level has only
 /// --help and --version, which take no value). Returns the one-line error for a name that
@@ -53,14 +39,13 @@ std::string check_subcommand(const CLI::App& app, int argc, char** argv) {
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
     const std::string& name = sub->get_name();
     if (name == given) return {};
-    const std::size_t d = edit_distance(given, name);
+    const std::size_t d = mproc::cli::edit_distance(given, name);
     if (d < best_distance) {
       best_distance = d;
       best = name;
     }
   }
-  // Close enough to be a typo: at most 2 edits, and fewer than half the name's letters.
-  if (best_distance <= 2 && 2 * best_distance < best.size())
+  if (mproc::cli::is_typo_of(best_distance, best))
     return fmt::format("unknown subcommand '{}'; did you mean '{}'?", given, best);
   return fmt::format("unknown subcommand '{}' (see mproc --help)", given);
 }
@@ -89,6 +74,17 @@ int main(int argc, char** argv) {
   mproc::cli::add_rangecount(app, &exit_code);
   mproc::cli::add_run(app, &exit_code);
   mproc::cli::add_trace_view(app, &exit_code);
+  // `mproc scaling [OPTIONS] -- COMMAND...`: the command's words are never CLI11's, even
+  // those that look like options of scaling (--json, --help).
+  std::vector<std::string> timed;
+  if (argc >= 2 && std::string_view(argv[1]) == "scaling")
+    for (int i = 2; i < argc; ++i)
+      if (std::string_view(argv[i]) == "--") {
+        timed.assign(argv + i + 1, argv + argc);
+        argc = i;
+        break;
+      }
+  mproc::cli::add_scaling(app, &exit_code, std::move(timed));
 
   // `mproc run` parses GNU parallel's options itself: nothing after `run` is CLI11's.
   if (argc >= 2 && std::string_view(argv[1]) == "run")

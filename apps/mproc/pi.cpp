@@ -1,7 +1,8 @@
 // `mproc pi --samples N --seed S`: pi by Monte Carlo, reproducible for a seed whatever the
 // workers, backend and chunksize. The sample stream is cut into fixed blocks of 2^20
-// samples; block b draws from its own generator, seeded from (seed, b), and the pool maps
-// over block numbers and sums integer hit counts. How the blocks are spread over workers
+// samples; block b draws from its own generator, seeded with mproc::seed_for(seed, b)
+// (mproc/seed.hpp; b is also the item's index, so this is task_seed(seed)), and the pool
+// maps over block numbers and sums integer hit counts. How the blocks are spread over workers
 // cannot change a single draw, and integer sums do not depend on their order.
 #include <algorithm>
 #include <chrono>
@@ -17,6 +18,7 @@
 #include "compute.hpp"
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
+#include <mproc/seed.hpp>
 
 namespace mproc::cli {
 namespace {
@@ -25,47 +27,11 @@ constexpr std::uint64_t block_samples = std::uint64_t{1} << 20;
 // Keeps samples + block_samples and the hit count far from overflow.
 constexpr std::uint64_t max_samples = std::uint64_t{1} << 50;
 
-/// splitmix64's output function (Steele, Lea, Flood 2014): a bijection that scatters
-/// nearby inputs, so (seed, block) pairs give unrelated generator states.
-constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/// xoshiro256** (Blackman, Vigna), its state filled by splitmix64 as its authors advise.
-class Xoshiro256 {
- public:
-  explicit Xoshiro256(std::uint64_t seed) noexcept {
-    for (auto& w : s_) {
-      seed += 0x9e3779b97f4a7c15ull;
-      w = mix64(seed);
-    }
-  }
-  std::uint64_t operator()() noexcept {
-    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const std::uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-
- private:
-  static constexpr std::uint64_t rotl(std::uint64_t x, int k) noexcept {
-    return (x << k) | (x >> (64 - k));
-  }
-  std::uint64_t s_[4];
-};
-
 /// Hits inside the quarter circle among block `block`'s samples. Integer arithmetic
 /// throughout (31-bit coordinates, squares summed below 2^63), so the count is the same
 /// on every machine and with every compiler flag; floating point could be contracted.
 std::uint64_t block_hits(std::uint64_t seed, std::uint64_t block, std::uint64_t samples) {
-  Xoshiro256 rng(mix64(mix64(seed) ^ block));
+  Xoshiro256 rng(seed_for(seed, block));
   constexpr std::uint64_t r2 = std::uint64_t{1} << 62;
   std::uint64_t hits = 0;
   for (std::uint64_t i = 0; i < samples; ++i) {

@@ -41,6 +41,7 @@
 
 #include "commands.hpp"
 #include "compute.hpp"
+#include "html.hpp"
 
 namespace mproc::cli {
 namespace {
@@ -761,18 +762,6 @@ Trace read_trace(const std::string& path, std::uint64_t max_bytes) {
   return builder.finish();
 }
 
-void write_file(const std::string& path, std::string_view text) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr)
-    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(errno)));
-  int error = std::fwrite(text.data(), 1, text.size(), f) == text.size() ? 0 : errno;
-  if (std::fclose(f) != 0 && error == 0) error = errno;
-  if (error != 0) {
-    std::remove(path.c_str());
-    throw UsageError(fmt::format("cannot write '{}': {}", path, std::strerror(error)));
-  }
-}
-
 /// FILE with its extension replaced by .html (FILE.html when it already is one).
 std::string default_output(const std::string& input) {
   fs::path p(input);
@@ -783,22 +772,6 @@ std::string default_output(const std::string& input) {
 
 // ---------------------------------------------------------------------------------------
 // Text
-
-std::string escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 /// At most `max` code points of the UTF-8 text `s`, with "…" when shortened.
 std::string shorten(const std::string& s, std::size_t max) {
@@ -954,7 +927,7 @@ std::string Page::tooltip(const Span& s) const {
   if (s.errors > 0) text += fmt::format(", {} raised", s.errors);
   if (s.failed_index != absent) text += fmt::format(", failed at item {}", s.failed_index);
   if (s.error != no_text) text += fmt::format("\n{}", t_.texts[s.error]);
-  return escape(text);
+  return html_escape(text);
 }
 
 void Page::axis(double top, double bottom, bool labels) {
@@ -1011,12 +984,12 @@ void Page::header() {
     busy += utilisation_[p].busy;
     capacity += capacity_[p];
   }
-  put("<h1>Trace timeline: {}</h1>\n<table class=\"summary\">\n", escape(file_name_));
+  put("<h1>Trace timeline: {}</h1>\n<table class=\"summary\">\n", html_escape(file_name_));
   auto row = [&](std::string_view key, const std::string& value, std::string_view id) {
     put("<tr><th>{}</th><td id=\"{}\">{}</td></tr>\n", key, id, value);
   };
-  row("File", escape(file_name_), "sum-file");
-  if (!t_.producer.empty()) row("Producer", escape(t_.producer), "sum-producer");
+  row("File", html_escape(file_name_), "sum-file");
+  if (!t_.producer.empty()) row("Producer", html_escape(t_.producer), "sum-producer");
   row("Tasks (chunks)", fmt::format("{}", t_.spans.size()), "sum-tasks");
   row("Time span", duration_text(t_.t1 - t_.t0), "sum-span");
   row("Pools", fmt::format("{}", t_.pools.size()), "sum-pools");
@@ -1059,7 +1032,7 @@ void Page::legend() {
   for (std::uint32_t i = 0; i < shown; ++i)
     put("<span class=\"item\"><span class=\"sw\" style=\"background:{}\"></span>{} "
         "<span class=\"dim\">({} &times;, {})</span></span>",
-        palette[colours_[i]], escape(t_.names[i]), count[i], duration_text(time[i]));
+        palette[colours_[i]], html_escape(t_.names[i]), count[i], duration_text(time[i]));
   if (failed > 0)
     put("<span class=\"item\"><span class=\"sw\" style=\"background:{};outline:1px solid "
         "{}\"></span>failed <span class=\"dim\">({})</span></span>",
@@ -1071,7 +1044,7 @@ void Page::legend() {
 
 void Page::pool_section(const Pool& pool) {
   const std::size_t p = static_cast<std::size_t>(&pool - t_.pools.data());
-  put("<h2>{}</h2>\n", escape(pool.label));
+  put("<h2>{}</h2>\n", html_escape(pool.label));
   put("<p>{} task{} on {} lane{}, from {} to {}. Utilisation: <b class=\"util\" "
       "id=\"util-{}\">{}</b></p>\n",
       pool.spans, pool.spans == 1 ? "" : "s", pool.lanes.size(), pool.lanes.size() == 1 ? "" : "s",
@@ -1109,7 +1082,7 @@ void Page::gantt(const Pool& pool) {
     if (i % label_every == 0)
       put("<text class=\"lane\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}<title>{}</title>"
           "</text>\n",
-          plot_left - 6, y + row / 2 + 4, escape(shorten(lane.label, 24)), escape(lane.label));
+          plot_left - 6, y + row / 2 + 4, html_escape(shorten(lane.label, 24)), html_escape(lane.label));
     // The page's script redraws the lane from the times in data-t and data-d (or, for a
     // coalesced lane, in data-spans) at every zoom and window width.
     put("<g class=\"lane\" data-y=\"{:.1f}\" data-h=\"{:.1f}\"", y + (row - bar) / 2, bar);
@@ -1249,14 +1222,14 @@ void Page::span_row(const Span& s, std::size_t rank) {
       "<td class=\"label\" title=\"{}\">{}</td>"
       "<td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>"
       "<td class=\"num\">{}</td><td class=\"num\">{}</td><td{}>{}{}{}{}</td></tr>\n",
-      rank, palette[colours_[s.name]], escape(t_.names[s.name]),
-      escape(function.empty() ? label : function), escape(shorten(label, 60)),
-      escape(t_.pools[lane.pool].label),
-      escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
+      rank, palette[colours_[s.name]], html_escape(t_.names[s.name]),
+      html_escape(function.empty() ? label : function), html_escape(shorten(label, 60)),
+      html_escape(t_.pools[lane.pool].label),
+      html_escape(lane.label), duration_text(s.ts - t_.t0), duration_text(s.dur), items_text(s),
       bytes_text(s.bytes_in), bytes_text(s.bytes_out), s.failed() ? " class=\"bad\"" : "",
-      escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
+      html_escape(t_.statuses[s.status]), s.errors > 0 ? fmt::format(" ({} raised)", s.errors) : "",
       s.failed_index != absent ? fmt::format(" at item {}", s.failed_index) : "",
-      s.error != no_text ? "<br><span class=\"error\">" + escape(t_.texts[s.error]) + "</span>"
+      s.error != no_text ? "<br><span class=\"error\">" + html_escape(t_.texts[s.error]) + "</span>"
                          : "");
 }
 
@@ -1603,7 +1576,7 @@ std::string Page::render() {
   }
   put("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<title>{} - mproc trace-view</title>\n<style>{}</style>\n</head>\n<body>\n",
-      escape(file_name_), style);
+      html_escape(file_name_), style);
   header();
   legend();
   std::string palette_list;

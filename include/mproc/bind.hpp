@@ -4,7 +4,10 @@
 // are serialized and sent to each worker once per call of a Pool method, not once per
 // item, so a large lookup table or a string costs one copy per worker. Use it for state
 // that a lambda cannot carry to a worker process (a capture that is not trivially
-// copyable, such as a std::string or std::vector).
+// copyable, such as a std::string, a std::vector or a shared handle: mproc::Value, Array,
+// Array2D, Queue, Lock, a Manager dict or list, which arrive as the same shared object),
+// and never a captured pointer, which means nothing in a worker for an object made after
+// the pool started.
 #pragma once
 
 #include <functional>

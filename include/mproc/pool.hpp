@@ -8,8 +8,11 @@
 // arguments.
 //
 // What can be shipped: the callable must be a function pointer or a callable whose state
-// is trivially copyable (a lambda capturing numbers or pointers); anything else is a
-// compile-time error that says what to do (mproc::bind the values, or use an Array).
+// is trivially copyable (a lambda capturing nothing or numbers); anything else is refused
+// with a message that says what to do (pass the data as the item, or mproc::bind the
+// values and shared handles). A captured pointer or reference is accepted but is only an
+// address: a worker has no copy of an object created after the Pool started, so using
+// one there reads garbage or crashes the worker (docs/pool.md, "What the workers see").
 // Arguments and results must be serializable (mproc/serialize.hpp) and default-constructible.
 //
 // Failures: a task's exception is RemoteError; a worker that dies (signal, exit, abort)
@@ -54,6 +57,7 @@
 #include "progress.hpp"
 #include "range.hpp"
 #include "serialize.hpp"
+#include "shared.hpp"
 
 namespace mproc {
 
@@ -675,6 +679,15 @@ class ReduceJob final : public FeederJob<View, Arg> {
 };
 
 
+/// map_rows' callable: row `i` of the bound table, handed to f.
+template <class F, class T>
+struct RowCall {
+  F f;
+  decltype(auto) operator()(const Array2D<T>& table, std::size_t i) const {
+    return std::invoke(f, table.row(i));
+  }
+};
+
 /// Whether a call with these types can go to a worker process: the callable is shippable
 /// and the arguments and results are serializable and default-constructible.
 template <CallKind kind, class F, class Arg, class R>
@@ -817,9 +830,18 @@ class MPROC_API Pool {
   Backend backend() const noexcept { return backend_; }
 
   /// Python's Pool.map: f over every input, results in input order. Blocks. Throws the
-  /// error of the first failed item in input order.
+  /// error of the first failed item in input order. A single-pass input (a generator,
+  /// mproc::lines) is pulled as the workers take it, on every backend: only the results
+  /// are kept.
   template <class F, std::ranges::input_range In>
   auto map(F f, In&& inputs, MapOptions opts = {}) {
+    if constexpr (!std::ranges::forward_range<std::views::all_t<In>>) {
+      // The thread backend's map indexes its input, so it would copy a single-pass input
+      // whole first; an ordered stream pulls it in a bounded window instead.
+      if (threads_)
+        return collect(submit_stream<detail::CallKind::single>(
+            std::move(f), std::forward<In>(inputs), opts, true, "map"));
+    }
     return submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
                                                    opts, "map")
         ->take();
@@ -1046,6 +1068,38 @@ class MPROC_API Pool {
     return promise->take();
   }
 
+  /// Seed 003's "parallelize a DataFrame" row by row: f(row) for every row of `table`,
+  /// where f takes the row as std::span<T> (to write it in place) or std::span<const T>.
+  /// If f returns a value, the results come back as a std::vector in row order; if it
+  /// returns void, map_rows returns once every row is done and the writes are visible
+  /// here. Zero copy: the rows stay in shared memory and only row indices travel (the
+  /// table goes to each worker once, as a handle). Blocks. Throws the error of the first
+  /// failed row (a crash fails that row alone with WorkerCrashed; the other rows run).
+  /// On Backend::mpi with more than one rank it throws std::invalid_argument: the ranks
+  /// may be on other machines, which cannot map this machine's shared memory.
+  template <class F, class T>
+  auto map_rows(F f, const Array2D<T>& table, MapOptions opts = {}) {
+    constexpr bool takes_row = std::is_invocable_v<const F&, std::span<T>>;
+    static_assert(takes_row,
+                  "Pool::map_rows: f must take one row of the table as std::span<T> or "
+                  "std::span<const T>, with T the table's element type (Array2D<T>)");
+    if constexpr (takes_row) {
+      if (backend_ == Backend::mpi && !threads_)
+        throw std::invalid_argument(
+            "Pool::map_rows: an Array2D lives in this machine's shared memory, which the "
+            "ranks of an MPI job cannot share; on Backend::mpi map over the rows as values "
+            "(pool.map(f, rows)) instead");
+      const auto rows = range(static_cast<std::size_t>(table.rows()));
+      if constexpr (detail::shippable<F>) {
+        return map(mproc::bind(detail::RowCall<F, T>{f}, table), rows, std::move(opts));
+      } else {
+        if (!threads_) detail::throw_not_shippable("map_rows", false, false);
+        return map([f = std::move(f), table](std::size_t i) { return f(table.row(i)); }, rows,
+                   std::move(opts));
+      }
+    }
+  }
+
   /// No more work may be submitted (PoolClosed); queued work still runs.
   void close();
   /// Waits until all submitted work is done and the workers have exited. Call close() first
@@ -1104,6 +1158,26 @@ class MPROC_API Pool {
       thread_vector<kind, R>(std::views::all(std::move(items)), std::move(f), std::move(reduce),
                              opts, std::move(promise), std::move(progress), method);
     }
+  }
+
+  /// Every result of an ordered stream, as map returns them: a vector (nothing for void),
+  /// or the first failed item's error once every item has run.
+  template <class R>
+  static auto collect(ResultStream<R> stream) {
+    std::exception_ptr first_error;
+    std::conditional_t<std::is_void_v<R>, std::monostate, std::vector<R>> out;
+    for (auto it = stream.begin(); it != stream.end(); ++it) {
+      try {
+        if constexpr (std::is_void_v<R>)
+          (void)*it;
+        else
+          out.push_back(std::move(*it));
+      } catch (...) {
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+    if (first_error) std::rethrow_exception(first_error);
+    if constexpr (!std::is_void_v<R>) return out;
   }
 
   template <class F, class Tuple, std::size_t... I>

@@ -1,4 +1,5 @@
-// Value<T> and Array<T>: Python's multiprocessing.Value and Array, in shared memory.
+// Value<T> and Array<T>: Python's multiprocessing.Value and Array, in shared memory;
+// Array2D<T>, a table of rows in shared memory (for Pool::map_rows).
 //
 //   mproc::Value<double> total(0.0);
 //   mproc::Array<double> a(1'000'000, 1.0);
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <iterator>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <ranges>
@@ -286,6 +288,76 @@ class Array {
   mutable RLock lock_;
   std::uint64_t offset_ = detail::kSharedDataOffset;
   std::uint64_t count_ = 0;
+};
+
+
+/// A table of rows x cols T in shared memory, row after row (row-major), with its lock:
+/// the rows of a DataFrame for Pool::map_rows. A handle, as Array: copies, forked
+/// processes and tasks that receive it (as an argument or through mproc::bind) see the
+/// same memory, and it travels as a few bytes whatever its size. row(i) is a std::span
+/// over row i; writes to it are seen by every process holding the table (each row written
+/// by one process at a time, or under get_lock()).
+template <class T>
+class Array2D {
+ public:
+  using value_type = T;
+
+  /// An empty table (0 x 0), to assign another Array2D to.
+  Array2D() noexcept = default;
+  /// rows x cols copies of `fill`. Either may be 0. Throws std::length_error if
+  /// rows * cols overflows, std::system_error when shared memory cannot be created.
+  Array2D(std::size_t rows, std::size_t cols, const T& fill = T{})
+      : data_(checked_size(rows, cols), fill), rows_(rows), cols_(cols) {}
+
+  std::size_t rows() const noexcept { return rows_; }
+  std::size_t cols() const noexcept { return cols_; }
+  /// rows() * cols().
+  std::size_t size() const noexcept { return data_.size(); }
+  bool empty() const noexcept { return data_.empty(); }
+
+  /// Row i as a span of cols() elements (no bounds check).
+  std::span<T> row(std::size_t i) const noexcept { return {data_.data() + i * cols_, cols_}; }
+  /// row(i) with a bounds check (std::out_of_range).
+  std::span<T> at_row(std::size_t i) const {
+    if (i >= rows_) throw std::out_of_range("mproc::Array2D::at_row: row out of range");
+    return row(i);
+  }
+  /// Element (i, j) (no bounds check).
+  T& operator()(std::size_t i, std::size_t j) const noexcept { return data_[i * cols_ + j]; }
+  T* data() const noexcept { return data_.data(); }
+  /// Every element, row after row.
+  std::span<T> span() const noexcept { return data_.span(); }
+  /// The elements as a flat Array sharing this table's memory and lock.
+  const Array<T>& array() const noexcept { return data_; }
+
+  /// The RLock that comes with the table.
+  RLock& get_lock() const noexcept { return data_.get_lock(); }
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    if constexpr (Archive::is_saving) {
+      ar(data_, rows_, cols_);
+    } else {
+      std::uint64_t rows = 0, cols = 0;
+      ar(data_, rows, cols);
+      if (cols != 0 ? rows > data_.size() / cols || rows * cols != data_.size()
+                    : data_.size() != 0)
+        throw SerializationError("Array2D: the shape does not match the data");
+      rows_ = rows;
+      cols_ = cols;
+    }
+  }
+
+ private:
+  static std::size_t checked_size(std::size_t rows, std::size_t cols) {
+    if (cols != 0 && rows > std::numeric_limits<std::size_t>::max() / cols)
+      throw std::length_error("mproc::Array2D: rows * cols overflows");
+    return rows * cols;
+  }
+
+  Array<T> data_;
+  std::uint64_t rows_ = 0;
+  std::uint64_t cols_ = 0;
 };
 
 }  // namespace mproc

@@ -23,9 +23,12 @@ void throw_not_shippable(const char* method, bool callable_ok, bool) {
   if (!callable_ok)
     throw std::invalid_argument(fmt::format(
         "Pool::{}: this callable cannot be sent to a worker process: its state is not "
-        "trivially copyable (for example a lambda capturing a std::string by value). Capture "
-        "nothing or only numbers and pointers and pass the data with mproc::bind(f, value, "
-        "...), or use Backend::thread",
+        "trivially copyable (for example a lambda capturing a std::string, a std::vector or "
+        "an mproc::Value/Array/Queue/Lock handle by value). Capture only numbers, never "
+        "pointers or references (a worker has no copy of objects created after the pool "
+        "started); pass the data as the item, or with mproc::bind(f, value, ...) (values and "
+        "mproc::Value, Array, Queue, Lock and Manager dict/list handles, sent once per "
+        "worker), or use Backend::thread",
         method));
   throw std::invalid_argument(fmt::format(
       "Pool::{}: the arguments or the result of this call cannot be sent between processes: "

@@ -21,6 +21,7 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -233,6 +234,25 @@ TEST(MpiPool, PoolsOneAfterAnotherAndOnlyOneAtATime) {
       EXPECT_THROW(mpi_pool(), std::invalid_argument);
     }
   }
+}
+
+double row_sum(std::span<const double> row) { return std::accumulate(row.begin(), row.end(), 0.0); }
+
+TEST(MpiPool, MapRowsIsRefusedAcrossRanksAndRunsOnOne) {
+  auto pool = mpi_pool();
+  mproc::Array2D<double> table(40, 3, 1.5);
+  if (mproc::Runtime::size() > 1) {
+    try {
+      (void)pool.map_rows(row_sum, table);
+      FAIL() << "no exception";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), HasSubstr("map_rows"));
+      EXPECT_THAT(e.what(), HasSubstr("pool.map(f, rows)"));
+    }
+  } else {
+    EXPECT_EQ(pool.map_rows(row_sum, table), std::vector<double>(40, 4.5));
+  }
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);  // the pool is still good
 }
 
 TEST(MpiPool, OptionsMpiCannotKeepAreRefused) {

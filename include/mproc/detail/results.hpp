@@ -51,6 +51,8 @@ class FirstError {
 /// One slot per item of a call (map, starmap), filled in any order and handed over as a
 /// vector in input order. Every slot is filled before take() (or the call fails instead),
 /// so a type with a default value needs no optional. For R = void it only counts.
+/// Threads of the thread backend set different slots at once, so a slot is never a bit:
+/// results of type bool are kept one per byte and packed into std::vector<bool> by take().
 template <class R>
 class ResultSlots {
  public:
@@ -62,7 +64,9 @@ class ResultSlots {
     slots_[index] = std::forward<V>(value);
   }
   std::vector<R> take() {
-    if constexpr (std::default_initializable<R>) {
+    if constexpr (std::is_same_v<R, bool>) {
+      return std::vector<bool>(slots_.begin(), slots_.end());
+    } else if constexpr (std::default_initializable<R>) {
       return std::move(slots_);
     } else {
       std::vector<R> values;
@@ -73,9 +77,10 @@ class ResultSlots {
   }
 
  private:
-  std::conditional_t<std::default_initializable<R>, std::vector<R>,
-                     std::vector<std::optional<R>>>
-      slots_;
+  using Slot = std::conditional_t<std::is_same_v<R, bool>, unsigned char,
+                                  std::conditional_t<std::default_initializable<R>, R,
+                                                     std::optional<R>>>;
+  std::vector<Slot> slots_;
 };
 
 template <>

@@ -50,18 +50,22 @@ template <class F, class... B>
 inline constexpr bool is_bound_call_v<BoundCall<F, B...>> = true;
 
 /// A callable that can be shipped to a worker: its state is a plain copy of bytes
-/// (function pointers, lambdas capturing numbers or pointers), or it is an mproc::bind
-/// whose values are serialized.
+/// (function pointers, lambdas capturing nothing or numbers), or it is an mproc::bind
+/// whose values are serialized. A lambda capturing a pointer or a reference is trivially
+/// copyable too, so it is accepted, but the address means nothing in a worker process for
+/// an object created after the Pool (see docs/pool.md, "What the workers see").
 template <class F>
 concept shippable = std::is_trivially_copyable_v<F> || is_bound_call_v<F>;
 
-#define MPROC_DETAIL_REQUIRE_SHIPPABLE(F)                                                  \
-  static_assert(::mproc::detail::shippable<F>,                                             \
-                "mproc: this callable cannot be sent to a worker process: its state is "  \
-                "not trivially copyable (for example a lambda capturing a std::string or " \
-                "std::vector by value). Capture nothing or only numbers and pointers, and "  \
-                "pass the data with mproc::bind(f, value, ...) (sent once per worker), "    \
-                "or keep it in an mproc::Array.")
+#define MPROC_DETAIL_REQUIRE_SHIPPABLE(F)                                                    \
+  static_assert(::mproc::detail::shippable<F>,                                               \
+                "mproc: this callable cannot be sent to a worker process: its state is "    \
+                "not trivially copyable (for example a lambda capturing a std::string, a "  \
+                "std::vector or an mproc::Value/Array/Queue/Lock handle by value). Capture " \
+                "only numbers, never pointers or references (a worker has no copy of "      \
+                "objects created after the pool started); pass the data as the item, or "   \
+                "with mproc::bind(f, value, ...) (values and mproc::Value, Array, Queue, "   \
+                "Lock and Manager dict/list handles, sent once per worker).")
 
 template <class F>
 inline constexpr bool is_function_pointer_v =
