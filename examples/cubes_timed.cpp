@@ -1,8 +1,8 @@
-// The cubes of 1..50000 on pools of 1, 2, ... cpu_count() workers, timed: the tutorial's
+// The cubes of 0..49999 on pools of 1, 2, ... cpu_count() workers, timed: the tutorial's
 // way of seeing how a pool scales. Every run prints the same checksum (the sum of the
-// cubes, (50000 * 50001 / 2)^2); the times depend on the machine. Mirrors
+// cubes, (49999 * 50000 / 2)^2); the times depend on the machine. Mirrors
 //   for n in range(1, os.cpu_count() + 1):
-//       with Pool(n) as pool: start = time.time(); cubes = pool.map(cube, range(1, 50001))
+//       with Pool(n) as pool: start = time.time(); cubes = pool.map(cube, range(50000))
 #include <chrono>
 #include <cstdio>
 #include <numeric>
@@ -15,7 +15,7 @@ int main() {
   for (unsigned workers = 1; workers <= mproc::cpu_count(); ++workers) {
     mproc::Pool pool(workers);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<long> cubes = pool.map(cube, mproc::range(1L, 50001L));
+    std::vector<long> cubes = pool.map(cube, mproc::range(0L, 50000L));
     const std::chrono::duration<double, std::milli> elapsed =
         std::chrono::steady_clock::now() - start;
     std::printf("%u worker%s: checksum %ld in %.2f ms\n", workers, workers == 1 ? "" : "s",

@@ -41,6 +41,11 @@ Closed::~Closed() = default;
 BrokenBarrierError::~BrokenBarrierError() = default;
 SharedStateError::~SharedStateError() = default;
 
+AttributeError::AttributeError(std::string name)
+    : Error(fmt::format("mproc::SharedNamespace has no attribute '{}'", name)),
+      name_(std::move(name)) {}
+AttributeError::~AttributeError() = default;
+
 struct RemoteError::Details {
   std::string type_name, message, traceback, text;
   std::optional<std::size_t> task_index;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -23,6 +24,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include "mproc/bind.hpp"
 #include "mproc/error.hpp"
@@ -348,6 +351,171 @@ TEST(Manager, PoolWorkersWriteToADictCreatedAfterThePool) {
   ASSERT_EQ(made.size(), 2u);
   EXPECT_EQ(made[0].at("made by"), 7);
   EXPECT_EQ(made[1].at("made by"), 8);
+}
+
+// ---- namespace ----------------------------------------------------------------------------
+
+struct Reading {
+  std::string sensor;
+  std::vector<double> values;
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(sensor, values);
+  }
+  bool operator==(const Reading&) const = default;
+};
+
+TEST(SharedNamespace, AttributesOfEveryKindRoundTrip) {
+  mproc::Manager m;
+  auto ns = m.namespace_();
+  ns.set("x", 1);
+  ns.set("pi", 3.25);
+  ns.set("label", "run");  // a literal is kept as a std::string
+  ns.set("words", std::vector<std::string>{"a", "", "ccc"});
+  ns.set("counts", std::map<std::string, long>{{"cat", 3}, {"dog", -4}});
+  ns.set("reading", Reading{"t1", {0.5, -1.5, 1e300}});
+  ns.set("maybe", std::optional<int>{});
+  ns.set("big", std::string(100'000, 'b'));
+  EXPECT_EQ(ns.get<int>("x"), 1);
+  EXPECT_EQ(ns.get<double>("pi"), 3.25);
+  EXPECT_EQ(ns.get<std::string>("label"), "run");
+  EXPECT_EQ(ns.get<std::vector<std::string>>("words"), (std::vector<std::string>{"a", "", "ccc"}));
+  EXPECT_EQ((ns.get<std::map<std::string, long>>("counts")),
+            (std::map<std::string, long>{{"cat", 3}, {"dog", -4}}));
+  EXPECT_EQ(ns.get<Reading>("reading"), (Reading{"t1", {0.5, -1.5, 1e300}}));
+  EXPECT_EQ(ns.get<std::optional<int>>("maybe"), std::nullopt);
+  EXPECT_EQ(ns.get<std::string>("big"), std::string(100'000, 'b'));
+  EXPECT_EQ(ns.names(), (std::vector<std::string>{"big", "counts", "label", "maybe", "pi",
+                                                   "reading", "words", "x"}));
+
+  // An attribute takes the type it is set as last.
+  ns.set("x", std::string("now text"));
+  EXPECT_EQ(ns.get<std::string>("x"), "now text");
+  EXPECT_EQ(ns.get("x", std::string("unused")), "now text");
+  EXPECT_EQ(ns.get("absent", 17L), 17L);
+  EXPECT_TRUE(ns.contains("pi"));
+  EXPECT_TRUE(ns.erase("pi"));
+  EXPECT_FALSE(ns.erase("pi"));
+  EXPECT_FALSE(ns.contains("pi"));
+}
+
+TEST(SharedNamespace, AMissingAttributeIsAnAttributeErrorNamingIt) {
+  mproc::Manager m;
+  auto ns = m.namespace_();
+  ns.set("present", 1);
+  try {
+    (void)ns.get<int>("colour");
+    ADD_FAILURE() << "get of an attribute never set returned";
+  } catch (const mproc::AttributeError& e) {
+    EXPECT_EQ(e.name(), "colour");
+    EXPECT_STREQ(e.what(), "mproc::SharedNamespace has no attribute 'colour'");
+  }
+  ns.set("gone", 2);
+  ASSERT_TRUE(ns.erase("gone"));
+  EXPECT_THROW((void)ns.get<int>("gone"), mproc::AttributeError);
+  EXPECT_THROW((void)ns.get<int>("Present"), mproc::Error);  // names are case-sensitive
+
+  // Read as another type: an error that names both, and the value stays as it was.
+  try {
+    (void)ns.get<long>("present");
+    ADD_FAILURE() << "an int read as a long";
+  } catch (const std::invalid_argument& e) {
+    // The compiler spells the type: "long" or "long int".
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("'present' was set as int; get<long"));
+  }
+  EXPECT_THROW(ns.update<double>("present", [](std::optional<double> v) { return v.value_or(0); }),
+               std::invalid_argument);
+  EXPECT_EQ(ns.get<int>("present"), 1);
+
+  mproc::SharedNamespace empty;
+  EXPECT_THROW(empty.set("a", 1), std::logic_error);
+}
+
+TEST(SharedNamespace, SetInOneProcessIsSeenInAnother) {
+  mproc::Manager m;
+  auto ns = m.namespace_();
+  ns.set("from parent", 10);
+  mproc::Process writer = spawn([ns] {
+    require(ns.get<int>("from parent") == 10, "the child sees the parent's attribute");
+    ns.set("from child", std::string("written by ") + std::to_string(mproc::current_process().pid));
+    ns.set("from parent", 11);
+  });
+  ASSERT_EQ(join_within(writer), 0);
+  EXPECT_EQ(ns.get<std::string>("from child"), "written by " + std::to_string(writer.pid()));
+  EXPECT_EQ(ns.get<int>("from parent"), 11);
+
+  // A second child, started later, reads what the first one set.
+  mproc::Process reader = spawn([ns] {
+    require(ns.get<int>("from parent") == 11, "the second child sees the first one's set");
+    require(!ns.contains("never"), "no attribute that nobody set");
+    try {
+      (void)ns.get<int>("never");
+    } catch (const mproc::AttributeError& e) {
+      if (e.name() == "never") std::_Exit(42);  // the error reached the child, named
+    }
+  });
+  EXPECT_EQ(join_within(reader), 42);
+}
+
+long read_attribute(mproc::SharedNamespace ns, int i) {
+  ns.set("seen by " + std::to_string(i), static_cast<long>(mproc::current_process().pid));
+  return ns.get<long>("base") + i;
+}
+
+TEST(SharedNamespace, PoolWorkersReadAndSetAttributes) {
+  mproc::Pool pool({.workers = 2, .backend = mproc::Backend::process});
+  mproc::Manager m;  // made after the workers were forked: they reach it through the handle
+  auto ns = m.namespace_();
+  ns.set("base", 1000L);
+  std::vector<int> items(50);
+  std::iota(items.begin(), items.end(), 0);
+  const std::vector<long> got = pool.map(mproc::bind(&read_attribute, ns), items);
+  for (int i : items) {
+    EXPECT_EQ(got[i], 1000 + i);
+    const long pid = ns.get<long>("seen by " + std::to_string(i));
+    EXPECT_NE(pid, static_cast<long>(getpid())) << "item " << i << " ran in the parent";
+  }
+  EXPECT_EQ(ns.names().size(), items.size() + 1);
+
+  // A worker's AttributeError comes back as the task's error, naming the attribute.
+  try {
+    (void)pool.apply([](mproc::SharedNamespace n) { return n.get<long>("missing"); }, ns);
+    ADD_FAILURE() << "the task returned";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("has no attribute 'missing'"));
+  }
+  auto again = mproc::loads<mproc::SharedNamespace>(mproc::dumps(ns));
+  EXPECT_EQ(again.get<long>("base"), 1000L);
+  // A dict's handle is not a namespace's, nor the other way round.
+  const auto dict_bytes = mproc::dumps(m.dict<std::string, int>());
+  EXPECT_THROW((void)mproc::loads<mproc::SharedNamespace>(dict_bytes), mproc::SharedStateError);
+  using LongDict = mproc::SharedDict<std::string, long>;
+  EXPECT_THROW((void)mproc::loads<LongDict>(mproc::dumps(ns)), mproc::SharedStateError);
+}
+
+TEST(SharedNamespace, ConcurrentIncrementsUnderALockCountExactly) {
+  // Python: with lock: ns.count += 1, from several processes.
+  constexpr int procs = 4;
+  constexpr int per_proc = 20'000;
+  mproc::Manager m;
+  auto ns = m.namespace_();
+  ns.set("count", 0L);
+  ns.set("atomic", 0L);
+  mproc::Lock lock;
+  std::vector<mproc::Process> children;
+  for (int p = 0; p < procs; ++p)
+    children.push_back(spawn([&] {
+      for (int i = 0; i < per_proc; ++i) {
+        {
+          std::lock_guard guard(lock);
+          ns.set("count", ns.get<long>("count") + 1);
+        }
+        ns.update<long>("atomic", [](std::optional<long> n) { return n.value_or(0) + 1; });
+      }
+    }));
+  for (auto& c : children) ASSERT_EQ(join_within(c), 0);
+  EXPECT_EQ(ns.get<long>("count"), procs * per_proc);
+  EXPECT_EQ(ns.get<long>("atomic"), procs * per_proc);
 }
 
 // ---- bag of words -------------------------------------------------------------------------

@@ -427,6 +427,25 @@ TEST_P(PoolSemantics, BracedListsSteppedRangesAndZipAsInputs) {
   std::sort(unordered.begin(), unordered.end());
   EXPECT_EQ(unordered, (std::vector<int>{11, 21, 31}));
 
+  // Braced argument lists for starmap, as Python's pool.starmap(add, [(1, 2), (3, 4)]):
+  // each inner list is made into the tuple of f's parameter types.
+  EXPECT_EQ(pool.starmap(add, {{1, 2}, {30, 40}, {-5, 5}}), (std::vector<int>{3, 70, 0}));
+  EXPECT_EQ(pool.starmap([](const std::string& s, int n) { return s + std::to_string(n * n); },
+                         {{"a", 3}, {"bc", 12}}, {.chunksize = 1}),
+            (std::vector<std::string>{"a9", "bc144"}));
+  EXPECT_EQ(pool.starmap([] { return 7; }, {{}, {}}), (std::vector<int>{7, 7}));
+  EXPECT_EQ(pool.starmap_async(add, {{100, 23}, {4, 5}}).get(), (std::vector<int>{123, 9}));
+  EXPECT_EQ(pool.starmap_async(mproc::bind(add, 1000), {{1}, {2}, {3}}, {.chunksize = 2}).get(),
+            (std::vector<int>{1001, 1002, 1003}));
+  std::vector<int> from_callback;
+  std::mutex mutex;
+  auto braced_async = pool.starmap_async(
+      add, {{8, 1}, {8, 2}}, mproc::Callbacks{.callback = [&](const std::vector<int>& v) {
+        std::lock_guard lock(mutex);
+        from_callback = v;
+      }});
+  EXPECT_EQ(braced_async.get(), (std::vector<int>{9, 10}));
+
   // Python's range(3000, -1, -3): 3000, 2997, ..., 0.
   auto down = pool.map(square, mproc::range(3000L, -1L, -3L));
   ASSERT_EQ(down.size(), 1001u);
@@ -444,6 +463,10 @@ TEST_P(PoolSemantics, BracedListsSteppedRangesAndZipAsInputs) {
       [](int i, const std::string& s) { return s + std::to_string(i); },
       mproc::zip(mproc::range(0, 9, 4), std::vector<std::string>{"p", "q", "r", "s"}));
   EXPECT_EQ(labels.get(), (std::vector<std::string>{"p0", "q4", "r8"}));
+  pool.close();
+  pool.join();  // every callback has run
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(from_callback, (std::vector<int>{9, 10}));
 }
 
 TEST_P(PoolSemantics, ImapKeepsOrderImapUnorderedKeepsEverything) {

@@ -313,4 +313,17 @@ class MPROC_API SharedStateError : public Error {
   ~SharedStateError() override;
 };
 
+/// A SharedNamespace has no attribute of that name (Python's AttributeError).
+class MPROC_API AttributeError : public Error {
+ public:
+  /// what() is "mproc::SharedNamespace has no attribute '<name>'".
+  explicit AttributeError(std::string name);
+  ~AttributeError() override;
+  /// The attribute that was asked for.
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  std::string name_;
+};
+
 }  // namespace mproc

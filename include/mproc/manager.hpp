@@ -1,4 +1,5 @@
-// mproc::Manager: Python's multiprocessing.Manager().dict() and .list(), without the server.
+// mproc::Manager: Python's multiprocessing.Manager().dict(), .list() and .Namespace(),
+// without the server.
 //
 // Python's Manager is a server process that owns the dicts and lists; every operation is a
 // round trip over a socket. An mproc Manager is instead one shared-memory arena (an
@@ -15,7 +16,7 @@
 //   p.start(); p.join();
 //   counts.at("apple");  // 2
 //
-// Handles. Manager, SharedDict and SharedList are handles: copies refer to the same
+// Handles. Manager, SharedDict, SharedList and SharedNamespace are handles: copies refer to the same
 // object, a forked Process inherits them, and they are serializable, so they can be
 // arguments and results of Pool tasks and executors (mproc::bind(f, dict), starmap
 // tuples), also when created after the Pool. The arena goes away with the last handle (to
@@ -64,6 +65,7 @@
 // Every method of every class here is thread-safe and process-safe.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -73,6 +75,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -97,6 +100,7 @@ template <class K, class V>
 class SharedDict;
 template <class T>
 class SharedList;
+class SharedNamespace;
 
 namespace detail {
 
@@ -283,6 +287,9 @@ constexpr std::uint64_t type_fingerprint() noexcept {
 }
 
 [[noreturn]] MPROC_API void throw_key_error();
+[[noreturn]] MPROC_API void throw_attribute_error(std::string_view name);
+[[noreturn]] MPROC_API void throw_attribute_type(std::string_view name, std::string_view held,
+                                                 std::string_view wanted);
 [[noreturn]] MPROC_API void throw_index_error(std::size_t index);
 
 }  // namespace detail
@@ -310,6 +317,10 @@ class MPROC_API Manager {
   /// A new empty list in this arena. Throws std::length_error if the arena is full.
   template <class T>
   SharedList<T> list() const;
+  /// A new namespace without attributes in this arena: Python's Manager().Namespace()
+  /// (the underscore because `namespace` is a C++ keyword). Throws std::length_error if
+  /// the arena is full.
+  SharedNamespace namespace_() const;
 
   /// Bytes of the arena handed out to dicts, lists, their tables and entries (whole
   /// allocator blocks; the arena's own header is not counted). Blocks leaked by a process
@@ -584,6 +595,135 @@ class SharedList {
   detail::SharedRef ref_;
 };
 
+
+namespace detail {
+
+/// One attribute of a SharedNamespace: the readable name of the type it was set as, and
+/// the value's encoding.
+struct NamespaceSlot {
+  std::string type;
+  std::vector<std::byte> bytes;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(type, bytes);
+  }
+};
+
+}  // namespace detail
+
+/// Python's Manager().Namespace(): named attributes of any serializable types, shared by
+/// every process that holds the handle. Make one with Manager::namespace_().
+///
+///   auto ns = manager.namespace_();
+///   ns.set("x", 1);                      // ns.x = 1
+///   ns.set("label", std::string("run"));
+///   mproc::Process p([ns] { ns.set("x", ns.get<int>("x") + 1); });
+///   ns.get<int>("x");                    // ns.x; AttributeError if never set
+///
+/// A thin layer over a SharedDict from attribute names to encoded values, with its
+/// guarantees (see the top of this file): each call is atomic and linearizable, and
+/// a get() after another process's set() has returned sees it. An attribute remembers
+/// the type it was last set as; reading it as another type throws std::invalid_argument
+/// naming both (Python has no such check, since it has one kind of object). A
+/// read-modify-write through get() then set() loses updates when processes interleave,
+/// as `ns.x += 1` does in Python: hold an mproc::Lock around it, or use update(). A
+/// default-constructed SharedNamespace is an empty handle; its operations throw
+/// std::logic_error. Thread-safe. Process-safe.
+class SharedNamespace {
+ public:
+  SharedNamespace() = default;
+  SharedNamespace(const SharedNamespace&) = default;
+  SharedNamespace& operator=(const SharedNamespace&) = default;
+  ~SharedNamespace() = default;
+
+  /// setattr(ns, name, value): sets or replaces the attribute, with value's type. Throws
+  /// std::length_error if the arena is full (nothing changes then).
+  template <class T>
+  void set(std::string_view name, const T& value) const {
+    static_assert(!std::is_array_v<T> && !std::is_pointer_v<T>,
+                  "mproc::SharedNamespace: set a std::string, not a pointer or an array");
+    static_assert(serializable<T> && std::is_default_constructible_v<T>,
+                  "mproc::SharedNamespace: a value must be serializable and "
+                  "default-constructible (see mproc/serialize.hpp)");
+    attributes_.set(std::string(name), slot_of(value));
+  }
+
+  /// A string literal is set as a std::string: `ns.set("label", "run")`.
+  void set(std::string_view name, const char* value) const { set(name, std::string(value)); }
+
+  /// getattr(ns, name): the attribute's value. Throws mproc::AttributeError naming it
+  /// if it is not set, std::invalid_argument if it was set as another type than T.
+  template <class T>
+  T get(std::string_view name) const {
+    std::optional<detail::NamespaceSlot> slot = attributes_.get(std::string(name));
+    if (!slot) detail::throw_attribute_error(name);
+    return value_of<T>(name, *slot);
+  }
+  /// getattr(ns, name, fallback): the attribute's value, or `fallback` if it is not set.
+  /// Throws std::invalid_argument if it was set as another type than T.
+  template <class T>
+  T get(std::string_view name, const T& fallback) const {
+    std::optional<detail::NamespaceSlot> slot = attributes_.get(std::string(name));
+    return slot ? value_of<T>(name, *slot) : fallback;
+  }
+
+  /// hasattr(ns, name).
+  bool contains(std::string_view name) const { return attributes_.contains(std::string(name)); }
+  /// delattr(ns, name): removes the attribute; returns whether it was set.
+  bool erase(std::string_view name) const { return attributes_.erase(std::string(name)); }
+  /// The names of the attributes set now, sorted (Python's sorted(vars(ns))).
+  std::vector<std::string> names() const {
+    std::vector<std::string> out = attributes_.keys();
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  /// Atomic read-modify-write of one attribute: sets it to f(old), where old is its value
+  /// or nullopt if it is not set, and returns the new value. f runs with the arena locked
+  /// (see SharedDict::update). Throws std::invalid_argument, changing nothing, if the
+  /// attribute was set as another type than T; whatever f throws, changing nothing.
+  ///   ns.update<long>("hits", [](std::optional<long> n) { return n.value_or(0) + 1; });
+  template <class T, class F>
+    requires std::is_invocable_r_v<T, F&, std::optional<T>&&>
+  T update(std::string_view name, F&& f) const {
+    std::optional<T> result;
+    attributes_.update(std::string(name), [&](std::optional<detail::NamespaceSlot> old) {
+      std::optional<T> previous;
+      if (old) previous.emplace(value_of<T>(name, *old));
+      result.emplace(std::invoke(f, std::move(previous)));
+      return slot_of(*result);
+    });
+    return std::move(*result);
+  }
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(attributes_);
+  }
+
+ private:
+  friend class Manager;
+  explicit SharedNamespace(SharedDict<std::string, detail::NamespaceSlot> attributes) noexcept
+      : attributes_(std::move(attributes)) {}
+
+  template <class T>
+  static detail::NamespaceSlot slot_of(const T& value) {
+    detail::NamespaceSlot slot{detail::type_name<T>(), {}};
+    OutputArchive ar(slot.bytes);
+    ar(value);
+    return slot;
+  }
+  template <class T>
+  static T value_of(std::string_view name, const detail::NamespaceSlot& slot) {
+    const std::string wanted = detail::type_name<T>();
+    if (slot.type != wanted) detail::throw_attribute_type(name, slot.type, wanted);
+    return detail::decode_as<T>(slot.bytes);
+  }
+
+  SharedDict<std::string, detail::NamespaceSlot> attributes_;
+};
+
 template <class K, class V>
 SharedDict<K, V> Manager::dict() const {
   return SharedDict<K, V>(detail::ManagerCore::new_dict(ref_, SharedDict<K, V>::kTypeId));
@@ -592,6 +732,10 @@ SharedDict<K, V> Manager::dict() const {
 template <class T>
 SharedList<T> Manager::list() const {
   return SharedList<T>(detail::ManagerCore::new_list(ref_, SharedList<T>::kTypeId));
+}
+
+inline SharedNamespace Manager::namespace_() const {
+  return SharedNamespace(dict<std::string, detail::NamespaceSlot>());
 }
 
 }  // namespace mproc

@@ -151,6 +151,54 @@ template <class T>
 concept looks_callable = std::is_function_v<std::remove_pointer_t<std::decay_t<T>>> ||
                          requires { &std::decay_t<T>::operator(); };
 
+/// The decayed parameter types of a callable with one signature, as a tuple: what one
+/// starmap item of a braced list is made into (`pool.starmap(add, {{1, 2}, {3, 4}})`).
+/// No `type` for a callable whose parameters cannot be known (a generic lambda, an
+/// overloaded call operator).
+template <class F>
+struct call_args {};
+template <class R, class... A>
+struct call_args<R(A...)> {
+  using type = std::tuple<std::decay_t<A>...>;
+};
+template <class R, class... A>
+struct call_args<R(A...) noexcept> : call_args<R(A...)> {};
+template <class R, class... A>
+struct call_args<R (*)(A...)> : call_args<R(A...)> {};
+template <class R, class... A>
+struct call_args<R (*)(A...) noexcept> : call_args<R(A...)> {};
+template <class C, class R, class... A>
+struct call_args<R (C::*)(A...)> : call_args<R(A...)> {};
+template <class C, class R, class... A>
+struct call_args<R (C::*)(A...) const> : call_args<R(A...)> {};
+template <class C, class R, class... A>
+struct call_args<R (C::*)(A...) noexcept> : call_args<R(A...)> {};
+template <class C, class R, class... A>
+struct call_args<R (C::*)(A...) const noexcept> : call_args<R(A...)> {};
+template <class F>
+  requires requires { &F::operator(); }
+struct call_args<F> : call_args<decltype(&F::operator())> {};
+
+template <class Tuple, class Seq>
+struct tuple_tail;
+template <class... T, std::size_t... I>
+struct tuple_tail<std::tuple<T...>, std::index_sequence<I...>> {
+  using type =
+      std::tuple<std::tuple_element_t<sizeof...(T) - sizeof...(I) + I, std::tuple<T...>>...>;
+};
+/// mproc::bind(f, a): the parameters of f after the bound ones.
+template <class F, class... Bound>
+  requires requires { typename call_args<F>::type; } &&
+           (std::tuple_size_v<typename call_args<F>::type> >= sizeof...(Bound))
+struct call_args<BoundCall<F, Bound...>> {
+  using all = typename call_args<F>::type;
+  using type = typename tuple_tail<
+      all, std::make_index_sequence<std::tuple_size_v<all> - sizeof...(Bound)>>::type;
+};
+
+template <class F>
+using call_args_t = typename call_args<std::decay_t<F>>::type;
+
 template <class... Ts>
 struct last_of {
   using type = void;
@@ -868,6 +916,14 @@ class MPROC_API Pool {
         ->take();
   }
 
+  /// starmap over a braced list of argument lists: `pool.starmap(add, {{1, 2}, {3, 4}})`.
+  /// Each inner list makes a std::tuple of f's parameter types, so f must have one
+  /// signature (a function, or a lambda that is not generic).
+  template <class F>
+  auto starmap(F f, std::initializer_list<detail::call_args_t<F>> inputs, MapOptions opts = {}) {
+    return starmap(std::move(f), std::vector<detail::call_args_t<F>>(inputs), std::move(opts));
+  }
+
   /// starmap without blocking: a Future of the results.
   template <class F, std::ranges::input_range In>
   auto starmap_async(F f, In&& inputs, MapOptions opts = {}) {
@@ -886,6 +942,25 @@ class MPROC_API Pool {
     auto future = starmap_async(std::move(f), std::forward<In>(inputs), std::move(opts));
     detail::attach_callbacks(future, std::move(callbacks));
     return future;
+  }
+  /// starmap_async over a braced list of argument lists (see the braced starmap).
+  template <class F>
+  auto starmap_async(F f, std::initializer_list<detail::call_args_t<F>> inputs,
+                     MapOptions opts = {}) {
+    return starmap_async(std::move(f), std::vector<detail::call_args_t<F>>(inputs),
+                         std::move(opts));
+  }
+  template <class F, class C, class E>
+  auto starmap_async(F f, std::initializer_list<detail::call_args_t<F>> inputs,
+                     Callbacks<C, E> callbacks) {
+    return starmap_async(std::move(f), std::vector<detail::call_args_t<F>>(inputs), MapOptions{},
+                         std::move(callbacks));
+  }
+  template <class F, class C, class E>
+  auto starmap_async(F f, std::initializer_list<detail::call_args_t<F>> inputs,
+                     MapOptions opts, Callbacks<C, E> callbacks) {
+    return starmap_async(std::move(f), std::vector<detail::call_args_t<F>>(inputs),
+                         std::move(opts), std::move(callbacks));
   }
   template <class F, std::ranges::input_range In, class Cb, class... More>
     requires detail::looks_callable<Cb> && (!std::is_convertible_v<Cb, MapOptions>)

@@ -743,6 +743,13 @@ void ManagerCore::crash_at_for_testing(ManagerCrashPoint point, int nth) noexcep
 
 void throw_key_error() { throw std::out_of_range("mproc::SharedDict::at: key not found"); }
 
+void throw_attribute_error(std::string_view name) { throw AttributeError(std::string(name)); }
+
+void throw_attribute_type(std::string_view name, std::string_view held, std::string_view wanted) {
+  throw std::invalid_argument(fmt::format(
+      "mproc::SharedNamespace: attribute '{}' was set as {}; get<{}> cannot read it", name, held, wanted));
+}
+
 void throw_index_error(std::size_t index) {
   throw std::out_of_range(fmt::format("mproc::SharedList: index {} is out of range", index));
 }
