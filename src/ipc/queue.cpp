@@ -1134,11 +1134,13 @@ namespace {
 // call waited. An operation that gave up at once (try_put, try_get) is not an event. They
 // call Channel::put and get again, which see tls_blocked_ns set and take the plain path:
 // so View::get keeps a single caller and stays inlined into Channel::get.
-[[gnu::noinline]] bool traced_put(const Channel& channel, const SharedRef& ref, Parts parts,
-                                  SteadyTime deadline) {
+/// Runs `call` (a put or a get on `channel`) and records it as one queue event of
+/// `direction` (0 put, 1 get): its start, the time it blocked, `bytes()` after the call,
+/// and how it ended. A try_ call that found nothing to do is not recorded.
+template <class Call, class Bytes>
+bool traced_op(int direction, const SharedRef& ref, SteadyTime deadline, Call call,
+               Bytes bytes) {
   View view(ref);
-  std::uint64_t bytes = 0;
-  for (const auto& p : parts) bytes += p.size();
   std::uint64_t blocked = 0;
   std::uint64_t* const outer = std::exchange(tls_blocked_ns, &blocked);
   const std::uint64_t start = monotonic_ns();
@@ -1146,10 +1148,11 @@ namespace {
   const char* kind = purpose_of(static_cast<ChannelFlavor>(c->flavor));
   bool ok = false;
   try {
-    ok = channel.put(parts, deadline);
+    ok = call();
   } catch (const Closed&) {
     tls_blocked_ns = outer;
-    trace_queue_op(0, c->trace_id, kind, start, blocked, bytes, QueueTraceStatus::closed);
+    trace_queue_op(direction, c->trace_id, kind, start, blocked, bytes(),
+                   QueueTraceStatus::closed);
     throw;
   } catch (...) {
     tls_blocked_ns = outer;
@@ -1157,9 +1160,17 @@ namespace {
   }
   tls_blocked_ns = outer;
   if (ok || deadline != kNoWait)
-    trace_queue_op(0, c->trace_id, kind, start, blocked, bytes,
+    trace_queue_op(direction, c->trace_id, kind, start, blocked, bytes(),
                    ok ? QueueTraceStatus::ok : QueueTraceStatus::timeout);
   return ok;
+}
+
+[[gnu::noinline]] bool traced_put(const Channel& channel, const SharedRef& ref, Parts parts,
+                                  SteadyTime deadline) {
+  std::uint64_t bytes = 0;
+  for (const auto& p : parts) bytes += p.size();
+  return traced_op(
+      0, ref, deadline, [&] { return channel.put(parts, deadline); }, [&] { return bytes; });
 }
 
 struct CountingSink {
@@ -1175,29 +1186,10 @@ struct CountingSink {
 
 [[gnu::noinline]] bool traced_get(const Channel& channel, const SharedRef& ref,
                                   Channel::Sink sink, void* context, SteadyTime deadline) {
-  View view(ref);
   CountingSink counting{sink, context};
-  std::uint64_t blocked = 0;
-  std::uint64_t* const outer = std::exchange(tls_blocked_ns, &blocked);
-  const std::uint64_t start = monotonic_ns();
-  const ChannelControl* c = view.control();
-  const char* kind = purpose_of(static_cast<ChannelFlavor>(c->flavor));
-  bool ok = false;
-  try {
-    ok = channel.get(&CountingSink::take, &counting, deadline);
-  } catch (const Closed&) {
-    tls_blocked_ns = outer;
-    trace_queue_op(1, c->trace_id, kind, start, blocked, 0, QueueTraceStatus::closed);
-    throw;
-  } catch (...) {
-    tls_blocked_ns = outer;
-    throw;
-  }
-  tls_blocked_ns = outer;
-  if (ok || deadline != kNoWait)
-    trace_queue_op(1, c->trace_id, kind, start, blocked, counting.bytes,
-                   ok ? QueueTraceStatus::ok : QueueTraceStatus::timeout);
-  return ok;
+  return traced_op(
+      1, ref, deadline, [&] { return channel.get(&CountingSink::take, &counting, deadline); },
+      [&] { return counting.bytes; });
 }
 
 }  // namespace
