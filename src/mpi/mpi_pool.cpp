@@ -231,7 +231,7 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : Dispatcher(options) {
         "ranks); initialise in main before the Runtime, which every rank runs");
   if (options.max_tasks_per_child != 0)
     throw std::invalid_argument("Pool: max_tasks_per_child needs Backend::process");
-  if (w.open_pool != nullptr)
+  if (w.open_pool.load() != nullptr)
     throw std::invalid_argument(
         "Pool: only one mpi Pool (or MpiPoolExecutor) may exist at a time");
   const unsigned available = static_cast<unsigned>(w.size - 1);
@@ -261,7 +261,7 @@ MpiPoolCore::MpiPoolCore(const PoolOptions& options) : Dispatcher(options) {
     g_sigterm.store(false);
     sigterm_handler_ = ::sigaction(SIGTERM, &sa, nullptr) == 0;
   }
-  w.open_pool = this;
+  w.open_pool.store(this);
   thread_ = std::thread([this] { loop(); });
   set_process_wait_helper(this);
 }
@@ -389,7 +389,8 @@ void MpiPoolCore::dispatcher_joined() {
     restore_default_sigterm();
     if (g_sigterm.exchange(false)) ::kill(::getpid(), SIGTERM);  // came as the pool closed
   }
-  if (world().open_pool == this) world().open_pool = nullptr;
+  OpenPool* self = this;
+  world().open_pool.compare_exchange_strong(self, nullptr);
 }
 
 RankSlot* MpiPoolCore::slot_of(int rank) {
@@ -423,7 +424,8 @@ void MpiPoolCore::run_loop() {
                    [&] { return helpers_.load() == 0 || stop_ || terminate_ || !may_drive(); });
       if (helpers_.load() > 0 && !stop_ && !terminate_) continue;
     }
-    bool progress, stop_now, awaiting;
+    bool progress, stop_now, awaiting, terminated = false;
+    std::uint64_t generation_seen = 0;
     {
       std::lock_guard drive(drive_mutex_);
       if (!may_drive()) return;
@@ -434,6 +436,10 @@ void MpiPoolCore::run_loop() {
       }
       progress = safe_step();
       awaiting = awaiting_replies() || !sends_.empty();
+      // What the dispatcher has applied, read while driving: a caller that drives
+      // (submit's try_send) may change it as soon as drive_mutex_ is released.
+      terminated = terminated_;
+      generation_seen = cancel_generation_seen_;
       if (stop_now && jobs_.empty() && !anything_in_flight()) {
         // Every reply is in: end each rank's loop for this pool.
         std::vector<std::byte> exit_frame;
@@ -454,8 +460,8 @@ void MpiPoolCore::run_loop() {
     if (awaiting && Clock::now() - last_progress < spin_before_sleep) continue;
     // Idle: sleep until a submission, or briefly while replies are due.
     std::unique_lock lock(mutex_);
-    if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated_ ||
-        cancel_generation_ != cancel_generation_seen_)
+    if (!incoming_.empty() || stop_ != stop_now || terminate_ != terminated ||
+        cancel_generation_ != generation_seen)
       continue;
     const Clock::duration nap = awaiting ? std::chrono::microseconds(200) : nap_limit();
     long_nap_ = nap > busy_nap;

@@ -313,7 +313,7 @@ void hook_stop() noexcept {
   MPI_Finalized(&finalized);
   if (finalized) return;
   // A pool still open (leaked, or alive at std::terminate) stops calling MPI first.
-  OpenPool* pool = w.open_pool;
+  OpenPool* pool = w.open_pool.load();
   if (pool != nullptr) pool->runtime_ending();
   const std::byte stop = control_stop;
   for (int r = 1; r < w.size; ++r) MPI_Send(&stop, 1, MPI_BYTE, r, tag_control, w.comm);

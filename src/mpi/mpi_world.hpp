@@ -4,6 +4,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -39,7 +40,9 @@ struct World {
   int rank = 0;
   int size = 1;
   std::vector<RankInfo> ranks;  ///< every rank's pid and host
-  OpenPool* open_pool = nullptr;  ///< rank 0: the mpi Pool that exists (one at a time)
+  /// rank 0: the mpi Pool that exists (one at a time). Atomic: a pool destroyed by its
+  /// own done-callback clears it from the thread that joins it.
+  std::atomic<OpenPool*> open_pool{nullptr};
   bool initialized = false;     ///< MPI was initialised (false: started without a launcher)
 };
 
