@@ -762,6 +762,16 @@ decltype(auto) call_with_last(const G& g, Pick&& pick, const A&... args) {
   }(std::make_index_sequence<n - 1>{});
 }
 
+/// Whether f can be called with a `const T&`, asked of the bound function itself for an
+/// mproc::bind (whose call operator is not SFINAE-friendly).
+template <class F, class T>
+struct takes_const_element : std::is_invocable<const F&, const T&> {};
+template <class G, class... Vs, class T>
+struct takes_const_element<BoundCall<G, Vs...>, T>
+    : std::is_invocable<const G&, const Vs&..., const T&> {};
+template <class F, class T>
+inline constexpr bool takes_const_element_v = takes_const_element<F, T>::value;
+
 /// Whether a blocking map over `In` may copy it into a shared mapping for the call (see
 /// Pool::map): a contiguous, sized input of plain values that f takes as const T&, and a
 /// callable that can be shipped wrapped.
@@ -770,7 +780,7 @@ concept shares_input =
     std::ranges::contiguous_range<In> && std::ranges::sized_range<In> && !shared_array_v<std::remove_cvref_t<In>> &&
     std::is_trivially_copyable_v<std::ranges::range_value_t<In>> &&
     is_bulk_v<std::ranges::range_value_t<In>> && alignof(std::ranges::range_value_t<In>) <= 64 &&
-    shippable<F> && std::is_invocable_v<const F&, const std::ranges::range_value_t<In>&>;
+    shippable<F> && takes_const_element_v<F, std::ranges::range_value_t<In>>;
 /// The input size from which that copy pays.
 inline constexpr std::size_t shared_input_bytes = std::size_t{2} << 20;
 
@@ -1264,9 +1274,9 @@ class MPROC_API Pool {
   /// differ, and on Backend::mpi with more than one rank (see map_rows).
   template <class F, class T, class U>
   void map_into(F f, const Array<T>& in, const Array<U>& out, MapOptions opts = {}) {
-    static_assert(std::is_invocable_v<const F&, const T&>,
+    static_assert(detail::takes_const_element_v<F, T>,
                   "Pool::map_into: f must take one element of the input Array (const T&)");
-    if constexpr (std::is_invocable_v<const F&, const T&>) {
+    if constexpr (detail::takes_const_element_v<F, T>) {
       using R = std::invoke_result_t<const F&, const T&>;
       static_assert(!std::is_void_v<R> && std::is_convertible_v<R, U>,
                     "Pool::map_into: f's result must convert to the output Array's element "
@@ -1412,8 +1422,8 @@ class MPROC_API Pool {
   auto submit_vector(F f, In&& inputs, const MapOptions& opts, const char* method) {
     if constexpr (kind == detail::CallKind::single &&
                   detail::shared_array_v<std::remove_cvref_t<In>> && detail::shippable<F> &&
-                  std::is_invocable_v<const F&,
-                                      const std::ranges::range_value_t<std::remove_cvref_t<In>>&>) {
+                  detail::takes_const_element_v<
+                      F, std::ranges::range_value_t<std::remove_cvref_t<In>>>) {
       // The workers read an Array where it lies: its handle goes to each worker once, and
       // the chunks travel as indices (see ToWorker::indices), never as the elements.
       if (!threads_ && backend_ == Backend::process) {
