@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -25,6 +26,7 @@
 #include <fmt/core.h>
 #include <mproc/cpu_count.hpp>
 #include <mproc/pool.hpp>
+#include <mproc/shared.hpp>
 
 #include "compare_util.hpp"
 
@@ -41,6 +43,7 @@ using bench::seconds_since;
 using Clock = std::chrono::steady_clock;
 
 long square(long x) { return x * x; }
+double square_d(const double& x) { return x * x; }
 int die(int) {
   ::raise(SIGKILL);
   return 0;
@@ -144,6 +147,73 @@ int main(int argc, char** argv) {
     check(r.back() == (map_items - 1) * (map_items - 1), "map");
     return s;
   });
+  // The same 1e6 items from a std::vector (below 2 MiB: through the rings).
+  std::vector<long> longs(static_cast<std::size_t>(map_items));
+  for (std::size_t i = 0; i < longs.size(); ++i) longs[i] = static_cast<long>(i);
+  const double map_vector = median_of(repeat, [&] {
+    auto t = Clock::now();
+    auto r = pool.map(square, longs);
+    const double s = seconds_since(t);
+    check(r.back() == (map_items - 1) * (map_items - 1), "map vector");
+    return s;
+  });
+  // Where the items travel: through the rings (a std::deque, which is not contiguous), a
+  // shared mapping made for the call (a std::vector from 2 MiB), an Array (no copy), and
+  // map_into (no copy either way); at 1e3, 1e6 and 1e7 doubles.
+  struct Travel {
+    std::size_t n;
+    double ring, vector, array, into;
+  };
+  std::vector<Travel> travel;
+  for (std::size_t n : {std::size_t{1000}, std::size_t{1'000'000}, std::size_t{10'000'000}}) {
+    std::vector<double> xs(n);
+    for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<double>(i % 1000) * 0.5;
+    const std::deque<double> dq(xs.begin(), xs.end());
+    const mproc::Array<double> in(xs);
+    const mproc::Array<double> out(n);
+    const double last = square_d(xs.back());
+    const int reps = n >= 10'000'000 ? std::min(repeat, 3) : repeat;
+    auto timed_map = [&](auto&& input, const char* what) {
+      return median_of(reps, [&] {
+        auto t = Clock::now();
+        auto r = pool.map(square_d, input);
+        const double s = seconds_since(t);
+        check(r.size() == n && r.back() == last, what);
+        return s;
+      });
+    };
+    Travel row{n, timed_map(dq, "map deque"), timed_map(xs, "map vector"),
+               timed_map(in, "map Array"), 0};
+    row.into = median_of(reps, [&] {
+      out[n - 1] = -1;
+      auto t = Clock::now();
+      pool.map_into(square_d, in, out);
+      const double s = seconds_since(t);
+      check(out[n - 1] == last, "map_into");
+      return s;
+    });
+    travel.push_back(row);
+  }
+  // The seed's vector_square: 2,000,000 doubles squared, the pool already started, against
+  // the serial loop writing into an output that exists already (as map_into's does).
+  const std::size_t squares = 2'000'000;
+  std::vector<double> sq_in(squares), sq_out(squares);
+  for (std::size_t i = 0; i < squares; ++i) sq_in[i] = static_cast<double>(i) * 1e-3;
+  const mproc::Array<double> sq_shared(sq_in), sq_result(squares);
+  const double vs_into = median_of(repeat, [&] {
+    auto t = Clock::now();
+    pool.map_into(square_d, sq_shared, sq_result);
+    const double s = seconds_since(t);
+    check(sq_result[squares - 1] == square_d(sq_in[squares - 1]), "vector_square map_into");
+    return s;
+  });
+  const double vs_serial = median_of(repeat, [&] {
+    auto t = Clock::now();
+    for (std::size_t i = 0; i < squares; ++i) sq_out[i] = square_d(sq_in[i]);
+    const double s = seconds_since(t);
+    check(sq_out[squares - 1] == square_d(sq_in[squares - 1]), "vector_square serial");
+    return s;
+  });
   const double chunk1 = median_of(repeat, [&] {
     auto t = Clock::now();
     auto r = pool.map(square, mproc::range(0L, chunk1_items), {.chunksize = 1});
@@ -178,6 +248,19 @@ int main(int argc, char** argv) {
   auto pyv = [&](const char* k) { return python ? json_number(py, k) : 0.0; };
   rows.push_back({"Pool.map, 1e6 trivial items", map_trivial, pyv("map_trivial"),
                   "Python Pool.map", ">= 100x", true});
+  rows.push_back({"Pool.map, 1e6 trivial items from a std::vector", map_vector,
+                  pyv("map_trivial"), "Python Pool.map", ">= 100x", true});
+  for (const Travel& t : travel) {
+    const std::string n = t.n == 1000 ? "1e3" : t.n == 1'000'000 ? "1e6" : "1e7";
+    rows.push_back({fmt::format("map, {} doubles from a std::vector", n), t.vector, t.ring,
+                    "the same through the rings (std::deque)", "", true});
+    rows.push_back({fmt::format("map, {} doubles from an Array", n), t.array, t.ring,
+                    "the same through the rings (std::deque)", "", true});
+    rows.push_back({fmt::format("map_into, {} doubles, Array to Array", n), t.into, t.ring,
+                    "map through the rings (std::deque)", "", true});
+  }
+  rows.push_back({"vector_square: map_into of 2e6 doubles, pool started", vs_into, vs_serial,
+                  "mproc's serial loop", "<= 1.0x", false});
   rows.push_back({"apply round trip", apply_rt, futex_rt, "raw futex ping-pong", "<= 2x", false});
   rows.push_back({"apply round trip", apply_rt, pyv("apply_round_trip"), "Python Pool.apply", "",
                   true});

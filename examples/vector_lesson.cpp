@@ -1,6 +1,9 @@
 // The lesson of the "map overhead is VERY HIGH" tutorial, in mproc. Four jobs over
 // vectors, each timed serially and on a Pool(2) that is already started:
-//   vector_square  pool.map(square, v)              v: 2,000,000 doubles
+//   vector_square  pool.map(square, v)              v: 2,000,000 doubles (16 MB: copied
+//                  once into shared memory for the call)
+//   map_into       pool.map_into(square, a, out)    the same with v in an Array, the
+//                  results written in place: only index ranges travel
 //   vector_add     pool.starmap(add, zip(a, b))     pairs of doubles
 //   elem_elem_add  pool.map(bind(add_at, a, b), range(n)): the vectors as shared Arrays,
 //                  sent once per worker; only indices travel
@@ -57,6 +60,14 @@ int main() {
   double p = millis([&] { parallel = pool.map(square, v); });
   report("vector_square", s, p, serial == parallel);
 
+  const mproc::Array<double> a(v), b(w);
+  const mproc::Array<double> squares(v.size());
+  s = millis([&] {
+    for (long i = 0; i < n; ++i) serial[i] = square(v[i]);  // into an existing output too
+  });
+  p = millis([&] { pool.map_into(square, a, squares); });
+  report("map_into", s, p, serial == squares.to_vector());
+
   std::vector<std::pair<double, double>> pairs(n);
   for (long i = 0; i < n; ++i) pairs[i] = {v[i], w[i]};
   s = millis([&] {
@@ -66,7 +77,6 @@ int main() {
   p = millis([&] { parallel = pool.starmap(add, pairs); });
   report("vector_add", s, p, serial == parallel);
 
-  const mproc::Array<double> a(v), b(w);
   p = millis([&] { parallel = pool.map(mproc::bind(add_at, a, b), mproc::range(0L, n)); });
   report("elem_elem_add", s, p, serial == parallel);
 

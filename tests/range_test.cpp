@@ -88,6 +88,19 @@ TEST(Range, ExtremesDoNotOverflow) {
   EXPECT_EQ(to_vector(unsigned_steps), (std::vector<unsigned>{0, 4, 8}));
 }
 
+TEST(Range, TypesNarrowerThanIntCountLikePython) {
+  // len(range(127, -128, -1)) == 255, len(range(-128, 127, 2)) == 128: the arithmetic
+  // on int8 promotes to int and must come back to the type's own width.
+  auto down = mproc::range(std::int8_t{127}, std::int8_t{-128}, std::int8_t{-1});
+  EXPECT_EQ(down.size(), 255u);
+  EXPECT_EQ(down[254], -127);
+  auto up = mproc::range(std::int8_t{-128}, std::int8_t{127}, std::int8_t{2});
+  EXPECT_EQ(up.size(), 128u);
+  EXPECT_EQ(up[127], 126);
+  auto shorts = mproc::range(std::int16_t{32767}, std::int16_t{-32768}, std::int16_t{-1});
+  EXPECT_EQ(shorts.size(), 65535u);
+}
+
 TEST(Zip, TuplesUpToTheShortestInput) {
   std::vector<int> a{1, 2, 3, 4};
   std::vector<std::string> b{"one", "two", "three"};

@@ -42,6 +42,7 @@
 #include <ranges>
 #include <span>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -308,6 +309,14 @@ class MPROC_API PoolCore {
 
 MPROC_API std::unique_ptr<PoolCore> make_process_pool(const PoolOptions& options);
 
+/// Views whose values are start + i * step: mproc::range's two kinds.
+template <class View>
+inline constexpr bool affine_range_v = false;
+template <class T>
+inline constexpr bool affine_range_v<std::ranges::iota_view<T, T>> = true;
+template <class T>
+inline constexpr bool affine_range_v<StepRange<T>> = true;
+
 /// Pulls items from a view and serializes them, one by one, in the dispatcher thread.
 template <class View, class Arg>
 class Feeder {
@@ -382,6 +391,32 @@ class Feeder {
     return n;
   }
 
+  /// A view of integers that the items' indices give (affine_range_v), as the argument
+  /// type's bits: item i is start + i * step.
+  static constexpr bool index_items = affine_range_v<View> && std::is_integral_v<Arg> &&
+                                      !std::is_same_v<Arg, bool>;
+  Job::IndexItems index_form() const noexcept
+    requires index_items
+  {
+    const auto bits = [](auto v) {
+      return static_cast<std::uint64_t>(static_cast<Arg>(v));
+    };
+    const std::size_t n = std::ranges::size(view_);
+    const std::uint64_t start = n == 0 ? 0 : bits(view_[0]);
+    return {start, n < 2 ? 1 : bits(view_[1]) - start};
+  }
+  /// Takes up to `max_items` items without serializing them (index_items only).
+  std::size_t skip(std::size_t max_items, std::size_t& first)
+    requires index_items
+  {
+    first = next_index_;
+    const std::size_t n = std::min(max_items, *total_ - std::min(*total_, next_index_));
+    it_ += static_cast<std::ranges::range_difference_t<View>>(n);
+    next_index_ += n;
+    if (it_ == std::ranges::end(view_)) exhausted_ = true;
+    return n;
+  }
+
   std::size_t failed() const noexcept { return failed_; }
   bool exhausted() const noexcept { return exhausted_; }
   std::optional<std::size_t> total() const noexcept { return total_; }
@@ -411,6 +446,18 @@ class FeederJob : public Job {
   std::optional<std::size_t> total() const noexcept override { return feeder_.total(); }
   std::size_t consumed() const noexcept override { return feeder_.pulled(); }
   std::size_t failed_inputs() const noexcept override { return feeder_.failed(); }
+  std::optional<Job::IndexItems> index_items() const noexcept override {
+    if constexpr (Feeder<View, Arg>::index_items)
+      return feeder_.index_form();
+    else
+      return std::nullopt;
+  }
+  std::size_t pull_indices(std::size_t max_items, std::size_t& first) override {
+    if constexpr (Feeder<View, Arg>::index_items)
+      return feeder_.skip(max_items, first);
+    else
+      return Job::pull_indices(max_items, first);
+  }
 
  protected:
   Feeder<View, Arg> feeder_;
@@ -437,6 +484,11 @@ class VectorJob final : public FeederJob<View, Arg> {
     if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
     return n;
   }
+  std::size_t pull_indices(std::size_t max_items, std::size_t& first) override {
+    const std::size_t n = Base::pull_indices(max_items, first);
+    if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
+    return n;
+  }
 
   bool start() override { return promise_->set_running() || !promise_->done(); }
   void on_result(std::size_t index, std::span<const std::byte> bytes) override {
@@ -449,22 +501,26 @@ class VectorJob final : public FeederJob<View, Arg> {
       }
     }
   }
-  void on_results(std::size_t first, std::size_t size,
+  void on_results(std::size_t first, std::size_t count, std::size_t size,
                   std::span<const std::byte> bytes) override {
-    if constexpr (!std::is_void_v<R> && is_bulk_v<R>) {
+    if constexpr (std::is_void_v<R>) {
+      // A void map run from indices: nothing but the count comes back.
+      if (size != 0 || !bytes.empty()) throw SerializationError("packed results of the wrong size");
+      if (this->progress) this->progress->add(count);
+    } else if constexpr (is_bulk_v<R>) {
       // The packed results are the values' own bytes.
-      if (size != sizeof(R) || bytes.size() % sizeof(R) != 0)
+      if (size != sizeof(R) || bytes.size() != count * sizeof(R))
         throw SerializationError("packed results of the wrong size");
-      const std::size_t n = bytes.size() / sizeof(R);
-      if (first + n > results_.size()) throw SerializationError("packed results past the input");
-      if (this->progress) this->progress->add(n);
-      for (std::size_t k = 0; k < n; ++k) {
+      if (first + count > results_.size())
+        throw SerializationError("packed results past the input");
+      if (this->progress) this->progress->add(count);
+      for (std::size_t k = 0; k < count; ++k) {
         R value;
         std::memcpy(&value, bytes.data() + k * sizeof(R), sizeof(R));
         results_.set(first + k, value);
       }
     } else {
-      Base::on_results(first, size, bytes);
+      Base::on_results(first, count, size, bytes);
     }
   }
   void on_error(std::optional<std::size_t> index, std::exception_ptr error) override {
@@ -558,14 +614,14 @@ class StreamJob final : public FeederJob<View, Arg> {
 
   std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
                    std::vector<std::size_t>& ends, std::size_t& first) override {
-    std::size_t room;
-    {
-      std::lock_guard lock(mutex_);
-      room = results_.room(feeder_.pulled(), window_);
-    }
     first = feeder_.pulled();
-    if (room == 0 || this->cancelled()) return 0;
-    return Base::pull(std::min(max_items, room), out, ends, first);
+    const std::size_t room = room_now();
+    return room == 0 ? 0 : Base::pull(std::min(max_items, room), out, ends, first);
+  }
+  std::size_t pull_indices(std::size_t max_items, std::size_t& first) override {
+    first = feeder_.pulled();
+    const std::size_t room = room_now();
+    return room == 0 ? 0 : Base::pull_indices(std::min(max_items, room), first);
   }
   bool exhausted() const noexcept override { return feeder_.exhausted() || this->cancelled(); }
 
@@ -622,6 +678,12 @@ class StreamJob final : public FeederJob<View, Arg> {
 
  private:
   using Slot = typename ResultWindow<R>::Slot;
+  /// How many further items the window takes now (0 once the consumer gave up).
+  std::size_t room_now() {
+    if (this->cancelled()) return 0;
+    std::lock_guard lock(mutex_);
+    return results_.room(feeder_.pulled(), window_);
+  }
   void push(std::size_t index, Slot slot) {
     std::lock_guard lock(mutex_);
     results_.put(index, std::move(slot));
@@ -682,14 +744,95 @@ class ReduceJob final : public FeederJob<View, Arg> {
 };
 
 
-/// map_rows' callable: row `i` of the bound table, handed to f.
+/// Whether a map input is an mproc::Array (or a slice of one), whose elements a process
+/// pool's workers read where they lie.
+template <class In>
+inline constexpr bool shared_array_v = false;
+template <class T>
+inline constexpr bool shared_array_v<Array<T>> = true;
+
+/// g(front..., pick(last)) for args = (front..., last): how the wrappers below reach the
+/// user's function, whose bound values (if any) come before the item's index.
+template <class G, class Pick, class... A>
+decltype(auto) call_with_last(const G& g, Pick&& pick, const A&... args) {
+  const auto all = std::forward_as_tuple(args...);
+  constexpr std::size_t n = sizeof...(A);
+  return [&]<std::size_t... K>(std::index_sequence<K...>) -> decltype(auto) {
+    return std::invoke(g, std::get<K>(all)..., pick(std::get<n - 1>(all)));
+  }(std::make_index_sequence<n - 1>{});
+}
+
+/// Whether f can be called with a `const T&`, asked of the bound function itself for an
+/// mproc::bind (whose call operator is not SFINAE-friendly).
 template <class F, class T>
-struct RowCall {
-  F f;
-  decltype(auto) operator()(const Array2D<T>& table, std::size_t i) const {
-    return std::invoke(f, table.row(i));
+struct takes_const_element : std::is_invocable<const F&, const T&> {};
+template <class G, class... Vs, class T>
+struct takes_const_element<BoundCall<G, Vs...>, T>
+    : std::is_invocable<const G&, const Vs&..., const T&> {};
+template <class F, class T>
+inline constexpr bool takes_const_element_v = takes_const_element<F, T>::value;
+
+/// Whether a blocking map over `In` may copy it into a shared mapping for the call (see
+/// Pool::map): a contiguous, sized input of plain values that f takes as const T&, and a
+/// callable that can be shipped wrapped.
+template <class F, class In>
+concept shares_input =
+    std::ranges::contiguous_range<In> && std::ranges::sized_range<In> && !shared_array_v<std::remove_cvref_t<In>> &&
+    std::is_trivially_copyable_v<std::ranges::range_value_t<In>> &&
+    is_bulk_v<std::ranges::range_value_t<In>> && alignof(std::ranges::range_value_t<In>) <= 64 &&
+    shippable<F> && takes_const_element_v<F, std::ranges::range_value_t<In>>;
+/// The input size from which that copy pays.
+inline constexpr std::size_t shared_input_bytes = std::size_t{2} << 20;
+
+/// A map over an Array, run from indices: element `i` of the bound array, handed to g.
+template <class G>
+struct ElementCall {
+  using wrapped_call = G;
+  G g;
+  template <class T, class... A>
+  decltype(auto) operator()(const Array<T>& in, const A&... rest) const {
+    return call_with_last(g, [&](std::size_t i) -> const T& { return in[i]; }, rest...);
   }
 };
+
+/// map_into's callable: out[i] = g(in[i]).
+template <class G>
+struct IntoCall {
+  using wrapped_call = G;
+  G g;
+  template <class T, class U, class... A>
+  void operator()(const Array<T>& in, const Array<U>& out, const A&... rest) const {
+    const std::size_t i = std::get<sizeof...(A) - 1>(std::forward_as_tuple(rest...));
+    out[i] = static_cast<U>(call_with_last(g, [&](std::size_t) -> const T& { return in[i]; },
+                                           rest...));
+  }
+};
+
+/// map_rows' callable: row `i` of the bound table, handed to g.
+template <class G>
+struct RowCall {
+  using wrapped_call = G;
+  G g;
+  template <class T, class... A>
+  decltype(auto) operator()(const Array2D<T>& table, const A&... rest) const {
+    return call_with_last(g, [&](std::size_t i) { return table.row(i); }, rest...);
+  }
+};
+
+/// W<G> bound to `lead...`, for a shippable f: f = mproc::bind(g, vs...) gives
+/// bind(W<G>{g}, lead..., vs...), any other f bind(W<F>{f}, lead...). The wrapper is
+/// called with (lead..., vs..., the item's index).
+template <template <class> class W, class F, class... Lead>
+auto wrap_call(F f, const Lead&... lead) {
+  if constexpr (is_bound_call_v<F>) {
+    using G = std::remove_cvref_t<decltype(f.function())>;
+    return std::apply(
+        [&](const auto&... vs) { return mproc::bind(W<G>{f.function()}, lead..., vs...); },
+        f.values());
+  } else {
+    return mproc::bind(W<F>{f}, lead...);
+  }
+}
 
 /// Whether a call with these types can go to a worker process: the callable is shippable
 /// and the arguments and results are serializable and default-constructible.
@@ -844,6 +987,25 @@ class MPROC_API Pool {
       if (threads_)
         return collect(submit_stream<detail::CallKind::single>(
             std::move(f), std::forward<In>(inputs), opts, true, "map"));
+    }
+    if constexpr (detail::shares_input<F, In>) {
+      // A big contiguous input of plain values is copied once into a shared mapping made
+      // for the call, which the workers read where it lies, instead of through the rings
+      // (measured faster from about 2 MiB: docs/benchmarks.md). The mapping lives until
+      // the call returns.
+      const std::size_t n = std::ranges::size(inputs);
+      using T = std::ranges::range_value_t<In>;
+      if (!threads_ && backend_ == Backend::process && n * sizeof(T) >= detail::shared_input_bytes) {
+        std::optional<Array<T>> shared;
+        try {
+          shared.emplace(std::span<const T>(std::ranges::data(inputs), n));
+        } catch (const std::system_error&) {
+          // No shared memory to spare: the rings carry the input instead.
+        }
+        if (shared)
+          return submit_vector<detail::CallKind::single>(std::move(f), *shared, opts, "map")
+              ->take();
+      }
     }
     return submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
                                                    opts, "map")
@@ -1094,11 +1256,46 @@ class MPROC_API Pool {
             "(pool.map(f, rows)) instead");
       const auto rows = range(static_cast<std::size_t>(table.rows()));
       if constexpr (detail::shippable<F>) {
-        return map(mproc::bind(detail::RowCall<F, T>{f}, table), rows, std::move(opts));
+        return map(detail::wrap_call<detail::RowCall>(std::move(f), table), rows, std::move(opts));
       } else {
         if (!threads_) detail::throw_not_shippable("map_rows", false, false);
         return map([f = std::move(f), table](std::size_t i) { return f(table.row(i)); }, rows,
                    std::move(opts));
+      }
+    }
+  }
+
+  /// out[i] = f(in[i]) for every i, for Arrays (or slices of them) of one size: a map
+  /// whose data never travels. On Backend::process the workers read `in` and write `out`
+  /// where they lie in shared memory; each chunk travels as its first index and count
+  /// (the arrays' handles go to each worker once). Blocks. As map: every item runs, then
+  /// the error of the first failed item in input order is thrown; the items that
+  /// succeeded have written their results. Throws std::invalid_argument if the sizes
+  /// differ, and on Backend::mpi with more than one rank (see map_rows).
+  template <class F, class T, class U>
+  void map_into(F f, const Array<T>& in, const Array<U>& out, MapOptions opts = {}) {
+    static_assert(detail::takes_const_element_v<F, T>,
+                  "Pool::map_into: f must take one element of the input Array (const T&)");
+    if constexpr (detail::takes_const_element_v<F, T>) {
+      using R = std::invoke_result_t<const F&, const T&>;
+      static_assert(!std::is_void_v<R> && std::is_convertible_v<R, U>,
+                    "Pool::map_into: f's result must convert to the output Array's element "
+                    "type");
+      if (in.size() != out.size())
+        throw std::invalid_argument(
+            "Pool::map_into: the input has " + std::to_string(in.size()) +
+            " elements, the output " + std::to_string(out.size()));
+      if (backend_ == Backend::mpi && !threads_)
+        throw std::invalid_argument(
+            "Pool::map_into: an Array lives in this machine's shared memory, which the ranks "
+            "of an MPI job cannot share; on Backend::mpi use pool.map(f, values) instead");
+      if constexpr (detail::shippable<F>) {
+        map(detail::wrap_call<detail::IntoCall>(std::move(f), in, out), range(in.size()),
+            std::move(opts));
+      } else {
+        if (!threads_) detail::throw_not_shippable("map_into", false, false);
+        map([f = std::move(f), in, out](std::size_t i) { out[i] = static_cast<U>(f(in[i])); },
+            range(in.size()), std::move(opts));
       }
     }
   }
@@ -1223,6 +1420,18 @@ class MPROC_API Pool {
 
   template <detail::CallKind kind, class F, class In>
   auto submit_vector(F f, In&& inputs, const MapOptions& opts, const char* method) {
+    if constexpr (kind == detail::CallKind::single &&
+                  detail::shared_array_v<std::remove_cvref_t<In>> && detail::shippable<F> &&
+                  detail::takes_const_element_v<
+                      F, std::ranges::range_value_t<std::remove_cvref_t<In>>>) {
+      // The workers read an Array where it lies: its handle goes to each worker once, and
+      // the chunks travel as indices (see ToWorker::indices), never as the elements.
+      if (!threads_ && backend_ == Backend::process) {
+        const std::size_t n = inputs.size();
+        return submit_vector<kind>(detail::wrap_call<detail::ElementCall>(std::move(f), inputs),
+                                   range(n), opts, method);
+      }
+    }
     auto view = std::views::all(std::forward<In>(inputs));
     using View = decltype(view);
     using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;

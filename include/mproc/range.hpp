@@ -119,13 +119,13 @@ class StepRange : public std::ranges::view_interface<StepRange<T>> {
   StepRange(T start, T stop, T step) : start_(start), step_(step) {
     if (step == 0) throw std::invalid_argument("mproc::range: step must not be zero");
     // Python's len(range): ceil((stop - start) / step) when that is positive, else 0;
-    // computed on magnitudes so no difference overflows.
+    // computed on magnitudes in U, so no difference overflows (and a type narrower than
+    // int, promoted to int by the arithmetic, is brought back to U before dividing).
+    const auto u = [](auto v) { return static_cast<U>(v); };
     if (step > 0 && start < stop)
-      size_ = (static_cast<U>(stop) - static_cast<U>(start) - 1) / static_cast<U>(step) + 1;
+      size_ = static_cast<std::size_t>(u(u(stop) - u(start) - 1u) / u(step)) + 1;
     else if (step < 0 && start > stop)
-      size_ = (static_cast<U>(start) - static_cast<U>(stop) - 1) /
-                  (U{0} - static_cast<U>(step)) +
-              1;
+      size_ = static_cast<std::size_t>(u(u(start) - u(stop) - 1u) / u(U{0} - u(step))) + 1;
   }
 
   iterator begin() const noexcept { return iterator(start_, step_, 0); }

@@ -171,6 +171,8 @@ class MpiPoolCore final : public Dispatcher<MpiPoolCore, JobEntry, RankSlot>,
   bool can_take_chunk(const RankSlot&) const { return true; }
   bool all_started() const { return true; }
   bool one_item_chunks() const { return false; }
+  /// Ranks get every chunk's items as bytes (an `indices` chunk is a process pool's).
+  bool index_chunks(const Job&) const { return false; }
   pid_t worker_pid(const RankSlot& s) const {
     return ranks_[static_cast<std::size_t>(s.rank)].pid;
   }

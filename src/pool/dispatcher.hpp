@@ -230,7 +230,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
       if (j == nullptr) return;
       j->in_flight -= n;
       j->accounted += n;
-      j->job->on_results(first, results.size() / n, results);
+      j->job->on_results(first, n, results.size() / n, results);
       return;
     }
     if (c.done == c.count) return pool().protocol_error("more results than items");
@@ -351,6 +351,8 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   PulledChunk pull_chunk(Entry& j, std::size_t want, std::vector<std::byte>& out,
                          std::vector<std::size_t>& ends, std::size_t cut_to = SIZE_MAX) {
     const std::size_t at = std::min(cut_to, out.size());
+    if (const auto form = j.job->index_items(); form && pool().index_chunks(*j.job))
+      return pull_indices(j, want, out, ends, at, *form);
     put(out, pool::ToWorker::chunk);
     put<std::uint64_t>(out, j.id);
     const std::size_t first_at = out.size();
@@ -375,11 +377,38 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
     const std::uint64_t header[2] = {first, got};
     std::memcpy(out.data() + first_at, header, sizeof header);
     append_ends(out, ends);
+    return pulled(j, first, got, ends.back(), items_at);
+  }
+
+  /// pull_chunk for a map over an integer range that the pool runs from indices: an
+  /// `indices` message (pool_protocol.hpp), with `ends` all 0 (the items have no bytes).
+  PulledChunk pull_indices(Entry& j, std::size_t want, std::vector<std::byte>& out,
+                           std::vector<std::size_t>& ends, std::size_t at,
+                           const Job::IndexItems& form) {
+    std::size_t first = 0;
+    const std::size_t got = j.job->pull_indices(want, first);
+    if (got == 0) {
+      out.resize(at);
+      return {};
+    }
+    put_indices(out, j.id, first, got, form);
+    ends.assign(got, 0);
+    return pulled(j, first, got, 0, out.size());
+  }
+
+  static void put_indices(std::vector<std::byte>& out, std::uint64_t job, std::uint64_t first,
+                          std::uint64_t count, const Job::IndexItems& form) {
+    put(out, pool::ToWorker::indices);
+    for (std::uint64_t v : {job, first, count, form.start, form.step}) put<std::uint64_t>(out, v);
+  }
+
+  PulledChunk pulled(const Entry& j, std::size_t first, std::size_t count, std::size_t bytes_in,
+                     std::size_t items_at) const {
     PulledChunk c;
     c.record.job = j.id;
     c.record.first = first;
-    c.record.count = got;
-    c.record.bytes_in = ends.back();
+    c.record.count = count;
+    c.record.bytes_in = bytes_in;
     c.record.method = j.job->method;
     c.record.code = j.job->code;
     if (tracer_ && j.job->item_label) c.record.code.label = item_trace_label(j.job->item_label, first);

@@ -17,6 +17,10 @@ enum class ToWorker : std::uint8_t {
   flush = 3,  ///< u64 job: send the folded partial of a map_reduce job
   drop = 4,   ///< u64 job: the job is over, free its callable
   exit = 5,   ///< flush stdio and exit 0
+  /// u64 job, u64 first index, u64 count, u64 start, u64 step: a chunk of a map over an
+  /// integer range, whose items travel as their indices alone (TaskVTable::call_index);
+  /// item i's argument is start + i * step
+  indices = 6,
 };
 
 /// Worker -> parent messages (result ring).

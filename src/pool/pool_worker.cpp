@@ -91,6 +91,7 @@ class Worker {
       switch (r.get<ToWorker>()) {
         case ToWorker::setup: setup(r); break;
         case ToWorker::chunk: chunk(r); break;
+        case ToWorker::indices: indices(r); break;
         case ToWorker::flush: flush(r.get<std::uint64_t>()); break;
         case ToWorker::drop: drop(r.get<std::uint64_t>()); break;
         case ToWorker::exit: return;
@@ -124,11 +125,14 @@ class Worker {
     auto items = rest.first(rest.size() - count * sizeof(std::uint64_t));
     auto ends_bytes = rest.subspan(items.size());
     JobCode& job = jobs_.at(id);
-    const std::uint64_t chunk_start = monotonic_ns();
-    chunk_done_ns_ = 0;
-    opt_.control->chunk_started_ns.store(chunk_start, std::memory_order_relaxed);
+    const std::uint64_t chunk_start = begin_chunk();
     if (packable(job, count, items.size(), ends_bytes)) {
-      run_packed(job, id, first, count, items);
+      const TaskVTable& vt = *job.vtable;
+      run_packed(job, id, first, count, [&](std::uint64_t i, std::byte* out, std::uint64_t n,
+                                            TaskInfo* task, std::exception_ptr& error) {
+        return vt.call_packed(job.fn, items.data() + i * vt.packed_in, out, n, task, error,
+                              &opt_.control->running, &opt_.control->packed_written);
+      });
     } else {
       std::uint64_t begin = 0;
       for (std::uint64_t i = 0; i < count; ++i) {
@@ -140,6 +144,39 @@ class Worker {
         begin = end;
       }
     }
+    chunk_end(chunk_start);
+  }
+
+  /// A chunk of a map over an integer range: item i's argument is start + i * step.
+  void indices(WireReader& r) {
+    const auto id = r.get<std::uint64_t>();
+    const auto first = r.get<std::uint64_t>();
+    const auto count = r.get<std::uint64_t>();
+    const auto start = r.get<std::uint64_t>();
+    const auto step = r.get<std::uint64_t>();
+    JobCode& job = jobs_.at(id);
+    const TaskVTable& vt = *job.vtable;
+    if (vt.call_index == nullptr || !link_.packs_results())
+      throw SerializationError("an indices chunk for a job that cannot run from indices");
+    const std::uint64_t chunk_start = begin_chunk();
+    run_packed(job, id, first, count, [&](std::uint64_t i, std::byte* out, std::uint64_t n,
+                                          TaskInfo* task, std::exception_ptr& error) {
+      return vt.call_index(job.fn, start + (first + i) * step, step, out, n, task, error,
+                           &opt_.control->running, &opt_.control->packed_written);
+    });
+    chunk_end(chunk_start);
+  }
+
+  /// Marks the start of a chunk; returns its time.
+  std::uint64_t begin_chunk() {
+    const std::uint64_t start = monotonic_ns();
+    chunk_done_ns_ = 0;
+    opt_.control->chunk_started_ns.store(start, std::memory_order_relaxed);
+    return start;
+  }
+
+  /// Sends chunk_end: how long the chunk's items took, and when it started.
+  void chunk_end(std::uint64_t chunk_start) {
     out_.clear();
     put(out_, FromWorker::chunk_end);
     const std::uint64_t done_ns = chunk_done_ns_ != 0 ? chunk_done_ns_ : monotonic_ns();
@@ -164,20 +201,24 @@ class Worker {
     return true;
   }
 
-  /// Runs a chunk through call_packed: one items_packed frame for each run of items that
+  /// Runs a chunk packed, `call(i, out, n, task, error)` running its items i.. i+n-1
+  /// (call_packed or call_index): one items_packed frame for each run of items that
   /// succeed, an item_error frame for each item that throws. With a scratch block, each
   /// run writes its results there (as many as it holds) and they go out in one frame;
   /// a worker that dies mid-run leaves the finished ones for the pool to take.
+  template <class Call>
   void run_packed(JobCode& job, std::uint64_t id, std::uint64_t first, std::uint64_t count,
-                  std::span<const std::byte> items) {
+                  Call&& call) {
     const TaskVTable& vt = *job.vtable;
     SlotControl& ctl = *opt_.control;
     ctl.job.store(id, std::memory_order_relaxed);
     std::optional<TaskInfo>& task = *current_task_slot();
     task = TaskInfo{first, first, count};
     const std::span<std::byte> scratch = link_.scratch();
-    const std::size_t per_run =
-        scratch.empty() ? count : std::max<std::size_t>(1, scratch.size() / vt.packed_out);
+    // A void result (packed_out 0) takes no room: the whole chunk is one run.
+    const std::size_t per_run = scratch.empty() || vt.packed_out == 0
+                                    ? count
+                                    : std::max<std::size_t>(1, scratch.size() / vt.packed_out);
     for (std::uint64_t i = 0; i < count;) {
       const std::uint64_t n = std::min<std::uint64_t>(count - i, per_run);
       std::byte* out;
@@ -196,8 +237,7 @@ class Worker {
       }
       std::exception_ptr error;
       task->index = first + i;
-      std::uint64_t done = vt.call_packed(job.fn, items.data() + i * vt.packed_in, out, n,
-                                          &*task, error, &ctl.running, &ctl.packed_written);
+      std::uint64_t done = call(i, out, n, &*task, error);
       // As in run_item: a chunk whose tasks closed the worker's descriptors fails its last
       // item instead of reporting it.
       const bool lost = !error && i + done == count && !intact();

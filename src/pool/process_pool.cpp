@@ -283,6 +283,12 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
     });
   }
   bool one_item_chunks() const { return options_.task_timeout.count() > 0; }
+  /// Whether a map over an integer range travels as indices alone: the worker runs it
+  /// packed (no per-item timing, no task budget, no trace of item starts).
+  bool index_chunks(const Job& job) const {
+    return job.vtable->call_index != nullptr && options_.task_timeout.count() == 0 &&
+           options_.max_tasks_per_child == 0 && !tracer_;
+  }
   pid_t worker_pid(const WorkerSlot& w) const { return w.pid; }
   std::uint32_t trace_lane(const WorkerSlot& w) const { return w.slot; }
   std::string worker_name(const WorkerSlot& w) const { return fmt::format("worker {}", w.pid); }
@@ -618,8 +624,14 @@ Segment ProcessPoolCore::take_requeued(JobEntry& j, std::size_t want) {
     r = Segment{j.id, r.first + take, std::move(rest_ends), r.message, r.items_offset + cut};
   }
   // Frame the items again as a chunk message of their own.
-  auto items = seg.items(0, seg.count());
   auto msg = std::make_shared<std::vector<std::byte>>();
+  if (const auto form = j.job->index_items(); form && index_chunks(*j.job)) {
+    put_indices(*msg, j.id, seg.first, seg.count(), *form);
+    seg.message = std::move(msg);
+    seg.items_offset = seg.message->size();
+    return seg;
+  }
+  auto items = seg.items(0, seg.count());
   put(*msg, ToWorker::chunk);
   put<std::uint64_t>(*msg, j.id);
   put<std::uint64_t>(*msg, seg.first);
@@ -765,9 +777,10 @@ void ProcessPoolCore::take_unsent_results(WorkerSlot& w) {
   if (j == nullptr || ctl.job.load(std::memory_order_relaxed) != c.seg.job) return;
   const std::uint32_t size = j->job->vtable->packed_out;
   const std::uint64_t base = packed_first - 1;
+  // A void map (size 0) writes no results, only their count.
   const std::uint64_t written =
       std::min<std::uint64_t>(ctl.packed_written.load(std::memory_order_acquire),
-                              size == 0 ? 0 : scratch_bytes / size);
+                              size == 0 ? c.count : scratch_bytes / size);
   const std::uint64_t next = c.seg.first + c.done;  // the first item with no result yet
   const std::uint64_t end = std::min<std::uint64_t>(base + written, c.seg.first + c.count);
   if (next < base || next >= end) return;

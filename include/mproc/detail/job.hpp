@@ -57,6 +57,20 @@ class MPROC_API Job {
   /// its index and ends the batch. Called only by the dispatcher thread.
   virtual std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
                            std::vector<std::size_t>& ends, std::size_t& first) = 0;
+  /// A map over an integer range (mproc::range) can travel without its items: item i's
+  /// argument is start + i * step, in the two's complement bits of the argument type.
+  struct IndexItems {
+    std::uint64_t start;
+    std::uint64_t step;
+  };
+  /// Whether the items are such a range, and which.
+  virtual std::optional<IndexItems> index_items() const noexcept { return std::nullopt; }
+  /// For a job with index_items(): takes up to `max_items` further items without
+  /// serializing them, sets `first` to the first one's index, returns how many.
+  virtual std::size_t pull_indices(std::size_t max_items, std::size_t& first) {
+    (void)max_items, (void)first;
+    return 0;
+  }
   /// The input has been pulled completely.
   virtual bool exhausted() const noexcept = 0;
   /// The number of items, when the input's size is known.
@@ -68,11 +82,12 @@ class MPROC_API Job {
 
   /// Item `index` (its position in the input) produced `bytes`. Dispatcher thread.
   virtual void on_result(std::size_t index, std::span<const std::byte> bytes) = 0;
-  /// Items first, first+1, ... produced results of `size` bytes each, back to back in
-  /// `bytes` (a packed map: see TaskVTable::call_packed). Dispatcher thread.
-  virtual void on_results(std::size_t first, std::size_t size,
+  /// Items first, ..., first + count - 1 produced results of `size` bytes each (0 for a
+  /// void result), back to back in `bytes` (a packed map: see TaskVTable::call_packed).
+  /// Dispatcher thread.
+  virtual void on_results(std::size_t first, std::size_t count, std::size_t size,
                           std::span<const std::byte> bytes) {
-    for (std::size_t k = 0; k * size < bytes.size(); ++k)
+    for (std::size_t k = 0; k < count; ++k)
       on_result(first + k, bytes.subspan(k * size, size));
   }
   /// Item `index` failed (index is none for an error of the whole job). Dispatcher thread.

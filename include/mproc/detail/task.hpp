@@ -200,6 +200,15 @@ struct TaskVTable {
                              std::atomic<std::uint64_t>* written) = nullptr;
   std::uint32_t packed_in = 0;
   std::uint32_t packed_out = 0;
+  /// For a map over an integer range (mproc::range) whose result is its own encoding or
+  /// void: as call_packed, but the arguments are computed, not read: item k's is
+  /// v0 + k * step (in Arg's two's complement bits), so a chunk travels as its first
+  /// index and count alone. Results are packed_out bytes each (0 for void). Null for
+  /// other jobs.
+  std::size_t (*call_index)(void* fn, std::uint64_t v0, std::uint64_t step, std::byte* out,
+                            std::size_t count, TaskInfo* info, std::exception_ptr& error,
+                            std::atomic<std::uint64_t>* running,
+                            std::atomic<std::uint64_t>* written) = nullptr;
 };
 
 template <class F>
@@ -263,30 +272,72 @@ struct Trampoline {
     else
       return is_bulk_v<Arg> && is_bulk_v<R>;
   }();
+  /// Whether a map over an integer range can run from indices alone (call_index).
+  static constexpr bool index_packable = [] {
+    if constexpr (kind != CallKind::single || !std::is_integral_v<Arg> ||
+                  std::is_same_v<Arg, bool>)
+      return false;
+    else if constexpr (std::is_void_v<R>)
+      return true;
+    else
+      return is_bulk_v<R>;
+  }();
+
+  /// The loop of call_packed and call_index: item i's argument is arg_at(i).
+  template <class ArgAt>
+  static std::size_t run_items(void* fn, ArgAt arg_at, std::byte* out, std::size_t count,
+                               TaskInfo* info, std::exception_ptr& error,
+                               std::atomic<std::uint64_t>* running,
+                               std::atomic<std::uint64_t>* written) {
+    auto& f = *static_cast<F*>(fn);
+    const std::size_t first = info->index;
+    for (std::size_t i = 0; i < count; ++i) {
+      info->index = first + i;
+      running->store(first + i + 1, std::memory_order_release);
+      try {
+        if constexpr (std::is_void_v<R>) {
+          invoke_item<kind>(f, arg_at(i));
+        } else {
+          const R r = invoke_item<kind>(f, arg_at(i));
+          std::memcpy(out + i * sizeof(R), &r, sizeof(R));
+        }
+      } catch (...) {
+        error = std::current_exception();
+        return i;
+      }
+      written->store(i + 1, std::memory_order_release);
+    }
+    return count;
+  }
   static std::size_t call_packed(void* fn, const std::byte* in, std::byte* out,
                                  std::size_t count, TaskInfo* info, std::exception_ptr& error,
                                  std::atomic<std::uint64_t>* running,
                                  std::atomic<std::uint64_t>* written) {
     if constexpr (packable) {
-      auto& f = *static_cast<F*>(fn);
-      const std::size_t first = info->index;
-      for (std::size_t i = 0; i < count; ++i) {
-        info->index = first + i;
-        running->store(first + i + 1, std::memory_order_release);
+      const auto arg_at = [in](std::size_t i) {
         Arg arg;
         std::memcpy(&arg, in + i * sizeof arg, sizeof arg);
-        try {
-          const R r = invoke_item<kind>(f, std::move(arg));
-          std::memcpy(out + i * sizeof(R), &r, sizeof(R));
-        } catch (...) {
-          error = std::current_exception();
-          return i;
-        }
-        written->store(i + 1, std::memory_order_release);
-      }
-      return count;
+        return arg;
+      };
+      return run_items(fn, arg_at, out, count, info, error, running, written);
     } else {
       (void)fn, (void)in, (void)out, (void)info, (void)error, (void)running, (void)written;
+      return count;
+    }
+  }
+  static std::size_t call_index(void* fn, std::uint64_t v0, std::uint64_t step,
+                                std::byte* out, std::size_t count, TaskInfo* info,
+                                std::exception_ptr& error, std::atomic<std::uint64_t>* running,
+                                std::atomic<std::uint64_t>* written) {
+    if constexpr (index_packable) {
+      // Unsigned arithmetic wraps; the conversion back to a signed Arg is modular (C++20).
+      const auto arg_at = [v0, step](std::size_t i) {
+        return static_cast<Arg>(v0 + static_cast<std::uint64_t>(i) * step);
+      };
+      return run_items(fn, arg_at, out, count, info, error, running, written);
+    } else {
+      (void)fn, (void)v0, (void)step, (void)out, (void)info, (void)error, (void)running,
+          (void)written;
       return count;
     }
   }
@@ -298,7 +349,8 @@ struct Trampoline {
                                      nullptr,
                                      packable ? &call_packed : nullptr,
                                      packable ? packed_size_v<Arg> : 0,
-                                     packable ? packed_size_v<R> : 0};
+                                     packable || index_packable ? packed_size_v<R> : 0,
+                                     index_packable ? &call_index : nullptr};
 };
 
 /// The callable of a map_reduce job: the map and the reduction, shipped together.

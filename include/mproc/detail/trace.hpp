@@ -54,6 +54,10 @@ TraceCode trace_code(const F& f, std::string_view label = {}) {
     c.address = reinterpret_cast<const void*>(f);
   else if constexpr (requires { f.f; f.args; })  // a bound call (StoredCall): its function
     return trace_code(f.f, label);
+  else if constexpr (requires { f.function(); f.values(); })  // mproc::bind: its function
+    return trace_code(f.function(), label);
+  else if constexpr (requires { typename F::wrapped_call; })  // map_rows, map_into: the user's
+    return trace_code(f.g, label);
   else
     c.type = &typeid(F);
   if (!label.empty()) c.label = trace_label(label);
