@@ -212,7 +212,13 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
 
   unsigned workers() const noexcept override { return n_; }
   void submit(std::shared_ptr<Job> job) override;
-  void wake() noexcept override { ring_bell(); }
+  void wake() noexcept override {
+    // What changed may be nothing the loop's last look before sleeping checks (an imap
+    // consumer that made room in its window): say so, or the wake-up is lost when it
+    // comes before the loop arms its doorbell.
+    woken_.store(true, std::memory_order_relaxed);
+    ring_bell();
+  }
 
  private:
   // Layout of the shared mapping: doorbell, one SlotControl per worker, two rings per worker.
@@ -318,6 +324,7 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   pid_t server_pid_ = -1;
   unsigned live_workers_ = 0;
   bool server_gone_ = false;
+  std::atomic<bool> woken_{false};  // wake() was called since the loop last looked
   // Commands the socket had no room for yet: a Pool of a few hundred workers fills a
   // socket buffer with spawn commands alone, and the fork server's events fill the other
   // way while it works through them. Neither side may block on the other.
@@ -925,10 +932,20 @@ std::optional<std::chrono::milliseconds> ProcessPoolCore::sleep_limit() {
       return limit ? std::min(*limit, slice) : slice;
     }
   }
+  // A job that is not finished waits for something outside the workers (an imap
+  // consumer making room in its window, an exit status): its wake-up comes through
+  // wake(), and should one ever be missed the call is late by one slice, never stuck.
+  if (!jobs_.empty()) {
+    const auto slice = std::chrono::milliseconds(100);
+    return limit ? std::min(*limit, slice) : slice;
+  }
   return limit;
 }
 
 bool ProcessPoolCore::anything_ready() {
+  // Read after arm()'s fence, as ring() reads `sleeping` after wake()'s: one of the two
+  // sees the other.
+  if (woken_.exchange(false, std::memory_order_relaxed)) return true;
   for (auto& w : slots_) {
     if (w.state != WorkerState::alive) continue;
     if (result_rings_[w.slot].readable()) return true;
