@@ -480,14 +480,10 @@ class VectorJob final : public FeederJob<View, Arg> {
 
   std::size_t pull(std::size_t max_items, std::vector<std::byte>& out,
                    std::vector<std::size_t>& ends, std::size_t& first) override {
-    std::size_t n = Base::pull(max_items, out, ends, first);
-    if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
-    return n;
+    return cover_pulled(Base::pull(max_items, out, ends, first));
   }
   std::size_t pull_indices(std::size_t max_items, std::size_t& first) override {
-    const std::size_t n = Base::pull_indices(max_items, first);
-    if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
-    return n;
+    return cover_pulled(Base::pull_indices(max_items, first));
   }
 
   bool start() override { return promise_->set_running() || !promise_->done(); }
@@ -540,6 +536,12 @@ class VectorJob final : public FeederJob<View, Arg> {
   void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
+  /// A slot for every item pulled so far; returns `n`.
+  std::size_t cover_pulled(std::size_t n) {
+    if (results_.size() < feeder_.pulled()) results_.resize(feeder_.pulled());
+    return n;
+  }
+
   std::shared_ptr<FutureState<Result>> promise_;
   ResultSlots<R> results_;
   FirstError errors_;
@@ -803,7 +805,7 @@ struct IntoCall {
   template <class T, class U, class... A>
   void operator()(const Array<T>& in, const Array<U>& out, const A&... rest) const {
     const std::size_t i = std::get<sizeof...(A) - 1>(std::forward_as_tuple(rest...));
-    out[i] = static_cast<U>(call_with_last(g, [&](std::size_t) -> const T& { return in[i]; },
+    out[i] = static_cast<U>(call_with_last(g, [&](std::size_t k) -> const T& { return in[k]; },
                                            rest...));
   }
 };
@@ -1259,8 +1261,10 @@ class MPROC_API Pool {
         return map(detail::wrap_call<detail::RowCall>(std::move(f), table), rows, std::move(opts));
       } else {
         if (!threads_) detail::throw_not_shippable("map_rows", false, false);
-        return map([f = std::move(f), table](std::size_t i) { return f(table.row(i)); }, rows,
-                   std::move(opts));
+        return map([call = detail::RowCall<F>{std::move(f)}, table](std::size_t i) {
+                     return call(table, i);
+                   },
+                   rows, std::move(opts));
       }
     }
   }
@@ -1294,7 +1298,9 @@ class MPROC_API Pool {
             std::move(opts));
       } else {
         if (!threads_) detail::throw_not_shippable("map_into", false, false);
-        map([f = std::move(f), in, out](std::size_t i) { out[i] = static_cast<U>(f(in[i])); },
+        map([call = detail::IntoCall<F>{std::move(f)}, in, out](std::size_t i) {
+              call(in, out, i);
+            },
             range(in.size()), std::move(opts));
       }
     }

@@ -351,8 +351,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   PulledChunk pull_chunk(Entry& j, std::size_t want, std::vector<std::byte>& out,
                          std::vector<std::size_t>& ends, std::size_t cut_to = SIZE_MAX) {
     const std::size_t at = std::min(cut_to, out.size());
-    if (const auto form = j.job->index_items(); form && pool().index_chunks(*j.job))
-      return pull_indices(j, want, out, ends, at, *form);
+    if (const auto form = index_form(j)) return pull_indices(j, want, out, ends, at, *form);
     put(out, pool::ToWorker::chunk);
     put<std::uint64_t>(out, j.id);
     const std::size_t first_at = out.size();
@@ -394,6 +393,14 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
     put_indices(out, j.id, first, got, form);
     ends.assign(got, 0);
     return pulled(j, first, got, 0, out.size());
+  }
+
+  /// The range `j` maps over, if the pool sends its chunks as indices (an `indices`
+  /// message): its input is an integer range and the pool would run it packed.
+  std::optional<Job::IndexItems> index_form(const Entry& j) {
+    auto form = j.job->index_items();
+    if (form && !pool().index_chunks(*j.job)) form.reset();
+    return form;
   }
 
   static void put_indices(std::vector<std::byte>& out, std::uint64_t job, std::uint64_t first,

@@ -632,7 +632,7 @@ Segment ProcessPoolCore::take_requeued(JobEntry& j, std::size_t want) {
   }
   // Frame the items again as a chunk message of their own.
   auto msg = std::make_shared<std::vector<std::byte>>();
-  if (const auto form = j.job->index_items(); form && index_chunks(*j.job)) {
+  if (const auto form = index_form(j)) {
     put_indices(*msg, j.id, seg.first, seg.count(), *form);
     seg.message = std::move(msg);
     seg.items_offset = seg.message->size();
@@ -926,20 +926,14 @@ std::optional<std::chrono::milliseconds> ProcessPoolCore::sleep_limit() {
   // Workers send item results with try_send_relaxed, whose wake-up can be missed while we
   // arm the doorbell; the chunk_end that follows always wakes us. With items in flight,
   // sleep in slices so that a result is never late by more than one slice.
-  for (auto& w : slots_) {
-    if (!w.chunks.empty()) {
-      const auto slice = std::chrono::milliseconds(5);
-      return limit ? std::min(*limit, slice) : slice;
-    }
-  }
   // A job that is not finished waits for something outside the workers (an imap
   // consumer making room in its window, an exit status): its wake-up comes through
   // wake(), and should one ever be missed the call is late by one slice, never stuck.
-  if (!jobs_.empty()) {
-    const auto slice = std::chrono::milliseconds(100);
-    return limit ? std::min(*limit, slice) : slice;
-  }
-  return limit;
+  const bool in_flight = std::any_of(slots_.begin(), slots_.end(),
+                                     [](const WorkerSlot& w) { return !w.chunks.empty(); });
+  if (!in_flight && jobs_.empty()) return limit;
+  const std::chrono::milliseconds slice(in_flight ? 5 : 100);
+  return limit ? std::min(*limit, slice) : slice;
 }
 
 bool ProcessPoolCore::anything_ready() {
