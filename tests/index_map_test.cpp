@@ -4,6 +4,7 @@
 // crashes and exceptions in the middle of a chunk (exactly that item fails, every other
 // item runs once), and the options under which the items travel as bytes again.
 #include <mproc/bind.hpp>
+#include <mproc/detail/chunking.hpp>
 #include <mproc/pool.hpp>
 #include <mproc/range.hpp>
 #include <mproc/shared.hpp>
@@ -19,9 +20,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -178,6 +181,59 @@ mproc::Array<double> iota_array(std::size_t n) {
   mproc::Array<double> a(n);
   for (std::size_t i = 0; i < n; ++i) a[i] = static_cast<double>(i);
   return a;
+}
+
+/// Mappings of mproc Arrays in the pool's workers (the children of its fork server, the
+/// one child this test process has while the pool lives).
+int worker_array_mappings() {
+  int n = 0;
+  for (pid_t server : proc_counts::children_of(::getpid()))
+    for (pid_t worker : proc_counts::children_of(server)) {
+      std::ifstream maps("/proc/" + std::to_string(worker) + "/maps");
+      for (std::string line; std::getline(maps, line);)
+        n += line.find("memfd:mproc:Array") != std::string::npos;
+    }
+  return n;
+}
+
+TEST(ArrayMappings, WorkersKeepABigArrayBetweenCallsAndLetItGoWithIt) {
+  mproc::Pool pool({.workers = 2, .backend = mproc::Backend::process});
+  ASSERT_EQ(pool.apply(affine, 1L), 4);  // the workers are up, and map no Array
+  EXPECT_EQ(worker_array_mappings(), 0);
+  {
+    mproc::Array<double> in(1'000'000), out(1'000'000);
+    for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<double>(i);
+    for (int round = 0; round < 3; ++round) {
+      pool.map_into(halve, in, out);
+      ASSERT_EQ(out[999'999], 999'999.0 / 2);
+    }
+    // The call is over and its code dropped, but the next call over these Arrays maps
+    // nothing again: each worker that ran part of it keeps both.
+    std::this_thread::sleep_for(200ms);
+    const int kept = worker_array_mappings();
+    EXPECT_GE(kept, 2);
+    EXPECT_LE(kept, 4);
+  }
+  // The Arrays are gone here: the workers are told, and let them go too.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (worker_array_mappings() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(worker_array_mappings(), 0);
+  EXPECT_EQ(pool.apply(affine, 2L), 7);
+}
+
+TEST(ArrayMappings, AJobOfLittleWorkGoesOutInFewChunks) {
+  // Chunks shrink towards the end of a call so that the workers finish together, but not
+  // below a tenth of the target's work: 1000 items of 2 ns are one chunk, not a tail of
+  // ever smaller ones (each a round trip that costs more than its items).
+  using mproc::detail::adaptive_chunk;
+  EXPECT_GE(adaptive_chunk(2.0, 500'000, 1 << 20, 1000, 2), 1000u);
+  // Big calls still split evenly, and expensive items still go one by one.
+  EXPECT_EQ(adaptive_chunk(1.0, 500'000, 1 << 20, 2'000'000, 2), 500'000u);
+  EXPECT_EQ(adaptive_chunk(1.0, 500'000, 1 << 20, 400'000, 2), 100'000u);
+  EXPECT_EQ(adaptive_chunk(1.0, 500'000, 1 << 20, 40'000, 2), 50'000u);
+  EXPECT_EQ(adaptive_chunk(1e6, 500'000, 1 << 20, 1000, 2), 1u);
+  EXPECT_EQ(adaptive_chunk(-1.0, 500'000, 1 << 20, 1000, 2), 1u);  // the cost is unknown
 }
 
 TEST(IndexMapFailures, ACrashMidChunkFailsThatItemAloneAndNoItemRunsTwice) {

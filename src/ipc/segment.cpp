@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -15,9 +16,11 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "ipc/segment_keep.hpp"
 #include "mproc/error.hpp"
 #include "os/platform.hpp"
 
@@ -62,16 +65,29 @@ void raise_fd_limit_once() {
   });
 }
 
+using ReleaseWatch = std::function<void(std::uint64_t)>;
+
 // This process's mappings, by segment id. Entries are weak: a mapping lives as long as
-// some Segment in this process refers to it. The mutex is taken around fork (atfork) so
-// that a child never inherits it locked.
+// some Segment in this process refers to it, or `kept` does (segment_keep.hpp). The mutex
+// is taken around fork (atfork) so that a child never inherits it locked; the child keeps
+// nothing and watches nothing.
 struct Registry {
   std::mutex mutex;
   std::unordered_map<std::uint64_t, std::weak_ptr<SegmentImpl>> by_id;
+  pid_t keep_from = 0;  // keep what is attached from this pid (0: keep nothing)
+  std::vector<std::shared_ptr<SegmentImpl>> kept;  // least recently used first
+  std::vector<std::weak_ptr<ReleaseWatch>> watches;
 
   Registry() {
     ::pthread_atfork([] { instance().mutex.lock(); }, [] { instance().mutex.unlock(); },
-                     [] { instance().mutex.unlock(); });
+                     [] {
+                       Registry& r = instance();
+                       r.mutex.unlock();
+                       r.keep_from = 0;
+                       r.watches.clear();
+                       std::vector<std::shared_ptr<SegmentImpl>> inherited;
+                       inherited.swap(r.kept);  // unmapped (where unused) outside the mutex
+                     });
   }
   static Registry& instance() {
     static Registry* r = new Registry();  // never destroyed: handles may outlive statics
@@ -88,6 +104,7 @@ class SegmentImpl {
   SegmentImpl(const SegmentImpl&) = delete;
   SegmentImpl& operator=(const SegmentImpl&) = delete;
   ~SegmentImpl() {
+    std::vector<std::shared_ptr<ReleaseWatch>> watches;
     {
       Registry& r = Registry::instance();
       std::lock_guard lk(r.mutex);
@@ -95,8 +112,12 @@ class SegmentImpl {
       // Another mapping of the same id may have been registered since this one's last
       // reference went away; erase only an expired entry.
       if (it != r.by_id.end() && it->second.expired()) r.by_id.erase(it);
+      if (payload_size() >= forgotten_segment_bytes)
+        for (auto& w : r.watches)
+          if (auto live = w.lock()) watches.push_back(std::move(live));
     }
     ::munmap(base_, mapped_);
+    for (auto& w : watches) (*w)(id_);
   }
 
   int fd() const noexcept { return fd_.get(); }
@@ -110,6 +131,60 @@ class SegmentImpl {
   std::size_t mapped_;
   std::uint64_t id_;
 };
+
+namespace {
+
+// With r.mutex held: keeps `impl` (most recently used last) if this process keeps what
+// `wire`'s process sends. Returns the mapping that pushed out of `kept`, for the caller
+// to let go once the mutex is released (its destructor takes the mutex); it lives on
+// while Segments use it.
+std::shared_ptr<SegmentImpl> keep_locked(Registry& r, const SegmentWire& wire,
+                                         const std::shared_ptr<SegmentImpl>& impl) {
+  if (r.keep_from == 0 || wire.pid != r.keep_from) return nullptr;
+  auto it = std::find(r.kept.begin(), r.kept.end(), impl);
+  if (it != r.kept.end()) {
+    std::rotate(it, it + 1, r.kept.end());
+    return nullptr;
+  }
+  std::shared_ptr<SegmentImpl> evicted;
+  if (r.kept.size() == kept_segments_max) {
+    evicted = std::move(r.kept.front());
+    r.kept.erase(r.kept.begin());
+  }
+  r.kept.push_back(impl);
+  return evicted;
+}
+
+}  // namespace
+
+void keep_attached_segments(pid_t owner) {
+  Registry& r = Registry::instance();
+  std::lock_guard lk(r.mutex);
+  r.keep_from = owner;
+}
+
+void forget_kept_segments(std::span<const std::uint64_t> ids) {
+  std::vector<std::shared_ptr<SegmentImpl>> gone;  // released after the mutex
+  Registry& r = Registry::instance();
+  std::lock_guard lk(r.mutex);
+  for (auto it = r.kept.begin(); it != r.kept.end();) {
+    if (std::find(ids.begin(), ids.end(), (*it)->id()) != ids.end()) {
+      gone.push_back(std::move(*it));
+      it = r.kept.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::shared_ptr<void> watch_segment_releases(std::function<void(std::uint64_t)> released) {
+  auto watch = std::make_shared<ReleaseWatch>(std::move(released));
+  Registry& r = Registry::instance();
+  std::lock_guard lk(r.mutex);
+  std::erase_if(r.watches, [](const std::weak_ptr<ReleaseWatch>& w) { return w.expired(); });
+  r.watches.push_back(watch);
+  return watch;
+}
 
 Segment::Segment(std::shared_ptr<SegmentImpl> impl) noexcept
     : impl_(std::move(impl)), data_(impl_->payload()), size_(impl_->payload_size()) {}
@@ -166,12 +241,14 @@ Segment Segment::attach(const SegmentWire& wire) {
   // segment's real size, also when this process has the segment mapped already.
   constexpr std::string_view kOtherSize = "not the segment the handle names (size differs)";
   Registry& r = Registry::instance();
+  std::shared_ptr<SegmentImpl> evicted;  // let go after the mutex (keep_locked)
   {
     std::lock_guard lk(r.mutex);
     auto it = r.by_id.find(wire.id);
     if (it != r.by_id.end()) {
       if (auto impl = it->second.lock()) {
         if (impl->payload_size() != wire.size) return fail(kOtherSize);
+        evicted = keep_locked(r, wire, impl);
         return Segment(std::move(impl));
       }
     }
@@ -215,6 +292,7 @@ Segment Segment::attach(const SegmentWire& wire) {
   auto& slot = r.by_id[wire.id];
   if (auto existing = slot.lock()) return Segment(std::move(existing));
   slot = impl;
+  evicted = keep_locked(r, wire, impl);
   return Segment(std::move(impl));
 }
 

@@ -380,7 +380,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
   }
 
   /// pull_chunk for a map over an integer range that the pool runs from indices: an
-  /// `indices` message (pool_protocol.hpp), with `ends` all 0 (the items have no bytes).
+  /// `indices` message (pool_protocol.hpp), with `ends` empty (the items have no bytes).
   PulledChunk pull_indices(Entry& j, std::size_t want, std::vector<std::byte>& out,
                            std::vector<std::size_t>& ends, std::size_t at,
                            const Job::IndexItems& form) {
@@ -391,7 +391,7 @@ class Dispatcher : public PoolCore, public JobBook<Pool, Entry> {
       return {};
     }
     put_indices(out, j.id, first, got, form);
-    ends.assign(got, 0);
+    ends.clear();
     return pulled(j, first, got, 0, out.size());
   }
 

@@ -21,6 +21,9 @@ enum class ToWorker : std::uint8_t {
   /// integer range, whose items travel as their indices alone (TaskVTable::call_index);
   /// item i's argument is start + i * step
   indices = 6,
+  /// u64 n, u64 ids[n]: the pool's owner let these segments go; unmap them if kept
+  /// (ipc/segment_keep.hpp)
+  forget = 7,
 };
 
 /// Worker -> parent messages (result ring).
@@ -62,8 +65,9 @@ struct alignas(64) SlotControl {
   std::atomic<std::uint64_t> chunk_started_ns{0};
   /// A packed run writes its results to the slot's scratch block in shared memory, then
   /// sends them in one frame. While it runs: the index + 1 of the item whose result is at
-  /// the block's start (0: no run), and how many whole results the block holds. A parent
-  /// that finds the worker dead takes the results that had not been sent from there.
+  /// the block's start (0: no run), and, once the run is over, how many whole results the
+  /// block holds (0 before: then every result before the `running` item's is whole). A
+  /// parent that finds the worker dead takes the results that had not been sent from there.
   std::atomic<std::uint64_t> packed_first{0};
   std::atomic<std::uint64_t> packed_written{0};
 };

@@ -15,12 +15,15 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "ipc/segment_keep.hpp"
 #include "mproc/detail/task.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
@@ -94,6 +97,7 @@ class Worker {
         case ToWorker::indices: indices(r); break;
         case ToWorker::flush: flush(r.get<std::uint64_t>()); break;
         case ToWorker::drop: drop(r.get<std::uint64_t>()); break;
+        case ToWorker::forget: forget(r); break;
         case ToWorker::exit: return;
       }
       if (stop_ || (opt_.max_tasks != 0 && items_run_ >= opt_.max_tasks)) return;
@@ -113,6 +117,15 @@ class Worker {
     if (it->second.acc) it->second.vtable->discard(it->second.acc);
     it->second.vtable->destroy(it->second.fn);
     jobs_.erase(it);
+  }
+
+  void forget(WireReader& r) {
+    const auto n = r.get<std::uint64_t>();
+    auto rest = r.rest();
+    if (n > rest.size() / sizeof(std::uint64_t)) throw SerializationError("corrupt forget");
+    std::vector<std::uint64_t> ids(n);
+    std::memcpy(ids.data(), rest.data(), n * sizeof(std::uint64_t));
+    forget_kept_segments(ids);
   }
 
   void chunk(WireReader& r) {
@@ -421,6 +434,7 @@ void run_worker_loop(WorkerLink& link, const WorkerLoopOptions& options) {
 
 void worker_main(const WorkerEnv& env) {
   try {
+    keep_attached_segments(env.owner);
     RingLink link(env);
     const WorkerLoopOptions options{fmt::format("PoolWorker-{}", env.number), env.control,
                                     env.initializer, env.max_tasks, env.timed};

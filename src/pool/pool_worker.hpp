@@ -28,6 +28,8 @@ struct WorkerEnv {
   bool timed;
   /// The slot's scratch block in shared memory, where packed runs write their results.
   std::span<std::byte> scratch;
+  /// The pool's owner: the worker keeps the big segments it attaches from there.
+  pid_t owner;
 };
 
 /// Runs the worker loop; never returns.

@@ -23,12 +23,14 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
+#include "ipc/segment_keep.hpp"
 #include "mproc/cpu_count.hpp"
 #include "mproc/detail/trace.hpp"
 #include "mproc/pool.hpp"
@@ -92,14 +94,28 @@ void warn_if_threaded() {
 struct Segment {
   std::uint64_t job;
   std::size_t first;
-  std::vector<std::size_t> ends;  // relative to the first item's start
+  std::size_t n;  // items
+  // Where each item's bytes end, relative to the first item's start; empty for the items
+  // of an indices chunk, which have no bytes.
+  std::vector<std::size_t> ends;
   std::shared_ptr<const std::vector<std::byte>> message;
   std::size_t items_offset;
-  std::size_t count() const { return ends.size(); }
+  std::size_t count() const { return n; }
+  std::size_t bytes() const { return ends.empty() ? 0 : ends.back(); }
   std::span<const std::byte> items(std::size_t from, std::size_t to) const {
+    if (ends.empty()) return {};
     const std::size_t b = from == 0 ? 0 : ends[from - 1];
     const std::size_t e = to == 0 ? 0 : ends[to - 1];
     return std::span<const std::byte>(*message).subspan(items_offset + b, e - b);
+  }
+  /// Items from .. to - 1 as a segment of their own, in the same message.
+  Segment slice(std::size_t from, std::size_t to) const {
+    if (ends.empty()) return Segment{job, first + from, to - from, {}, message, items_offset};
+    const std::size_t cut = from == 0 ? 0 : ends[from - 1];
+    std::vector<std::size_t> part;
+    part.reserve(to - from);
+    for (std::size_t k = from; k < to; ++k) part.push_back(ends[k] - cut);
+    return Segment{job, first + from, to - from, std::move(part), message, items_offset + cut};
   }
 };
 
@@ -312,6 +328,9 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   }
   void stopping() {}
   void dispatcher_joined();
+  /// Tells every worker which big segments this process let go of since the last look,
+  /// so that those it kept between calls are unmapped (ipc/segment_keep.hpp).
+  bool send_forgets();
 
   const unsigned n_;
   SharedMapping shm_;
@@ -325,6 +344,15 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
   unsigned live_workers_ = 0;
   bool server_gone_ = false;
   std::atomic<bool> woken_{false};  // wake() was called since the loop last looked
+  // The segments this process let go of, reported from whichever thread let go.
+  struct Released {
+    std::mutex mutex;
+    std::vector<std::uint64_t> ids;
+    std::atomic<bool> pending{false};
+    ProcessPoolCore* pool = nullptr;  // null once the pool is being destroyed
+  };
+  std::shared_ptr<Released> released_ = std::make_shared<Released>();
+  std::shared_ptr<void> release_watch_;
   // Commands the socket had no room for yet: a Pool of a few hundred workers fills a
   // socket buffer with spawn commands alone, and the fork server's events fill the other
   // way while it works through them. Neither side may block on the other.
@@ -372,6 +400,14 @@ ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
   };
   add(eventfd_.get(), ~std::uint64_t{0});
   add(socket_.get(), ~std::uint64_t{0} - 1);
+  released_->pool = this;
+  release_watch_ = watch_segment_releases([released = released_](std::uint64_t id) {
+    std::lock_guard lock(released->mutex);
+    if (released->pool == nullptr) return;
+    released->ids.push_back(id);
+    released->pending.store(true, std::memory_order_relaxed);
+    released->pool->wake();
+  });
 
   for (auto& w : slots_) spawn(w);
   ++mproc_threads;
@@ -380,6 +416,11 @@ ProcessPoolCore::ProcessPoolCore(const PoolOptions& options)
 }
 
 ProcessPoolCore::~ProcessPoolCore() {
+  {
+    std::lock_guard lock(released_->mutex);
+    released_->pool = nullptr;
+  }
+  release_watch_.reset();
   try {
     if (thread_.joinable()) terminate();
   } catch (...) {
@@ -399,7 +440,7 @@ void ProcessPoolCore::start_fork_server() {
   if (pid < 0) throw_system_error(errno, "fork for Pool's fork server");
   if (pid == 0) {
     mine.reset();
-    ForkServerEnv env{parent, theirs.get(), from_main_thread, [this](unsigned slot, unsigned number) {
+    ForkServerEnv env{parent, theirs.get(), from_main_thread, [this, parent](unsigned slot, unsigned number) {
                         return WorkerEnv{number,
                                          &control(slot),
                                          &task_rings_[slot],
@@ -407,7 +448,8 @@ void ProcessPoolCore::start_fork_server() {
                                          &options_.initializer,
                                          options_.max_tasks_per_child,
                                          options_.task_timeout.count() > 0 || tracer_,
-                                         scratch(slot)};
+                                         scratch(slot),
+                                         parent};
                       }};
     fork_server_main(env);
   }
@@ -527,6 +569,7 @@ void ProcessPoolCore::loop() {
       tell_server(ServerCommand{ServerCommand::shutdown, 0});
     }
     progress |= flush_commands();
+    progress |= send_forgets();
     progress |= read_server_events();
     for (auto& w : slots_) progress |= drain(w);
     if (!stopping) progress |= dispatch();
@@ -623,12 +666,8 @@ Segment ProcessPoolCore::take_requeued(JobEntry& j, std::size_t want) {
     j.requeued.pop_front();
   } else {
     // Split: the first `take` items go now, the rest stay queued.
-    seg = Segment{j.id, r.first, {r.ends.begin(), r.ends.begin() + take}, r.message,
-                  r.items_offset};
-    const std::size_t cut = r.ends[take - 1];
-    std::vector<std::size_t> rest_ends;
-    for (std::size_t k = take; k < r.count(); ++k) rest_ends.push_back(r.ends[k] - cut);
-    r = Segment{j.id, r.first + take, std::move(rest_ends), r.message, r.items_offset + cut};
+    seg = r.slice(0, take);
+    r = r.slice(take, r.count());
   }
   // Frame the items again as a chunk message of their own.
   auto msg = std::make_shared<std::vector<std::byte>>();
@@ -662,7 +701,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
       auto msg = std::make_shared<std::vector<std::byte>>();
       const PulledChunk c = pull_chunk(j, want, *msg, ends_);
       if (c.record.count == 0) continue;
-      seg = Segment{j.id, c.record.first, ends_, std::move(msg), c.items_at};
+      seg = Segment{j.id, c.record.first, c.record.count, ends_, std::move(msg), c.items_at};
     }
     if (j.setup.insert(w.slot).second) {
       std::vector<std::byte> setup;
@@ -676,7 +715,7 @@ bool ProcessPoolCore::give_chunk(WorkerSlot& w) {
     c.job = j.id;
     c.first = seg.first;
     c.count = seg.count();
-    c.bytes_in = seg.ends.back();
+    c.bytes_in = seg.bytes();
     c.method = j.job->method;
     c.code = j.job->code;
     if (tracer_ && j.job->item_label) c.code.label = item_trace_label(j.job->item_label, seg.first);
@@ -736,9 +775,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
     if (j != nullptr) j->in_flight -= std::min(j->in_flight, c.seg.count() - c.done);
     if (first && running != 0 && running - 1 == c.seg.first + c.done) {
       // The item it was running when it died: resolved once the exit status is known.
-      std::vector<std::size_t> one{c.seg.ends[from] - (from == 0 ? 0 : c.seg.ends[from - 1])};
-      w.crashed = Segment{c.seg.job, c.seg.first + from, std::move(one), c.seg.message,
-                          c.seg.items_offset + (from == 0 ? 0 : c.seg.ends[from - 1])};
+      w.crashed = c.seg.slice(from, from + 1);
       w.crashed_method = c.method;
       w.crashed_code = c.code;
       if (j != nullptr) ++j->in_flight;
@@ -755,11 +792,7 @@ void ProcessPoolCore::on_pidfd(WorkerSlot& w) {
       continue;
     }
     // Items it held but had not started run elsewhere.
-    std::vector<std::size_t> ends;
-    const std::size_t cut = from == 0 ? 0 : c.seg.ends[from - 1];
-    for (std::size_t k = from; k < c.seg.count(); ++k) ends.push_back(c.seg.ends[k] - cut);
-    j->requeued.push_back(Segment{j->id, c.seg.first + from, std::move(ends), c.seg.message,
-                                  c.seg.items_offset + cut});
+    j->requeued.push_back(c.seg.slice(from, c.seg.count()));
   }
   forget_slot_work(w);
   for (auto id : w.folded) w.lost_partials.push_back(id);
@@ -784,10 +817,15 @@ void ProcessPoolCore::take_unsent_results(WorkerSlot& w) {
   if (j == nullptr || ctl.job.load(std::memory_order_relaxed) != c.seg.job) return;
   const std::uint32_t size = j->job->vtable->packed_out;
   const std::uint64_t base = packed_first - 1;
-  // A void map (size 0) writes no results, only their count.
-  const std::uint64_t written =
-      std::min<std::uint64_t>(ctl.packed_written.load(std::memory_order_acquire),
-                              size == 0 ? c.count : scratch_bytes / size);
+  // A run that ended says how many results it wrote; one cut short has whole results
+  // for the items before the one it was running. A void map (size 0) writes no results,
+  // only their count.
+  std::uint64_t written = ctl.packed_written.load(std::memory_order_acquire);
+  if (written == 0) {
+    const std::uint64_t running = ctl.running.load(std::memory_order_acquire);
+    written = running > base ? running - 1 - base : 0;
+  }
+  written = std::min<std::uint64_t>(written, size == 0 ? c.count : scratch_bytes / size);
   const std::uint64_t next = c.seg.first + c.done;  // the first item with no result yet
   const std::uint64_t end = std::min<std::uint64_t>(base + written, c.seg.first + c.count);
   if (next < base || next >= end) return;
@@ -827,7 +865,7 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
       e.items = 1;
       e.start_ns = control(w.slot).started_ns.load(std::memory_order_relaxed);
       e.end_ns = monotonic_ns();
-      e.bytes_in = w.crashed->ends.back();
+      e.bytes_in = w.crashed->bytes();
       e.failed_index = index;
       e.lane = w.slot;
       e.worker_pid = pid;
@@ -884,6 +922,25 @@ void ProcessPoolCore::on_exited(WorkerSlot& w, int status) {
   }
   w.crashed_accounted = false;
   if (!stopping && !broken_) spawn(w);
+}
+
+bool ProcessPoolCore::send_forgets() {
+  if (!released_->pending.load(std::memory_order_relaxed)) return false;
+  std::vector<std::uint64_t> ids;
+  {
+    std::lock_guard lock(released_->mutex);
+    ids.swap(released_->ids);
+    released_->pending.store(false, std::memory_order_relaxed);
+  }
+  for (auto& w : slots_) {
+    if (w.state != WorkerState::alive && w.state != WorkerState::starting) continue;
+    std::vector<std::byte> msg;
+    put(msg, ToWorker::forget);
+    put<std::uint64_t>(msg, ids.size());
+    for (std::uint64_t id : ids) put(msg, id);
+    send(w, std::move(msg));
+  }
+  return !ids.empty();
 }
 
 std::size_t ProcessPoolCore::tell_job(const JobEntry& j, ToWorker what) {

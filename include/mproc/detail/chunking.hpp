@@ -25,14 +25,20 @@ inline void update_item_cost(double& cost_ns, double chunk_ns, std::size_t items
 /// Items per chunk for about `target_ns` of work at `cost_ns` per item, from 1 (also
 /// while the cost is unknown: the first chunks are probes) to `max_items`. Given the
 /// items `remaining` of a sized input, the size shrinks towards the end so that all
-/// `workers` finish together.
+/// `workers` finish together, but not below a tenth of the target's work: a smaller
+/// chunk costs its round trip (tens of microseconds when the worker has to be woken)
+/// and gains nothing, so a job of little work in all goes out in few chunks.
 inline std::size_t adaptive_chunk(double cost_ns, double target_ns, std::size_t max_items,
                                   std::optional<std::size_t> remaining = std::nullopt,
                                   std::size_t workers = 1) noexcept {
   if (cost_ns < 0) return 1;
-  auto n = static_cast<std::size_t>(
-      std::clamp(target_ns / std::max(cost_ns, 1.0), 1.0, static_cast<double>(max_items)));
-  if (remaining) n = std::min(n, std::max<std::size_t>(1, *remaining / (2 * workers)));
+  const auto items_for = [&](double ns) {
+    return static_cast<std::size_t>(
+        std::clamp(ns / std::max(cost_ns, 1.0), 1.0, static_cast<double>(max_items)));
+  };
+  std::size_t n = items_for(target_ns);
+  if (remaining)
+    n = std::min(n, std::max(items_for(target_ns / 10), *remaining / (2 * workers)));
   return n;
 }
 

@@ -189,11 +189,12 @@ struct TaskVTable {
   /// run of them is one memcpy): runs `count` items whose arguments lie back to back at
   /// `in` (packed_in bytes each), writing the results back to back at `out` (packed_out
   /// bytes each), and setting info->index to each item's index as it runs. Before each
-  /// item it release-stores index + 1 in `*running`, and after writing the item's result
-  /// the number of results written so far in `*written`: a parent that finds the worker
-  /// dead knows which item was running and which results in `out` are whole. Returns how
-  /// many items succeeded; if fewer than `count`, the next one threw and `error` holds
-  /// its exception. Null for other jobs.
+  /// item it release-stores index + 1 in `*running` (so every result before that item's
+  /// is whole), and once the run is over how many results it wrote in `*written` (left
+  /// 0 until then): a parent that finds the worker dead knows which item was running and
+  /// which results in `out` are whole, without a second store per item. Returns how many
+  /// items succeeded; if fewer than `count`, the next one threw and `error` holds its
+  /// exception. Null for other jobs.
   std::size_t (*call_packed)(void* fn, const std::byte* in, std::byte* out, std::size_t count,
                              TaskInfo* info, std::exception_ptr& error,
                              std::atomic<std::uint64_t>* running,
@@ -303,10 +304,11 @@ struct Trampoline {
         }
       } catch (...) {
         error = std::current_exception();
+        written->store(i, std::memory_order_release);
         return i;
       }
-      written->store(i + 1, std::memory_order_release);
     }
+    written->store(count, std::memory_order_release);
     return count;
   }
   static std::size_t call_packed(void* fn, const std::byte* in, std::byte* out,
