@@ -115,7 +115,42 @@ TEST_P(IndexMap, ABigVectorGivesTheSameResultsAndLeavesNothing) {
   for (const Point& p : points) want.push_back(flip(p));
   (void)pool_.map(flip, std::vector<Point>(10));  // the workers are up and hold what they keep
   const int fds = proc_counts::open_fds(), maps = proc_counts::mproc_mappings();
+  EXPECT_EQ(pool_.map(flip, points), want);
+  // A process pool keeps that mapping for its next call (one fd, one mapping), and the
+  // calls after it reuse it: for as many values, for fewer, and for other values of the
+  // same type. Values of another type, or more of them, replace it.
+  const int kept = GetParam() == mproc::Backend::process ? 1 : 0;
+  const auto expect_kept = [&](const char* after) {
+    EXPECT_EQ(proc_counts::open_fds(), fds + kept) << after;
+    EXPECT_EQ(proc_counts::mproc_mappings(), maps + kept) << after;
+  };
+  expect_kept("the first call");
   for (int round = 0; round < 3; ++round) EXPECT_EQ(pool_.map(flip, points), want);
+  expect_kept("three more");
+  std::vector<Point> fewer(points.begin(), points.begin() + 300'000);
+  for (Point& p : fewer) p.tag = -p.tag;
+  std::vector<Point> want_fewer;
+  for (const Point& p : fewer) want_fewer.push_back(flip(p));
+  EXPECT_EQ(pool_.map(flip, fewer), want_fewer);
+  EXPECT_EQ(pool_.map(flip, points), want);  // the old values are not left behind
+  expect_kept("fewer values");
+  std::vector<double> doubles(600'000);
+  for (std::size_t i = 0; i < doubles.size(); ++i) doubles[i] = static_cast<double>(i);
+  const auto halves = pool_.map(halve, doubles);
+  ASSERT_EQ(halves.size(), doubles.size());
+  EXPECT_EQ(halves[599'999], 599'999.0 / 2);
+  EXPECT_EQ(pool_.map(flip, points), want);
+  expect_kept("values of other types");
+}
+
+TEST(IndexMapStaging, APoolLeavesNothingOfItsKeptMappingWhenItIsGone) {
+  std::vector<double> values(1'000'000, 3.0);
+  const int fds = proc_counts::open_fds(), maps = proc_counts::mproc_mappings();
+  {
+    mproc::Pool pool({.workers = 2, .backend = mproc::Backend::process});
+    EXPECT_EQ(pool.map(halve, values).back(), 1.5);
+    EXPECT_EQ(pool.map(halve, values).back(), 1.5);
+  }
   EXPECT_EQ(proc_counts::open_fds(), fds);
   EXPECT_EQ(proc_counts::mproc_mappings(), maps);
 }

@@ -45,6 +45,7 @@
 #include <system_error>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -785,6 +786,57 @@ concept shares_input =
     shippable<F> && takes_const_element_v<F, std::ranges::range_value_t<In>>;
 /// The input size from which that copy pays.
 inline constexpr std::size_t shared_input_bytes = std::size_t{2} << 20;
+/// The largest such mapping a pool keeps for its next call (InputStaging).
+inline constexpr std::size_t staging_keep_bytes = std::size_t{32} << 20;
+
+/// The shared mapping a blocking Pool::map copies a big contiguous input into, kept for
+/// the pool's next such call: its pages are faulted in already and the workers keep
+/// their mappings of it, so the next call over as many values of the same type only
+/// copies them. Kept up to staging_keep_bytes, until a call needs a bigger one or the
+/// pool is destroyed; a call while another uses it makes its own.
+class InputStaging {
+ public:
+  /// An Array holding a copy of `values`. `kept` says whether it is the kept mapping, to
+  /// be given back with release() when the call is over.
+  template <class T>
+  Array<T> stage(std::span<const T> values, bool& kept) {
+    const std::size_t n = values.size();
+    std::unique_lock lock(mutex_);
+    if (busy_ || (!fits<T>(n) && n * sizeof(T) > staging_keep_bytes)) {
+      lock.unlock();
+      return Array<T>(values);
+    }
+    if (!fits<T>(n)) {
+      array_.reset();  // the old mapping goes first
+      array_ = std::make_shared<Array<T>>(values);
+      type_ = &typeid(T);
+      capacity_ = n;
+      busy_ = kept = true;
+      return *static_cast<const Array<T>*>(array_.get());
+    }
+    busy_ = kept = true;
+    Array<T> staged = static_cast<const Array<T>*>(array_.get())->slice(0, n);
+    lock.unlock();
+    std::memcpy(staged.data(), values.data(), n * sizeof(T));
+    return staged;
+  }
+  void release() noexcept {
+    std::lock_guard lock(mutex_);
+    busy_ = false;
+  }
+
+ private:
+  template <class T>
+  bool fits(std::size_t n) const noexcept {
+    return array_ && type_ == &typeid(T) && capacity_ >= n;
+  }
+
+  std::mutex mutex_;
+  std::shared_ptr<void> array_;  // an Array<T>, T as type_ says
+  const std::type_info* type_ = nullptr;
+  std::size_t capacity_ = 0;
+  bool busy_ = false;
+};
 
 /// A map over an Array, run from indices: element `i` of the bound array, handed to g.
 template <class G>
@@ -993,20 +1045,28 @@ class MPROC_API Pool {
     if constexpr (detail::shares_input<F, In>) {
       // A big contiguous input of plain values is copied once into a shared mapping made
       // for the call, which the workers read where it lies, instead of through the rings
-      // (measured faster from about 2 MiB: docs/benchmarks.md). The mapping lives until
-      // the call returns.
+      // (measured faster from about 2 MiB: docs/benchmarks.md). The pool keeps the
+      // mapping for its next such call (detail::InputStaging).
       const std::size_t n = std::ranges::size(inputs);
       using T = std::ranges::range_value_t<In>;
       if (!threads_ && backend_ == Backend::process && n * sizeof(T) >= detail::shared_input_bytes) {
         std::optional<Array<T>> shared;
+        bool kept = false;
         try {
-          shared.emplace(std::span<const T>(std::ranges::data(inputs), n));
+          shared.emplace(staging_.stage(std::span<const T>(std::ranges::data(inputs), n), kept));
         } catch (const std::system_error&) {
           // No shared memory to spare: the rings carry the input instead.
         }
-        if (shared)
+        if (shared) {
+          struct GiveBack {
+            detail::InputStaging* staging;
+            ~GiveBack() {
+              if (staging) staging->release();
+            }
+          } give_back{kept ? &staging_ : nullptr};
           return submit_vector<detail::CallKind::single>(std::move(f), *shared, opts, "map")
               ->take();
+        }
       }
     }
     return submit_vector<detail::CallKind::single>(std::move(f), std::forward<In>(inputs),
@@ -1527,6 +1587,7 @@ class MPROC_API Pool {
   bool progress_bar_ = false;
   std::unique_ptr<detail::PoolCore> core_;
   std::unique_ptr<detail::ThreadCore> threads_;
+  detail::InputStaging staging_;
 };
 
 }  // namespace mproc
