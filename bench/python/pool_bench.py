@@ -40,6 +40,19 @@ def main():
 
     out["start_first_result"] = median_time(start_first, args.repeat)
 
+    # The seed's vector_square as a whole: start Pool(2), map square over 2,000,000
+    # floats, close and join.
+    squares = [i * 1e-3 for i in range(2_000_000)]
+
+    def vector_square_whole():
+        p = Pool(args.workers)
+        r = p.map(square, squares)
+        p.close()
+        p.join()
+        assert r[-1] == squares[-1] * squares[-1]
+
+    out["vector_square_whole"] = median_time(vector_square_whole, min(args.repeat, 3))
+
     with Pool(args.workers) as pool:
         pool.map(square, range(1000))  # warm up
 
