@@ -117,7 +117,14 @@ class SegmentImpl {
           if (auto live = w.lock()) watches.push_back(std::move(live));
     }
     ::munmap(base_, mapped_);
-    for (auto& w : watches) (*w)(id_);
+    for (auto& w : watches) {
+      try {
+        (*w)(id_);
+      } catch (...) {
+        // A watch that could not take the news (no memory) only leaves a worker's
+        // mapping of this segment in place until newer ones push it out.
+      }
+    }
   }
 
   int fd() const noexcept { return fd_.get(); }
