@@ -20,7 +20,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
-#include <fstream>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -223,11 +222,8 @@ mproc::Array<double> iota_array(std::size_t n) {
 int worker_array_mappings() {
   int n = 0;
   for (pid_t server : proc_counts::children_of(::getpid()))
-    for (pid_t worker : proc_counts::children_of(server)) {
-      std::ifstream maps("/proc/" + std::to_string(worker) + "/maps");
-      for (std::string line; std::getline(maps, line);)
-        n += line.find("memfd:mproc:Array") != std::string::npos;
-    }
+    for (pid_t worker : proc_counts::children_of(server))
+      n += proc_counts::mappings_named(std::to_string(worker), "memfd:mproc:Array");
   return n;
 }
 

@@ -41,14 +41,17 @@ inline int threads() {
 /// Open file descriptors, not counting the one count_dir itself holds.
 inline int open_fds() { return count_dir("/proc/self/fd") - 1; }
 
-/// mproc's shared memory mappings (memfds named mproc:...).
-inline int mproc_mappings() {
-  std::ifstream maps("/proc/self/maps");
+/// Mappings of process `pid` ("self": this one) whose line in its maps file holds `name`.
+inline int mappings_named(const std::string& pid, const std::string& name) {
+  std::ifstream maps("/proc/" + pid + "/maps");
   int n = 0;
   for (std::string line; std::getline(maps, line);)
-    if (line.find("memfd:mproc:") != std::string::npos) ++n;
+    if (line.find(name) != std::string::npos) ++n;
   return n;
 }
+
+/// mproc's shared memory mappings (memfds named mproc:...).
+inline int mproc_mappings() { return mappings_named("self", "memfd:mproc:"); }
 
 /// Processes whose parent is `parent`, zombies included (an unreaped child is a leak too).
 inline std::vector<pid_t> children_of(pid_t parent) {

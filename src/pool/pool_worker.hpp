@@ -28,7 +28,8 @@ struct WorkerEnv {
   bool timed;
   /// The slot's scratch block in shared memory, where packed runs write their results.
   std::span<std::byte> scratch;
-  /// The pool's owner: the worker keeps the big segments it attaches from there.
+  /// The pool's owner: the worker keeps the segments it attaches from there mapped
+  /// between calls (ipc/segment_keep.hpp).
   pid_t owner;
 };
 

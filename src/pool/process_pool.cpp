@@ -932,15 +932,15 @@ bool ProcessPoolCore::send_forgets() {
     ids.swap(released_->ids);
     released_->pending.store(false, std::memory_order_relaxed);
   }
-  for (auto& w : slots_) {
-    if (w.state != WorkerState::alive && w.state != WorkerState::starting) continue;
-    std::vector<std::byte> msg;
-    put(msg, ToWorker::forget);
-    put<std::uint64_t>(msg, ids.size());
-    for (std::uint64_t id : ids) put(msg, id);
-    send(w, std::move(msg));
-  }
-  return !ids.empty();
+  if (ids.empty()) return false;
+  // One message, shared by every worker's outbox (as a chunk's bytes are when requeued).
+  auto msg = std::make_shared<std::vector<std::byte>>();
+  put(*msg, ToWorker::forget);
+  put<std::uint64_t>(*msg, ids.size());
+  for (std::uint64_t id : ids) put(*msg, id);
+  for (auto& w : slots_)
+    if (w.state == WorkerState::alive || w.state == WorkerState::starting) w.outbox.push_back(msg);
+  return true;
 }
 
 std::size_t ProcessPoolCore::tell_job(const JobEntry& j, ToWorker what) {
