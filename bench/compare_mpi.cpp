@@ -258,7 +258,7 @@ void sleeping_barrier() {
 
 // ---- word count -----------------------------------------------------------------------
 
-constexpr std::uint64_t block_bytes = 256 * 1024;
+constexpr std::uint64_t block_bytes = 1024 * 1024;  // as mproc wordcount
 
 /// The generated corpus; made before the Runtime, so every rank holds the same one.
 std::string g_corpus;

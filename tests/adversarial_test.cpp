@@ -200,19 +200,10 @@ int crash_kind(int k) {
   return k;
 }
 
-/// Entries of /dev/shm that mproc could have made (named mproc...). Not the whole
-/// directory: the MPI tests that run beside this one make and remove Open MPI's own.
-int mproc_shm_names() {
-  int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
-    if (e.path().filename().string().rfind("mproc", 0) == 0) ++n;
-  return n;
-}
-
 TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
   const int fds0 = count_dir("/proc/self/fd");
   const int threads0 = proc_counts::threads();
-  const int shm0 = mproc_shm_names();
+  const int shm0 = proc_counts::mproc_shm_names();
   const int maps0 = proc_counts::mproc_mappings();
   {
     mproc::Pool pool(2);
@@ -240,11 +231,11 @@ TEST(Adversarial, TwoHundredCrashCyclesLeakNoFdShmThreadOrChild) {
     settle();
     EXPECT_EQ(count_dir("/proc/self/fd"), fds);
     EXPECT_EQ(proc_counts::threads(), threads);
-    EXPECT_EQ(mproc_shm_names(), shm0);
+    EXPECT_EQ(proc_counts::mproc_shm_names(), shm0);
   }
   EXPECT_EQ(count_dir("/proc/self/fd"), fds0);
   EXPECT_EQ(proc_counts::threads(), threads0);
-  EXPECT_EQ(mproc_shm_names(), shm0);
+  EXPECT_EQ(proc_counts::mproc_shm_names(), shm0);
   // mproc's shared memory is memfds: none of the pool's is still mapped here.
   EXPECT_EQ(proc_counts::mproc_mappings(), maps0);
   EXPECT_TRUE(children_of(::getpid()).empty());

@@ -287,8 +287,8 @@ Result shell(const std::string& script, const fs::path& dir) {
 }
 
 TEST_F(TempDir, StreamsCountLikeARegularFileOfTheSameBytes) {
-  // Over 256 KiB, so that a stream is split into several blocks like a file.
-  const fs::path f = write("text.txt", mproc::words::synthetic_corpus(700'000, 3));
+  // Over 1 MiB, so that a stream is split into several blocks like a file.
+  const fs::path f = write("text.txt", mproc::words::synthetic_corpus(2'500'000, 3));
   const std::string file = "'" + f.string() + "'";
   Result regular = mproc({"wordcount", "--list", "--min-count", "0", f.string()});
   ASSERT_EQ(regular.code, 0) << regular.err;

@@ -38,6 +38,18 @@ inline int threads() {
   return count_dir("/proc/self/task");
 }
 
+/// Entries of /dev/shm that mproc could have made (named mproc...). Not the whole
+/// directory: the MPI tests that run beside a test make and remove Open MPI's own.
+inline int mproc_shm_names() {
+  int n = 0;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* e = ::readdir(d))
+      if (std::string(e->d_name).rfind("mproc", 0) == 0) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
 /// Open file descriptors, not counting the one count_dir itself holds.
 inline int open_fds() { return count_dir("/proc/self/fd") - 1; }
 

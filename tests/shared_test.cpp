@@ -567,7 +567,7 @@ TEST(Barrier, TimeoutAbortAndReset) {
 TEST(Leaks, NothingRemainsAfterObjectsDieEvenWhenAUserIsKilled) {
   const int fds = open_fds();
   const int maps = mproc_mappings();
-  const int shm = count_dir("/dev/shm");
+  const int shm = proc_counts::mproc_shm_names();
   {
     mproc::Value<double> v(1.0);
     mproc::Array<int> a(1 << 20, 7);
@@ -600,7 +600,7 @@ TEST(Leaks, NothingRemainsAfterObjectsDieEvenWhenAUserIsKilled) {
   }
   EXPECT_EQ(open_fds(), fds);
   EXPECT_EQ(mproc_mappings(), maps);
-  EXPECT_EQ(count_dir("/dev/shm"), shm);
+  EXPECT_EQ(proc_counts::mproc_shm_names(), shm);
 }
 
 TEST(Leaks, SegmentsArePrivateToTheUser) {

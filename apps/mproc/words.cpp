@@ -285,6 +285,57 @@ inline void lower_word(const unsigned char* src, std::size_t len, char* dst) {
   }
 }
 
+/// The short words of the last windows, waiting to be counted: each one's slot is
+/// prefetched when it is found and counted a window or more later, so that the table's
+/// cache misses overlap instead of stalling the scan one by one. Whoever fills it
+/// flushes it (counting is commutative: words counted directly meanwhile are no matter).
+class WordBatch {
+ public:
+  explicit WordBatch(Counts& out) : out_(out) {}
+  WordBatch(const WordBatch&) = delete;
+  WordBatch& operator=(const WordBatch&) = delete;
+
+  /// Counts the word of `len` bytes of [A-Za-z-] at src (src[0, 64) readable),
+  /// lower-cased: a word of up to 16 bytes is taken as two 64-bit halves straight from a
+  /// register, masked to its length.
+  void add(const unsigned char* src, unsigned len) {
+    if (len > 16) {
+      char word[64];
+      lower_word(src, len, word);
+      out_.add(std::string_view(word, len));
+      return;
+    }
+    const __m128i iota = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i x = _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)), _mm_set1_epi8(0x20));
+    const __m128i v = _mm_and_si128(x, _mm_cmpgt_epi8(_mm_set1_epi8(static_cast<char>(len)), iota));
+    Word& w = words_[n_++];
+    w.lo = static_cast<std::uint64_t>(_mm_cvtsi128_si64(v));
+    w.hi = static_cast<std::uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)));
+    w.len = len;
+    w.hash = Counts::short_hash(w.lo, w.hi);
+    out_.prefetch(w.hash);
+  }
+  /// Called after each window: counts the words waiting once there are `batch` of them.
+  void window_done() {
+    if (n_ >= batch) flush();
+  }
+  void flush() {
+    for (unsigned k = 0; k < n_; ++k) out_.add_short(words_[k].lo, words_[k].hi, words_[k].len, 1, words_[k].hash);
+    n_ = 0;
+  }
+
+ private:
+  struct Word {
+    std::uint64_t lo, hi, hash;
+    unsigned len;
+  };
+  static constexpr unsigned batch = 32;
+  Counts& out_;
+  // A window holds at most 32 tokens (each has a byte of whitespace after it).
+  Word words_[batch + 32];
+  unsigned n_ = 0;
+};
+
 /// Bytes a window needs readable past its start: 64 + 2 looked at after the last, and a
 /// word lower-cased 16 bytes at a time from any of its 64 bytes.
 constexpr std::size_t window_reach = 128;
@@ -296,6 +347,7 @@ template <Window (*classify)(const unsigned char*)>
 std::size_t scan_windows(const unsigned char* t, std::size_t n, std::size_t p, std::size_t end,
                          std::size_t limit, Counts& out) {
   const std::string_view text(reinterpret_cast<const char*>(t), n);
+  WordBatch batch(out);
   while (p < end && p + window_reach <= limit) {
     const Window w = classify(t + p);
     const std::size_t room = end - p;  // tokens from bit `room` on belong to the next block
@@ -303,7 +355,10 @@ std::size_t scan_windows(const unsigned char* t, std::size_t n, std::size_t p, s
     std::uint64_t todo = ~w.space;
     while (todo != 0) {
       const unsigned s = static_cast<unsigned>(__builtin_ctzll(todo));  // a token starts
-      if (s >= room) return end;
+      if (s >= room) {
+        batch.flush();
+        return end;
+      }
       const std::uint64_t after = w.space & (~std::uint64_t{0} << s);
       if (after == 0) {  // the token runs past the window: start the next one with it
         next = s != 0 ? p + s : scan_token(text, p, out);
@@ -319,14 +374,14 @@ std::size_t scan_windows(const unsigned char* t, std::size_t n, std::size_t p, s
         const unsigned a = static_cast<unsigned>(__builtin_ctzll(letters));
         // The run of letters ends by bit e at the latest: whitespace is no letter.
         const unsigned len = static_cast<unsigned>(__builtin_ctzll(~(w.letter >> a)));
-        char word[64];
-        lower_word(t + p + a, len, word);
-        out.add(std::string_view(word, len));
+        batch.add(t + p + a, len);
       }
       todo &= ~std::uint64_t{0} << e;
     }
+    batch.window_done();
     p = next;
   }
+  batch.flush();
   return p;
 }
 
@@ -398,98 +453,111 @@ void count_block(std::string_view text, std::size_t begin, std::size_t end, Coun
   count_block(text, begin, end, out, fastest_tokenizer());
 }
 
-std::uint64_t Counts::hash(std::string_view w) noexcept { return XXH3_64bits(w.data(), w.size()); }
-
-namespace {
-
-/// Whether the `len` bytes at a and b are equal: memcmp without the call, for the short
-/// words a table holds, reading nothing outside either word.
-inline bool same_bytes(const char* a, const char* b, std::size_t len) {
-  auto load8 = [](const char* p) {
-    std::uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;
-  };
-  auto load4 = [](const char* p) {
-    std::uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-  };
-  if (len >= 8) {
-    if (len > 16) return std::memcmp(a, b, len) == 0;
-    return load8(a) == load8(b) && load8(a + len - 8) == load8(b + len - 8);  // may overlap
-  }
-  if (len >= 4) return load4(a) == load4(b) && load4(a + len - 4) == load4(b + len - 4);
-  return len == 0 || (a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1]);
+std::uint64_t Counts::hash(std::string_view w) noexcept {
+  if (w.size() > 16) return XXH3_64bits(w.data(), w.size());
+  std::uint64_t half[2] = {0, 0};
+  if (!w.empty()) std::memcpy(half, w.data(), w.size());
+  return short_hash(half[0], half[1]);
 }
 
-}  // namespace
+void Counts::add(std::string_view w, std::uint64_t n) {
+  if (w.size() > 16) return add_long(w, n);
+  std::uint64_t half[2] = {0, 0};
+  if (!w.empty()) std::memcpy(half, w.data(), w.size());
+  add_short(half[0], half[1], static_cast<std::uint32_t>(w.size()), n);
+}
 
-void Counts::add_hashed(std::string_view w, std::uint64_t h, std::uint64_t n) {
+void Counts::add_long(std::string_view w, std::uint64_t n) {
+  std::uint64_t half[2];
+  std::memcpy(half, w.data(), 16);
+  const std::uint64_t h = hash(w);
   for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
     Slot& s = slots_[i];
-    if (s.count == 0) return insert(s, w, h, n);
-    if (s.hash == h && s.len == w.size() && same_bytes(arena_.data() + s.offset, w.data(), w.size())) {
+    if (s.count == 0) {
+      // Offsets are 32-bit: 4 GiB of long distinct words in one table is beyond any text.
+      if (arena_.size() + w.size() > std::numeric_limits<std::uint32_t>::max())
+        throw std::length_error("word counts: more than 4 GiB of distinct words");
+      s = {half[0], half[1], n, static_cast<std::uint32_t>(w.size()),
+           static_cast<std::uint32_t>(arena_.size())};
+      arena_.append(w);
+      if (++used_ > max_used(slots_.size())) grow();
+      return;
+    }
+    if (s.lo == half[0] && s.hi == half[1] && s.len == w.size() &&
+        std::memcmp(arena_.data() + s.offset + 16, w.data() + 16, w.size() - 16) == 0) {
       s.count += n;
       return;
     }
   }
 }
 
-void Counts::insert(Slot& s, std::string_view w, std::uint64_t h, std::uint64_t n) {
-  // Offsets are 32-bit: 4 GiB of distinct words in one table is far beyond any text.
-  if (arena_.size() + w.size() > std::numeric_limits<std::uint32_t>::max())
-    throw std::length_error("word counts: more than 4 GiB of distinct words");
-  s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(w.size()), n};
-  arena_.append(w);
-  if (++used_ * 2 > slots_.size()) grow();
+void Counts::insert_short(Slot& s, std::uint64_t lo, std::uint64_t hi, std::uint32_t len,
+                          std::uint64_t n) {
+  s = {lo, hi, n, len, 0};
+  if (++used_ > max_used(slots_.size())) grow();
 }
 
 void Counts::reserve(std::size_t words) {
   std::size_t slots = slots_.size();
-  while (slots < 2 * words) slots *= 2;
+  while (max_used(slots) < words) slots *= 2;
   if (slots != slots_.size()) rehash(slots);
 }
 
 void Counts::merge(const Counts& other) {
   reserve(used_ + other.used_ / 2);  // most of a block's words are already here
   // The words land at random places of a table that outgrows the caches: prefetch each
-  // slot `ahead` words early, and its word in the arena half as early.
+  // slot `ahead` words early.
   constexpr std::size_t ahead = 16;
   const Slot* from = other.slots_.data();
   const std::size_t m = other.slots_.size();
   for (std::size_t k = 0; k < m; ++k) {
-    if (k + ahead < m && from[k + ahead].count != 0)
-      __builtin_prefetch(&slots_[from[k + ahead].hash & mask_]);
-    if (k + ahead / 2 < m && from[k + ahead / 2].count != 0) {
-      const Slot& s = slots_[from[k + ahead / 2].hash & mask_];
-      if (s.count != 0) __builtin_prefetch(arena_.data() + s.offset);
-    }
+    if (k + ahead < m && from[k + ahead].count != 0 && from[k + ahead].len <= 16)
+      __builtin_prefetch(&slots_[short_hash(from[k + ahead].lo, from[k + ahead].hi) & mask_]);
     const Slot& s = from[k];
-    if (s.count != 0) {
-      add_hashed(std::string_view(other.arena_.data() + s.offset, s.len), s.hash, s.count);
-    }
+    if (s.count == 0) continue;
+    if (s.len <= 16)
+      add_short(s.lo, s.hi, s.len, s.count);
+    else
+      add_long(other.word(s), s.count);
   }
 }
 
+void Counts::absorb(Counts&& other) {
+  if (&other == this) return;
+  merge(other);
+  if (other.slots_.size() <= kept_slots_max) {
+    // merge() read every slot; clearing them now touches only cached lines.
+    std::fill(other.slots_.begin(), other.slots_.end(), Slot{});
+    kept_slots().swap(other.slots_);
+  }
+  other = Counts();
+}
+
+std::vector<Counts::Slot> Counts::cleared_slots(std::size_t slots) {
+  std::vector<Slot>& kept = kept_slots();
+  if (kept.size() != slots) return std::vector<Slot>(slots);
+  return std::exchange(kept, {});
+}
+
 std::uint64_t Counts::count(std::string_view w) const {
-  const std::uint64_t h = hash(w);
-  for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+  std::uint64_t half[2] = {0, 0};
+  if (!w.empty()) std::memcpy(half, w.data(), std::min<std::size_t>(w.size(), 16));
+  for (std::size_t i = hash(w) & mask_;; i = (i + 1) & mask_) {
     const Slot& s = slots_[i];
     if (s.count == 0) return 0;
-    if (s.hash == h && s.len == w.size() && arena_.compare(s.offset, s.len, w) == 0) return s.count;
+    if (s.lo == half[0] && s.hi == half[1] && s.len == w.size() && word(s) == w) return s.count;
   }
 }
 
 void Counts::grow() { rehash(slots_.size() * 2); }
 
 void Counts::rehash(std::size_t slots) {
-  std::vector<Slot> old(slots);
+  std::vector<Slot> old = cleared_slots(slots);
   old.swap(slots_);
   mask_ = slots_.size() - 1;
   for (const Slot& s : old) {
     if (s.count == 0) continue;
-    std::size_t i = s.hash & mask_;
+    std::size_t i = slot_hash(s) & mask_;
     while (slots_[i].count != 0) i = (i + 1) & mask_;
     slots_[i] = s;
   }
@@ -500,6 +568,7 @@ void Counts::load(const std::string& words, const std::vector<std::uint32_t>& le
   if (lengths.size() != counts.size())
     throw SerializationError("word counts: lengths and counts differ in size");
   *this = Counts();
+  reserve(lengths.size());  // sized once: the words are distinct
   std::size_t at = 0;
   for (std::size_t k = 0; k < lengths.size(); ++k) {
     if (lengths[k] > words.size() - at || counts[k] == 0)
@@ -614,22 +683,27 @@ class MappedFile {
 
 }  // namespace
 
-Counts count_block(const Block& b, std::string_view corpus) {
-  Counts counts;
-  // About one new word in 32 bytes of a book's block: sized once instead of grown ~10 times.
-  counts.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(b.end - std::min(b.begin, b.end), 1u << 26) / 32));
+void count_block(const Block& b, std::string_view corpus, Counts& into) {
   if (b.path.empty()) {
-    count_block(corpus, b.begin, b.end, counts);
+    count_block(corpus, b.begin, b.end, into);
   } else {
     MappedFile f(b.path);
-    count_block(f.text(), b.begin, b.end, counts);
+    count_block(f.text(), b.begin, b.end, into);
   }
+}
+
+Counts count_block(const Block& b, std::string_view corpus) {
+  Counts counts;
+  // A MiB of a book holds about 7,500 distinct words (at most 22,000 in the Gutenberg
+  // books): sized once for one in 64 bytes, grown once for the rare richer block.
+  counts.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(b.end - std::min(b.begin, b.end), 1u << 26) / 64));
+  count_block(b, corpus, counts);
   return counts;
 }
 
 void merge(Counts& into, Counts&& from) {
   if (into.size() < from.size()) std::swap(into, from);
-  into.merge(from);
+  into.absorb(std::move(from));
 }
 
 }  // namespace mproc::words

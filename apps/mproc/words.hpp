@@ -16,19 +16,44 @@
 
 namespace mproc::words {
 
-/// Word -> count, as an open-addressing table keyed by a 64-bit hash, with the words in
-/// one arena: no allocation per word, and tables merge without rehashing the words.
+/// Word -> count, as an open-addressing table. A word of at most 16 bytes is its own key:
+/// it lies in its slot, zero-padded, and is found by comparing two 64-bit words, with no
+/// pointer to follow; a longer one keeps its first 16 bytes there and the rest in one
+/// arena. No allocation per word, and tables merge without reading a short word twice.
 /// Several times faster than std::unordered_map<std::string, ...> for counting.
 /// Serializable (three flat arrays), so it can be a map_reduce partial.
 class Counts {
  public:
   Counts() : slots_(64) {}
 
-  /// Adds `n` to the count of `w`, whose Counts::hash() is `hash`.
-  void add_hashed(std::string_view w, std::uint64_t hash, std::uint64_t n);
-  void add(std::string_view w, std::uint64_t n = 1) { add_hashed(w, hash(w), n); }
+  /// Adds `n` to the count of `w`.
+  void add(std::string_view w, std::uint64_t n = 1);
+  /// add() for a word of len <= 16 bytes given as its bytes zero-padded to 16 and copied
+  /// (as memcpy copies) into lo (bytes 0-7) and hi (bytes 8-15). Words hold no zero byte.
+  /// The tokenizers' hot path.
+  void add_short(std::uint64_t lo, std::uint64_t hi, std::uint32_t len, std::uint64_t n = 1) {
+    add_short(lo, hi, len, n, short_hash(lo, hi));
+  }
+  /// add_short() given the word's short_hash().
+  void add_short(std::uint64_t lo, std::uint64_t hi, std::uint32_t len, std::uint64_t n,
+                 std::uint64_t h) {
+    for (std::size_t i = h & mask_;; i = (i + 1) & mask_) {
+      Slot& s = slots_[i];
+      if (s.count == 0) return insert_short(s, lo, hi, len, n);
+      if (s.lo == lo && s.hi == hi && s.len == len) {
+        s.count += n;
+        return;
+      }
+    }
+  }
+  /// Asks the CPU to bring in the slot where a word of hash `h` would be looked for first.
+  void prefetch(std::uint64_t h) const noexcept { __builtin_prefetch(&slots_[h & mask_]); }
   /// Adds every count of `other`.
   void merge(const Counts& other);
+  /// merge(), leaving `other` empty. Its slots, cleared as they are read, are kept for the
+  /// next table of their size this thread makes (a block's table is a MiB: the kernel
+  /// would otherwise zero fresh pages for every block).
+  void absorb(Counts&& other);
   /// The count of `w` (0 if absent).
   std::uint64_t count(std::string_view w) const;
   std::size_t size() const noexcept { return used_; }
@@ -39,7 +64,7 @@ class Counts {
   template <class F>
   void for_each(F&& f) const {
     for (const Slot& s : slots_)
-      if (s.count != 0) f(std::string_view(arena_.data() + s.offset, s.len), s.count);
+      if (s.count != 0) f(word(s), s.count);
   }
 
   friend bool operator==(const Counts& a, const Counts& b);
@@ -50,7 +75,9 @@ class Counts {
     std::vector<std::uint32_t> lengths;
     std::vector<std::uint64_t> counts;
     if constexpr (A::is_saving) {
-      words.reserve(arena_.size());
+      words.reserve(arena_.size() + 8 * used_);
+      lengths.reserve(used_);
+      counts.reserve(used_);
       for_each([&](std::string_view w, std::uint64_t c) {
         words.append(w);
         lengths.push_back(static_cast<std::uint32_t>(w.size()));
@@ -63,25 +90,60 @@ class Counts {
     }
   }
 
-  /// XXH3 (64-bit) of the word's bytes.
+  /// The table's hash of a word: for up to 16 bytes, the 128-bit product of its two
+  /// zero-padded halves (each xor-ed with a constant no word can equal), folded to 64 bits;
+  /// for longer words XXH3 (64-bit).
   static std::uint64_t hash(std::string_view w) noexcept;
+  static std::uint64_t short_hash(std::uint64_t lo, std::uint64_t hi) noexcept {
+    // Each constant has a byte >= 0x80, which no word has: neither factor is ever zero.
+    __extension__ typedef unsigned __int128 u128;
+    const u128 m = static_cast<u128>(lo ^ 0x9E3779B97F4A7C15u) * (hi ^ 0xC2B2AE3D27D4EB4Fu);
+    return static_cast<std::uint64_t>(m) ^ static_cast<std::uint64_t>(m >> 64);
+  }
 
  private:
-  struct Slot {
-    std::uint64_t hash = 0;
-    std::uint32_t offset = 0, len = 0;
-    std::uint64_t count = 0;
+  /// One cache line holds two slots, and no slot straddles two.
+  struct alignas(32) Slot {
+    std::uint64_t lo = 0, hi = 0;  ///< the word's first 16 bytes, zero-padded
+    std::uint64_t count = 0;       ///< 0: the slot is free
+    std::uint32_t len = 0;
+    std::uint32_t offset = 0;  ///< in arena_, of a word longer than 16 bytes
   };
+  static_assert(sizeof(Slot) == 32);
+  std::string_view word(const Slot& s) const noexcept {
+    // A short word's bytes are lo's then hi's: read them as the bytes of the slot.
+    return s.len <= 16 ? std::string_view(reinterpret_cast<const char*>(&s), s.len)
+                       : std::string_view(arena_.data() + s.offset, s.len);
+  }
+  std::uint64_t slot_hash(const Slot& s) const noexcept {
+    return s.len <= 16 ? short_hash(s.lo, s.hi) : hash(word(s));
+  }
+  void add_long(std::string_view w, std::uint64_t n);
   // Out of line: once per distinct word, and kept out of the tokenizers' hot loops.
-  [[gnu::noinline]] void insert(Slot& s, std::string_view w, std::uint64_t hash, std::uint64_t n);
+  [[gnu::noinline]] void insert_short(Slot& s, std::uint64_t lo, std::uint64_t hi,
+                                      std::uint32_t len, std::uint64_t n);
+  /// Words a table of `slots` slots holds before it grows: three quarters. Linear probing
+  /// at that load costs the counting little, since the frequent words, the ones counted
+  /// most, came first and sit where their hash points; it keeps a book's whole count in
+  /// 8 MiB of slots instead of 16.
+  static constexpr std::size_t max_used(std::size_t slots) noexcept { return slots / 4 * 3; }
   void grow();
   void rehash(std::size_t slots);
+  /// `slots` cleared slots: the ones absorb() last kept on this thread if they are as
+  /// many, else new ones.
+  static std::vector<Slot> cleared_slots(std::size_t slots);
+  /// This thread's kept slots (cleared), at most kept_slots_max of them.
+  static std::vector<Slot>& kept_slots() noexcept {
+    thread_local std::vector<Slot> kept;
+    return kept;
+  }
+  static constexpr std::size_t kept_slots_max = std::size_t{1} << 17;  ///< 4 MiB
   void load(const std::string& words, const std::vector<std::uint32_t>& lengths,
             const std::vector<std::uint64_t>& counts);
 
   std::vector<Slot> slots_;
   std::size_t mask_ = 63;  ///< slots_.size() - 1
-  std::string arena_;
+  std::string arena_;      ///< the words longer than 16 bytes
   std::size_t used_ = 0;
 };
 
@@ -125,6 +187,8 @@ struct Block {
 /// Counts block `b` of its file (read through a read-only mapping), or of `corpus` when
 /// b.path is empty. Throws std::runtime_error naming the file if it cannot be read.
 Counts count_block(const Block& b, std::string_view corpus);
+/// count_block(b, corpus), counted into `into`.
+void count_block(const Block& b, std::string_view corpus, Counts& into);
 
 /// Folds `from` into `into`, the smaller table into the larger: a map_reduce reduction.
 void merge(Counts& into, Counts&& from);
