@@ -356,9 +356,9 @@ int main(int argc, char** argv) {
     rows.push_back({"wordcount, 92 books, whole process", whole, serial, "mproc --serial, whole process", "", true});
     if (python) {
       // Python takes seconds a run: three are enough for a median.
-      const double py = wall(std::min(repeat, 3), fmt::format("{} {}/countwords.py -j {} {}", python_bin(),
-                                                              python_dir, workers, books));
-      rows.push_back({"wordcount, 92 books, whole process", whole, py,
+      const double py_books = wall(std::min(repeat, 3), fmt::format("{} {}/countwords.py -j {} {}",
+                                                                    python_bin(), python_dir, workers, books));
+      rows.push_back({"wordcount, 92 books, whole process", whole, py_books,
                       "Python countwords (Pool), whole process", ">= 30x", true});
     }
   } else {
