@@ -352,6 +352,35 @@ std::size_t scan_windows(const unsigned char* t, std::size_t n, std::size_t p, s
     const Window w = classify(t + p);
     const std::size_t room = end - p;  // tokens from bit `room` on belong to the next block
     std::size_t next = p + 64 + w.carry;  // past the window, if its tokens all end in it
+    if (w.special == 0) {
+      // The whole window at once. A token starts where a non-space follows a space (or at
+      // bit 0: p is where a token may start); its word is its first run of letters, which
+      // starts at the token's first byte, or right after the token's prefix of other
+      // bytes: adding each such token's start bit to the mask of those bytes carries it
+      // to the end of the prefix.
+      std::uint64_t starts = ~w.space & ((w.space << 1) | 1);
+      if (room < 64) starts &= (std::uint64_t{1} << room) - 1;
+      if (starts != 0) {
+        const unsigned last = 63 - static_cast<unsigned>(__builtin_clzll(starts));
+        if ((w.space >> last) == 0) {  // the last token runs past the window
+          starts &= ~(std::uint64_t{1} << last);
+          next = last != 0 ? p + last : scan_token(text, p, out);
+        }
+      }
+      const std::uint64_t other = ~(w.space | w.letter);
+      std::uint64_t first = (starts & w.letter) | ((other + (starts & other)) & ~other & w.letter);
+      while (first != 0) {
+        const unsigned a = static_cast<unsigned>(__builtin_ctzll(first));
+        // The run of letters ends inside the window: its token does.
+        const unsigned len = static_cast<unsigned>(__builtin_ctzll(~(w.letter >> a)));
+        batch.add(t + p + a, len);
+        first &= first - 1;
+      }
+      batch.window_done();
+      p = next;
+      continue;
+    }
+    // A window with U+0130 or U+212A: token by token, those tokens through scan_token.
     std::uint64_t todo = ~w.space;
     while (todo != 0) {
       const unsigned s = static_cast<unsigned>(__builtin_ctzll(todo));  // a token starts
