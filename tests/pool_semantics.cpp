@@ -551,6 +551,81 @@ TEST_P(PoolSemantics, MapReduce) {
   EXPECT_EQ(pool.map_reduce([](int x) { return x; }, std::plus<>{}, std::views::istream<int>(in)), 55);
 }
 
+void add_line_words(std::map<std::string, int>& acc, const std::string& line) {
+  std::istringstream in(line);
+  for (std::string w; in >> w;) ++acc[w];
+}
+
+TEST_P(PoolSemantics, FoldAddsEachItemToOneAccumulatorPerWorker) {
+  auto pool = make_pool();
+  // R(R, item): a sum of squares, and every item folded exactly once.
+  EXPECT_EQ(pool.fold(0LL, [](long long acc, long long x) { return acc + x * x; }, std::plus<>{},
+                      mproc::range(1LL, 100001LL)),
+            100000LL * 100001LL * 200001LL / 6);
+  for (std::size_t cs : {0u, 1u, 7u})
+    EXPECT_EQ(pool.fold(0L, [](long acc, int) { return acc + 1; }, std::plus<>{},
+                        mproc::range(0, 5000), {.chunksize = cs}),
+              5000L)
+        << "chunksize " << cs;
+
+  // void(R&, item): words added in place to a map, over a vector, a list and a stream.
+  const char* vocabulary[] = {"the", "cat", "sat", "on", "mat", "a", "dog"};
+  std::vector<std::string> lines;
+  std::map<std::string, int> expected;
+  for (int i = 0; i < 2000; ++i) {
+    std::string line;
+    for (int j = 0; j <= i % 9; ++j) {
+      const char* w = vocabulary[(i * 3 + j * 5) % 7];
+      line += std::string(w) + " ";
+      ++expected[w];
+    }
+    lines.push_back(line);
+  }
+  const std::map<std::string, int> none;
+  EXPECT_EQ(pool.fold(none, add_line_words, merge_counts, lines), expected);
+  std::list<std::string> linked(lines.begin(), lines.end());
+  EXPECT_EQ(pool.fold(none, add_line_words, merge_counts, linked), expected);
+  std::istringstream in("1 2 3 4 5 6 7 8 9 10");
+  EXPECT_EQ(pool.fold(0, [](int acc, int x) { return acc + x; }, std::plus<>{},
+                      std::views::istream<int>(in)),
+            55);
+
+  // An empty input gives init itself, whatever it is.
+  EXPECT_EQ(pool.fold(7, [](int acc, int x) { return acc + x; }, std::plus<>{}, mproc::range(0)), 7);
+  EXPECT_EQ(pool.fold(std::map<std::string, int>{{"x", 1}}, add_line_words, merge_counts,
+                      std::vector<std::string>{}),
+            (std::map<std::string, int>{{"x", 1}}));
+
+  // A failed item fails the call with its error; the pool goes on.
+  try {
+    pool.fold(0, [](int acc, int x) -> int {
+      if (x == 50) throw std::domain_error("fold fifty");
+      return acc + x;
+    }, std::plus<>{}, mproc::range(0, 100));
+    FAIL() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("fold fifty"));
+  }
+  EXPECT_EQ(pool.fold(0, [](int acc, int x) { return acc + x; }, std::plus<>{}, mproc::range(0, 10)), 45);
+
+  // Worker processes fold every item into one accumulator each: the combine sees at most
+  // one per worker, not one per item. (Threads, and an mpi pool of one rank, which runs on
+  // threads, fold through map_reduce.)
+  if (GetParam().backend == mproc::Backend::process) {
+    using SumAndParts = std::pair<long, long>;  // the sum, and how many accumulators made it
+    const SumAndParts r = pool.fold(
+        SumAndParts{0, 1}, [](SumAndParts& acc, int x) { acc.first += x; },
+        [](SumAndParts& acc, SumAndParts&& other) {
+          acc.first += other.first;
+          acc.second += other.second;
+        },
+        mproc::range(0, 20000), {.chunksize = 10});
+    EXPECT_EQ(r.first, 20000L * 19999 / 2);
+    EXPECT_GE(r.second, 1);
+    EXPECT_LE(r.second, static_cast<long>(pool.workers()));
+  }
+}
+
 mproc::TaskInfo where(int) { return *mproc::current_task(); }
 
 TEST_P(PoolSemantics, ExplicitChunksizeIsHonouredExactly) {

@@ -222,6 +222,18 @@ int abort_on_5(int x) {
   return x;
 }
 
+TEST(Pool, AWorkerKilledInAFoldFailsTheCallAndThePoolGoesOn) {
+  mproc::Pool pool(2);
+  // The dead worker's accumulator held items already folded: the call cannot be whole,
+  // so it fails with WorkerCrashed, as map_reduce does, and nothing is counted twice.
+  EXPECT_THROW(pool.fold(0L, [](long acc, int x) { return acc + die_on_5(x); }, std::plus<>{},
+                         mproc::range(0, 100), {.chunksize = 1}),
+               mproc::WorkerCrashed);
+  EXPECT_EQ(pool.fold(0L, [](long acc, int x) { return acc + x; }, std::plus<>{},
+                      mproc::range(0, 100)),
+            4950L);
+}
+
 struct CrashCase {
   const char* name;
   int (*f)(int);

@@ -1,5 +1,5 @@
 // `mproc wordcount [PATH...]`: the seed exercise and the main job. Counts every word
-// across text files with a process Pool (map_reduce: each worker merges its own counts)
+// across text files with a process Pool (fold: each worker counts into its own table)
 // and prints the most frequent words as a table, then one summary line on stderr: the
 // input, the pool's time and throughput, and the speed-up over one worker measured in the
 // same run. `--list` (or `--min-count N`) prints what the Python reference prints instead:
@@ -44,7 +44,11 @@ constexpr std::uint64_t block_bytes = 1024 * 1024;
 /// The synthetic corpus; set before the pool starts so every worker has it.
 std::string_view g_corpus;
 
-words::Counts count_block_item(words::Block b) { return words::count_block(b, g_corpus); }
+/// Counts block `b` into a worker's table: Pool::fold, so that a worker's blocks fill one
+/// table and only the workers' tables are merged.
+void count_block_into(words::Counts& counts, const words::Block& b) {
+  words::count_block(b, g_corpus, counts);
+}
 
 struct Options {
   ComputeOptions common;
@@ -186,7 +190,7 @@ Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
   const auto start = std::chrono::steady_clock::now();
   Count c{{}, 0, 1};
   if (!workers) {
-    for (auto& b : blocks) words::count_block(b, g_corpus, c.counts);  // one table, no merges
+    for (auto& b : blocks) count_block_into(c.counts, b);  // one table, no merges
   } else {
     ComputeOptions common = o.common;
     common.workers = *workers;
@@ -198,7 +202,7 @@ Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
     call.item_label = [&blocks](std::size_t i) {
       return i < blocks.size() && !blocks[i].path.empty() ? blocks[i].path : std::string("corpus");
     };
-    c.counts = pool.map_reduce(count_block_item, words::merge, blocks, call);
+    c.counts = pool.fold(words::Counts{}, count_block_into, words::merge, blocks, call);
   }
   c.seconds = seconds_since(start);
   return c;

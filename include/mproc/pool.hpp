@@ -707,8 +707,12 @@ class ReduceJob final : public FeederJob<View, Arg> {
   using Base = FeederJob<View, Arg>;
 
  public:
-  ReduceJob(View view, Rd reduce, std::shared_ptr<FutureState<R>> promise)
-      : Base(std::move(view)), reduce_(std::move(reduce)), promise_(std::move(promise)) {}
+  ReduceJob(View view, Rd reduce, std::shared_ptr<FutureState<R>> promise,
+            std::optional<R> empty = std::nullopt)
+      : Base(std::move(view)),
+        reduce_(std::move(reduce)),
+        promise_(std::move(promise)),
+        empty_(std::move(empty)) {}
 
   bool start() override { return promise_->set_running() || !promise_->done(); }
   void on_result(std::size_t, std::span<const std::byte>) override {
@@ -735,13 +739,14 @@ class ReduceJob final : public FeederJob<View, Arg> {
     if (auto e = errors_.get())
       promise_->set_exception(e);
     else
-      promise_->set_value(acc_ ? std::move(*acc_) : R{});
+      promise_->set_value(acc_ ? std::move(*acc_) : empty_ ? std::move(*empty_) : R{});
   }
   void on_abort(std::exception_ptr error) override { abort_promise(*promise_, std::move(error)); }
 
  private:
   Rd reduce_;
   std::shared_ptr<FutureState<R>> promise_;
+  std::optional<R> empty_;  ///< the result of no partial at all (Pool::fold's init)
   std::optional<R> acc_;
   FirstError errors_;
 };
@@ -1293,6 +1298,60 @@ class MPROC_API Pool {
                                   false);
     }
     return promise->take();
+  }
+
+  /// Folds every item into an accumulator inside the workers, then combines the
+  /// workers' accumulators: the form of map_reduce for a big accumulator, such as a
+  /// word table, which each item adds to in place instead of making a partial of its own
+  /// (tbb::parallel_reduce's body and join). Each worker's accumulator starts as a copy
+  /// of `init`, so `init` must be an identity of `combine` (0 for a sum, an empty table
+  /// for a merge); an empty input gives `init`. `fold_fn` is void(R& acc, item) or
+  /// R(R acc, item); `combine` is void(R& acc, R&& other) or R(R, R), and must be
+  /// associative and commutative, since accumulators combine in completion order.
+  /// Blocks; throws the first failed item's error. A crash fails the item it happened in,
+  /// as in map_reduce.
+  template <class R, class Fd, class Cb, std::ranges::input_range In>
+  R fold(R init, Fd fold_fn, Cb combine, In&& inputs, MapOptions opts = {}) {
+    auto view = std::views::all(std::forward<In>(inputs));
+    using View = decltype(view);
+    using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
+    static_assert(std::is_invocable_v<Fd&, R&, std::ranges::range_reference_t<View>> ||
+                      std::is_invocable_r_v<R, Fd&, R, std::ranges::range_reference_t<View>>,
+                  "Pool::fold: fold must be void(R& acc, item) or R(R acc, item), with R the "
+                  "type of init");
+    if (threads_) {
+      // Threads fold through map_reduce, one accumulator per item; `ran` tells an empty
+      // input (init) from a result that happens to equal R{}.
+      std::atomic<bool> ran{false};
+      R r = map_reduce(
+          [&](auto&& item) -> R {
+            ran.store(true, std::memory_order_relaxed);
+            R acc = init;
+            detail::fold_item(fold_fn, acc, std::forward<decltype(item)>(item));
+            return acc;
+          },
+          std::move(combine), std::move(view), std::move(opts));
+      return ran.load() ? std::move(r) : std::move(init);
+    } else if constexpr (detail::shippable<Fd> && detail::shippable<Cb> &&
+                         serializable<Arg> && std::default_initializable<Arg> &&
+                         serializable<R> && std::default_initializable<R>) {
+      auto promise = std::make_shared<detail::FutureState<R>>();
+      auto progress = make_progress(opts, view);
+      auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Cb>>(std::move(view), combine,
+                                                                        promise, init);
+      job->vtable = &detail::FoldTrampoline<R, Fd, Cb, Arg>::vtable;
+      detail::encode_job_callable(detail::FoldCall<R, Fd, Cb>{std::move(init), fold_fn, combine},
+                                  job->state, portable());
+      job->chunksize = opts.chunksize;
+      job->method = "fold";
+      job->code = detail::trace_code(fold_fn, opts.label);
+      job->item_label = opts.item_label;
+      job->progress = std::move(progress);
+      core().submit(std::move(job));
+      return promise->take();
+    } else {
+      detail::throw_not_shippable("fold", detail::shippable<Fd> && detail::shippable<Cb>, false);
+    }
   }
 
   /// Seed 003's "parallelize a DataFrame" row by row: f(row) for every row of `table`,

@@ -412,4 +412,64 @@ void encode_callable(const MapReduceCall<M, Rd>& f, std::vector<std::byte>& out)
   encode_callable(f.reduce, out);
 }
 
+/// The callable of a fold job: the accumulator's starting value, the fold of one item into
+/// it, and the combination of two accumulators, shipped together.
+template <class R, class Fd, class Cb>
+struct FoldCall {
+  R init;
+  Fd fold;
+  Cb combine;
+};
+
+/// Folds `item` into `acc` with `fold`: in place when fold(acc&, item) returns nothing,
+/// else acc = fold(move(acc), item).
+template <class Fd, class R, class Arg>
+void fold_item(Fd& fold, R& acc, Arg&& item) {
+  if constexpr (std::is_invocable_v<Fd&, R&, Arg&&> &&
+                std::is_void_v<std::invoke_result_t<Fd&, R&, Arg&&>>)
+    std::invoke(fold, acc, std::forward<Arg>(item));
+  else
+    acc = std::invoke(fold, std::move(acc), std::forward<Arg>(item));
+}
+
+/// Pool::fold in a worker: each item goes straight into the worker's accumulator, which
+/// starts as a copy of `init`; no partial per item.
+template <class R, class Fd, class Cb, class Arg>
+struct FoldTrampoline {
+  using Fn = FoldCall<R, Fd, Cb>;
+
+  static void* create(std::span<const std::byte> state) {
+    InputArchive in(state);
+    JobStateScope scope(in);
+    R init{};
+    in(init);
+    std::unique_ptr<Fd> fd = decode_callable<Fd>(in);
+    std::unique_ptr<Cb> cb = decode_callable<Cb>(in);
+    return new Fn{std::move(init), *fd, *cb};
+  }
+  static void destroy(void* fn) noexcept { delete static_cast<Fn*>(fn); }
+  static void call(void*, InputArchive&, OutputArchive&) {}
+  static void fold(void* fn, InputArchive& args, void** acc) {
+    auto& f = *static_cast<Fn*>(fn);
+    Arg arg{};
+    args(arg);
+    if (*acc == nullptr) *acc = new R(f.init);
+    fold_item(f.fold, *static_cast<R*>(*acc), std::move(arg));
+  }
+  static void finish(void* acc, OutputArchive& out) {
+    std::unique_ptr<R> r(static_cast<R*>(acc));
+    out(*r);
+  }
+  static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
+  static constexpr TaskVTable vtable{&create, &destroy, &call,   &fold,
+                                     &finish, &discard, nullptr, 0, 0};
+};
+
+template <class R, class Fd, class Cb>
+void encode_callable(const FoldCall<R, Fd, Cb>& f, std::vector<std::byte>& out) {
+  dump_into(out, f.init);
+  encode_callable(f.fold, out);
+  encode_callable(f.combine, out);
+}
+
 }  // namespace mproc::detail
