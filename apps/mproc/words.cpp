@@ -592,18 +592,33 @@ void Counts::rehash(std::size_t slots) {
   }
 }
 
-void Counts::load(const std::string& words, const std::vector<std::uint32_t>& lengths,
-                  const std::vector<std::uint64_t>& counts) {
-  if (lengths.size() != counts.size())
-    throw SerializationError("word counts: lengths and counts differ in size");
+void Counts::load(const std::string& long_words, const std::vector<std::uint64_t>& halves,
+                  const std::vector<std::uint32_t>& lengths, const std::vector<std::uint64_t>& counts) {
+  if (lengths.size() != counts.size() || halves.size() != 2 * lengths.size())
+    throw SerializationError("word counts: the arrays of a partial differ in size");
   *this = Counts();
   reserve(lengths.size());  // sized once: the words are distinct
   std::size_t at = 0;
+  constexpr std::size_t ahead = 16;  // slots prefetched this many words early, as in merge()
   for (std::size_t k = 0; k < lengths.size(); ++k) {
-    if (lengths[k] > words.size() - at || counts[k] == 0)
-      throw SerializationError("word counts: corrupt partial");
-    add(std::string_view(words).substr(at, lengths[k]), counts[k]);
-    at += lengths[k];
+    if (k + ahead < lengths.size())
+      prefetch(short_hash(halves[2 * (k + ahead)], halves[2 * (k + ahead) + 1]));
+    const std::uint32_t len = lengths[k];
+    if (counts[k] == 0) throw SerializationError("word counts: corrupt partial (a count of 0)");
+    if (len > 16) {
+      if (len > long_words.size() - at)
+        throw SerializationError("word counts: corrupt partial (a word past the bytes)");
+      add_long(std::string_view(long_words).substr(at, len), counts[k]);
+      at += len;
+      continue;
+    }
+    // A short word's halves are zero past its length, or two keys could name one word.
+    unsigned char bytes[16];
+    std::memcpy(bytes, &halves[2 * k], 8);
+    std::memcpy(bytes + 8, &halves[2 * k + 1], 8);
+    for (std::uint32_t i = len; i < 16; ++i)
+      if (bytes[i] != 0) throw SerializationError("word counts: corrupt partial (a short word's padding)");
+    add_short(halves[2 * k], halves[2 * k + 1], len, counts[k]);
   }
 }
 

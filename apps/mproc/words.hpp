@@ -69,24 +69,32 @@ class Counts {
 
   friend bool operator==(const Counts& a, const Counts& b);
 
+  /// As four flat arrays: every word's two 64-bit halves, length and count, and the bytes
+  /// of the words longer than 16 bytes one after another. A short word is copied as its
+  /// two halves both ways, never as bytes.
   template <class A>
   void serialize(A& ar) {
-    std::string words;
+    std::string long_words;
+    std::vector<std::uint64_t> halves;
     std::vector<std::uint32_t> lengths;
     std::vector<std::uint64_t> counts;
     if constexpr (A::is_saving) {
-      words.reserve(arena_.size() + 8 * used_);
+      long_words.reserve(arena_.size());
+      halves.reserve(2 * used_);
       lengths.reserve(used_);
       counts.reserve(used_);
-      for_each([&](std::string_view w, std::uint64_t c) {
-        words.append(w);
-        lengths.push_back(static_cast<std::uint32_t>(w.size()));
-        counts.push_back(c);
-      });
-      ar(words, lengths, counts);
+      for (const Slot& s : slots_) {
+        if (s.count == 0) continue;
+        halves.push_back(s.lo);
+        halves.push_back(s.hi);
+        lengths.push_back(s.len);
+        counts.push_back(s.count);
+        if (s.len > 16) long_words.append(word(s));
+      }
+      ar(long_words, halves, lengths, counts);
     } else {
-      ar(words, lengths, counts);
-      load(words, lengths, counts);
+      ar(long_words, halves, lengths, counts);
+      load(long_words, halves, lengths, counts);
     }
   }
 
@@ -138,8 +146,8 @@ class Counts {
     return kept;
   }
   static constexpr std::size_t kept_slots_max = std::size_t{1} << 17;  ///< 4 MiB
-  void load(const std::string& words, const std::vector<std::uint32_t>& lengths,
-            const std::vector<std::uint64_t>& counts);
+  void load(const std::string& long_words, const std::vector<std::uint64_t>& halves,
+            const std::vector<std::uint32_t>& lengths, const std::vector<std::uint64_t>& counts);
 
   std::vector<Slot> slots_;
   std::size_t mask_ = 63;  ///< slots_.size() - 1
