@@ -18,10 +18,10 @@ namespace mproc::words {
 
 /// Word -> count, as an open-addressing table. A word of at most 16 bytes is its own key:
 /// it lies in its slot, zero-padded, and is found by comparing two 64-bit words, with no
-/// pointer to follow; a longer one keeps its first 16 bytes there and the rest in one
-/// arena. No allocation per word, and tables merge without reading a short word twice.
+/// pointer to follow; a longer one keeps its first 16 bytes there and all of them in one
+/// arena. No allocation per word, and tables merge without hashing a word's bytes again.
 /// Several times faster than std::unordered_map<std::string, ...> for counting.
-/// Serializable (three flat arrays), so it can be a map_reduce partial.
+/// Serializable (four flat arrays), so it can be a map_reduce or fold partial.
 class Counts {
  public:
   Counts() : slots_(64) {}
@@ -198,7 +198,8 @@ Counts count_block(const Block& b, std::string_view corpus);
 /// count_block(b, corpus), counted into `into`.
 void count_block(const Block& b, std::string_view corpus, Counts& into);
 
-/// Folds `from` into `into`, the smaller table into the larger: a map_reduce reduction.
+/// Folds `from` into `into`, the smaller table into the larger: a map_reduce reduction
+/// and a fold's combine.
 void merge(Counts& into, Counts&& from);
 
 

@@ -1308,8 +1308,8 @@ class MPROC_API Pool {
   /// for a merge); an empty input gives `init`. `fold_fn` is void(R& acc, item) or
   /// R(R acc, item); `combine` is void(R& acc, R&& other) or R(R, R), and must be
   /// associative and commutative, since accumulators combine in completion order.
-  /// Blocks; throws the first failed item's error. A crash fails the item it happened in,
-  /// as in map_reduce.
+  /// Blocks; throws the first failed item's error. A worker that dies loses the items
+  /// already in its accumulator: the call throws WorkerCrashed, as map_reduce does.
   template <class R, class Fd, class Cb, std::ranges::input_range In>
   R fold(R init, Fd fold_fn, Cb combine, In&& inputs, MapOptions opts = {}) {
     auto view = std::views::all(std::forward<In>(inputs));
@@ -1317,8 +1317,8 @@ class MPROC_API Pool {
     using Arg = std::remove_cvref_t<std::ranges::range_value_t<View>>;
     static_assert(std::is_invocable_v<Fd&, R&, std::ranges::range_reference_t<View>> ||
                       std::is_invocable_r_v<R, Fd&, R, std::ranges::range_reference_t<View>>,
-                  "Pool::fold: fold must be void(R& acc, item) or R(R acc, item), with R the "
-                  "type of init");
+                  "Pool::fold: fold_fn must be void(R& acc, item) or R(R acc, item), with R "
+                  "the type of init");
     if (threads_) {
       // Threads fold through map_reduce, one accumulator per item; `ran` tells an empty
       // input (init) from a result that happens to equal R{}.
