@@ -36,9 +36,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A map item: a MiB of a file (or the whole of a smaller one). Bigger blocks have fewer
-/// distinct words per byte, so the workers merge less; 1 MiB still gives a book of 67 MB
-/// over a hundred items to balance.
+/// A map item: a MiB of a file (or the whole of a smaller one). 67 MB of books are still
+/// over a hundred items to balance, and a block maps its file once.
 constexpr std::uint64_t block_bytes = 1024 * 1024;
 
 /// The synthetic corpus; set before the pool starts so every worker has it.
