@@ -514,6 +514,22 @@ void merge_counts(std::map<std::string, int>& acc, std::map<std::string, int>&& 
   for (auto& [k, v] : m) acc[k] += v;
 }
 
+/// 2000 lines of 1-9 words from a small vocabulary, and how often each word occurs in them.
+std::vector<std::string> vocabulary_lines(std::map<std::string, int>& expected) {
+  const char* vocabulary[] = {"the", "cat", "sat", "on", "mat", "a", "dog"};
+  std::vector<std::string> lines;
+  for (int i = 0; i < 2000; ++i) {
+    std::string line;
+    for (int j = 0; j <= i % 9; ++j) {
+      const char* w = vocabulary[(i * 3 + j * 5) % 7];
+      line += std::string(w) + " ";
+      ++expected[w];
+    }
+    lines.push_back(line);
+  }
+  return lines;
+}
+
 TEST_P(PoolSemantics, MapReduce) {
   auto pool = make_pool();
   const long long sum = pool.map_reduce([](long long x) { return x * x; },
@@ -524,18 +540,8 @@ TEST_P(PoolSemantics, MapReduce) {
                             [](long a, long b) { return a + b; }, mproc::range(1, 100001)),
             100000L * 100001 / 2);
 
-  const char* vocabulary[] = {"the", "cat", "sat", "on", "mat", "a", "dog"};
-  std::vector<std::string> lines;
   std::map<std::string, int> expected;
-  for (int i = 0; i < 2000; ++i) {
-    std::string line;
-    for (int j = 0; j <= i % 9; ++j) {
-      const char* w = vocabulary[(i * 3 + j * 5) % 7];
-      line += std::string(w) + " ";
-      ++expected[w];
-    }
-    lines.push_back(line);
-  }
+  const std::vector<std::string> lines = vocabulary_lines(expected);
   // The in-place form void(R&, R&&) merges maps without copying the accumulator.
   EXPECT_EQ(pool.map_reduce(count_words, merge_counts, lines), expected);
 
@@ -552,8 +558,7 @@ TEST_P(PoolSemantics, MapReduce) {
 }
 
 void add_line_words(std::map<std::string, int>& acc, const std::string& line) {
-  std::istringstream in(line);
-  for (std::string w; in >> w;) ++acc[w];
+  merge_counts(acc, count_words(line));
 }
 
 TEST_P(PoolSemantics, FoldAddsEachItemToOneAccumulatorPerWorker) {
@@ -569,18 +574,8 @@ TEST_P(PoolSemantics, FoldAddsEachItemToOneAccumulatorPerWorker) {
         << "chunksize " << cs;
 
   // void(R&, item): words added in place to a map, over a vector, a list and a stream.
-  const char* vocabulary[] = {"the", "cat", "sat", "on", "mat", "a", "dog"};
-  std::vector<std::string> lines;
   std::map<std::string, int> expected;
-  for (int i = 0; i < 2000; ++i) {
-    std::string line;
-    for (int j = 0; j <= i % 9; ++j) {
-      const char* w = vocabulary[(i * 3 + j * 5) % 7];
-      line += std::string(w) + " ";
-      ++expected[w];
-    }
-    lines.push_back(line);
-  }
+  const std::vector<std::string> lines = vocabulary_lines(expected);
   const std::map<std::string, int> none;
   EXPECT_EQ(pool.fold(none, add_line_words, merge_counts, lines), expected);
   std::list<std::string> linked(lines.begin(), lines.end());

@@ -1284,14 +1284,9 @@ class MPROC_API Pool {
                          detail::shippable<Rd>) {
       auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Rd>>(std::move(view), reduce,
                                                                         promise);
-      job->vtable = &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable;
-      detail::encode_job_callable(detail::MapReduceCall<F, Rd>{f, reduce}, job->state,
-                                  portable());
-      job->chunksize = opts.chunksize;
-      job->method = "map_reduce";
-      job->code = detail::trace_code(f, opts.label);
-      job->item_label = opts.item_label;
-      job->progress = std::move(progress);
+      describe_job(*job, &detail::ReduceTrampoline<detail::CallKind::single, F, Rd, Arg>::vtable,
+                   detail::MapReduceCall<F, Rd>{f, reduce}, f, "map_reduce", opts,
+                   std::move(progress));
       core().submit(std::move(job));
     } else {
       detail::throw_not_shippable("map_reduce", detail::shippable<F> && detail::shippable<Rd>,
@@ -1339,14 +1334,9 @@ class MPROC_API Pool {
       auto progress = make_progress(opts, view);
       auto job = std::make_shared<detail::ReduceJob<View, Arg, R, Cb>>(std::move(view), combine,
                                                                         promise, init);
-      job->vtable = &detail::FoldTrampoline<R, Fd, Cb, Arg>::vtable;
-      detail::encode_job_callable(detail::FoldCall<R, Fd, Cb>{std::move(init), fold_fn, combine},
-                                  job->state, portable());
-      job->chunksize = opts.chunksize;
-      job->method = "fold";
-      job->code = detail::trace_code(fold_fn, opts.label);
-      job->item_label = opts.item_label;
-      job->progress = std::move(progress);
+      describe_job(*job, &detail::FoldTrampoline<R, Fd, Cb, Arg>::vtable,
+                   detail::FoldCall<R, Fd, Cb>{std::move(init), fold_fn, combine}, fold_fn, "fold",
+                   opts, std::move(progress));
       core().submit(std::move(job));
       return promise->take();
     } else {
@@ -1445,6 +1435,22 @@ class MPROC_API Pool {
   /// Whether shipped code must be portable: the mpi backend's ranks load the program at
   /// other addresses.
   bool portable() const noexcept { return backend_ == Backend::mpi; }
+
+  /// Fills in a process job before it is submitted: its trampoline, its shipped callable
+  /// `call`, and what the call's options say of chunking, the trace (named after `f`) and
+  /// progress.
+  template <class Job, class Call, class F>
+  void describe_job(Job& job, const detail::TaskVTable* vtable, const Call& call, const F& f,
+                    const char* method, const MapOptions& opts,
+                    std::shared_ptr<detail::ProgressReporter> progress) const {
+    job.vtable = vtable;
+    detail::encode_job_callable(call, job.state, portable());
+    job.chunksize = opts.chunksize;
+    job.method = method;
+    job.code = detail::trace_code(f, opts.label);
+    job.item_label = opts.item_label;
+    job.progress = std::move(progress);
+  }
 
   template <class View>
   std::shared_ptr<detail::ProgressReporter> make_progress(const MapOptions& opts,
@@ -1570,13 +1576,8 @@ class MPROC_API Pool {
     } else if constexpr (detail::process_ready<kind, F, Arg, R>) {
       using Job = detail::VectorJob<View, Arg, R>;
       auto job = std::make_shared<Job>(std::move(view), promise);
-      job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
-      detail::encode_job_callable(f, job->state, portable());
-      job->chunksize = opts.chunksize;
-      job->method = method;
-      job->code = detail::trace_code(f, opts.label);
-      job->item_label = opts.item_label;
-      job->progress = std::move(progress);
+      describe_job(*job, &detail::Trampoline<kind, F, Arg>::vtable, f, f, method, opts,
+                   std::move(progress));
       core().submit(std::move(job));
     } else {
       detail::throw_not_shippable(method, detail::shippable<F>, false);
@@ -1613,13 +1614,8 @@ class MPROC_API Pool {
     if constexpr (detail::process_ready<kind, F, Arg, R>) {
       using Job = detail::StreamJob<View, Arg, R>;
       auto job = std::make_shared<Job>(std::move(view), ordered, stream_window());
-      job->vtable = &detail::Trampoline<kind, F, Arg>::vtable;
-      detail::encode_job_callable(f, job->state, portable());
-      job->chunksize = opts.chunksize;
-      job->method = method;
-      job->code = detail::trace_code(f, opts.label);
-      job->item_label = opts.item_label;
-      job->progress = std::move(progress);
+      describe_job(*job, &detail::Trampoline<kind, F, Arg>::vtable, f, f, method, opts,
+                   std::move(progress));
       core().submit(job);
       detail::PoolCore* core_ptr = core_.get();
       return ResultStream<R>(

@@ -373,10 +373,25 @@ void fold_into(Rd& reduce, R& acc, R&& r) {
     acc = std::invoke(reduce, std::move(acc), std::move(r));
 }
 
+/// What the map_reduce and fold trampolines share: their callable `Fn` and a worker's
+/// accumulator `R` live on the heap; the accumulator is sent at the end (finish) or
+/// dropped (discard); items go through fold(), never call().
+template <class Fn, class R>
+struct AccumulatingTrampoline {
+  static void destroy(void* fn) noexcept { delete static_cast<Fn*>(fn); }
+  static void call(void*, InputArchive&, OutputArchive&) {}
+  static void finish(void* acc, OutputArchive& out) {
+    std::unique_ptr<R> r(static_cast<R*>(acc));
+    out(*r);
+  }
+  static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
+};
+
 template <CallKind kind, class M, class Rd, class Arg>
-struct ReduceTrampoline {
+struct ReduceTrampoline : AccumulatingTrampoline<MapReduceCall<M, Rd>, item_result_t<kind, M, Arg>> {
   using Fn = MapReduceCall<M, Rd>;
   using R = item_result_t<kind, M, Arg>;
+  using Base = AccumulatingTrampoline<Fn, R>;
 
   static void* create(std::span<const std::byte> state) {
     InputArchive in(state);
@@ -385,8 +400,6 @@ struct ReduceTrampoline {
     std::unique_ptr<Rd> rd = decode_callable<Rd>(in);
     return new Fn{*m, *rd};
   }
-  static void destroy(void* fn) noexcept { delete static_cast<Fn*>(fn); }
-  static void call(void*, InputArchive&, OutputArchive&) {}
   static void fold(void* fn, InputArchive& args, void** acc) {
     auto& f = *static_cast<Fn*>(fn);
     Arg arg{};
@@ -397,13 +410,9 @@ struct ReduceTrampoline {
     else
       fold_into(f.reduce, *static_cast<R*>(*acc), std::move(r));
   }
-  static void finish(void* acc, OutputArchive& out) {
-    std::unique_ptr<R> r(static_cast<R*>(acc));
-    out(*r);
-  }
-  static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
-  static constexpr TaskVTable vtable{&create, &destroy, &call,   &fold,
-                                     &finish, &discard, nullptr, 0, 0};
+  static constexpr TaskVTable vtable{&create,       &Base::destroy, &Base::call,
+                                     &fold,         &Base::finish,  &Base::discard,
+                                     nullptr,       0,              0};
 };
 
 template <class M, class Rd>
@@ -435,8 +444,9 @@ void fold_item(Fd& fold, R& acc, Arg&& item) {
 /// Pool::fold in a worker: each item goes straight into the worker's accumulator, which
 /// starts as a copy of `init`; no partial per item.
 template <class R, class Fd, class Cb, class Arg>
-struct FoldTrampoline {
+struct FoldTrampoline : AccumulatingTrampoline<FoldCall<R, Fd, Cb>, R> {
   using Fn = FoldCall<R, Fd, Cb>;
+  using Base = AccumulatingTrampoline<Fn, R>;
 
   static void* create(std::span<const std::byte> state) {
     InputArchive in(state);
@@ -447,8 +457,6 @@ struct FoldTrampoline {
     std::unique_ptr<Cb> cb = decode_callable<Cb>(in);
     return new Fn{std::move(init), *fd, *cb};
   }
-  static void destroy(void* fn) noexcept { delete static_cast<Fn*>(fn); }
-  static void call(void*, InputArchive&, OutputArchive&) {}
   static void fold(void* fn, InputArchive& args, void** acc) {
     auto& f = *static_cast<Fn*>(fn);
     Arg arg{};
@@ -456,13 +464,9 @@ struct FoldTrampoline {
     if (*acc == nullptr) *acc = new R(f.init);
     fold_item(f.fold, *static_cast<R*>(*acc), std::move(arg));
   }
-  static void finish(void* acc, OutputArchive& out) {
-    std::unique_ptr<R> r(static_cast<R*>(acc));
-    out(*r);
-  }
-  static void discard(void* acc) noexcept { delete static_cast<R*>(acc); }
-  static constexpr TaskVTable vtable{&create, &destroy, &call,   &fold,
-                                     &finish, &discard, nullptr, 0, 0};
+  static constexpr TaskVTable vtable{&create,       &Base::destroy, &Base::call,
+                                     &fold,         &Base::finish,  &Base::discard,
+                                     nullptr,       0,              0};
 };
 
 template <class R, class Fd, class Cb>
