@@ -345,7 +345,7 @@ TEST(Words, AnySplitIntoBlocksCountsLikeTheWhole) {
   // The partial a worker sends back survives the trip, and corrupt bytes are refused.
   auto bytes = mproc::dumps(whole);
   EXPECT_EQ(mproc::loads<mproc::words::Counts>(bytes), whole);
-  for (std::size_t k = 1; k <= 8; ++k) bytes[bytes.size() - k] = std::byte{0};  // last count: 0
+  bytes.pop_back();  // each broken field: WordCounts.ACorruptPartialIsRefused
   EXPECT_THROW((void)mproc::loads<mproc::words::Counts>(bytes), mproc::SerializationError);
 }
 

@@ -463,6 +463,33 @@ TEST(Pool, DestructorFinishesQueuedWorkAndLeavesNothing) {
   EXPECT_TRUE(children_of(::getpid()).empty());
 }
 
+// As in Python, close() lets the workers exit once the work submitted before it is done,
+// with no join(): the fork server reaps them and exits too, and join() finds nothing left.
+TEST(Pool, CloseLetsTheWorkersExitOnceTheWorkIsDone) {
+  mproc::Pool pool(2);
+  auto f = pool.map_async(slow_square, mproc::range(0L, 100L), {.chunksize = 1});  // ~100 ms
+  const std::vector<pid_t> servers = children_of(::getpid());
+  ASSERT_EQ(servers.size(), 1u);
+  const pid_t server = servers[0];
+  pool.close();
+  EXPECT_FALSE(f.done());
+  EXPECT_EQ(children_of(server).size(), 2u);  // the work still runs: both workers are there
+  EXPECT_EQ(f.get()[99], 99L * 99L);
+  auto state = [](pid_t pid) {  // 'Z' once it has exited and waits to be reaped, 0 if gone
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    const std::string text((std::istreambuf_iterator<char>(stat)), {});
+    const auto close = text.rfind(')');
+    return close == std::string::npos || close + 2 >= text.size() ? '\0' : text[close + 2];
+  };
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while ((!children_of(server).empty() || state(server) != 'Z') && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(children_of(server).empty()) << "the workers are still running after close()";
+  EXPECT_EQ(state(server), 'Z') << "the fork server is still running after close()";
+  pool.join();
+  EXPECT_TRUE(children_of(::getpid()).empty());
+}
+
 TEST(Pool, TerminateKillsAtOnceAndLeavesNothing) {
   const int fds = count_dir("/proc/self/fd");
   const int threads = proc_counts::threads();

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -341,6 +343,67 @@ TEST(WordCounts, AgreeWithAMapForWordsOfEveryLengthAroundSixteen) {
   auto bytes = mproc::dumps(all);
   const Counts back = mproc::loads<Counts>(bytes);
   EXPECT_EQ(as_map(back), expected);
+}
+
+// A table travels as its word count, one 28-byte record per word (halves, count, length)
+// and the long words' bytes. Bytes that do not decode to a table are refused with a
+// SerializationError saying what is wrong, whichever field is broken.
+TEST(WordCounts, ACorruptPartialIsRefused) {
+  Counts c;
+  c.add("to", 3);
+  c.add("be", 2);
+  c.add("incomprehensibilities", 1);  // 21 bytes: kept in the arena
+  const std::vector<std::byte> good = mproc::dumps(c);
+  ASSERT_EQ(mproc::loads<Counts>(good), c);
+
+  constexpr std::size_t n_at = 0, first = 8, record = 28;
+  std::uint64_t n;
+  std::memcpy(&n, good.data() + n_at, 8);
+  ASSERT_EQ(n, 3u);
+  // The record of the word of length `len`, and the field at `offset` in it.
+  auto field = [&](std::vector<std::byte>& bytes, std::uint32_t len, std::size_t offset) {
+    for (std::size_t k = 0; k < n; ++k) {
+      std::uint32_t l;
+      std::memcpy(&l, bytes.data() + first + record * k + 24, 4);
+      if (l == len) return bytes.data() + first + record * k + offset;
+    }
+    ADD_FAILURE() << "no record of a word of " << len << " bytes";
+    return bytes.data();
+  };
+  auto refused = [&](std::vector<std::byte> bytes, const std::string& says) {
+    try {
+      (void)mproc::loads<Counts>(bytes);
+      ADD_FAILURE() << "decoded, expected an error saying " << says;
+    } catch (const mproc::SerializationError& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+
+  auto zero_count = good;
+  std::memset(field(zero_count, 2, 16), 0, 8);
+  refused(zero_count, "a count of 0");
+
+  auto padding = good;  // a byte after "to": "to\x01" would be a second key for a word
+  *field(padding, 2, 2) = std::byte{1};
+  refused(padding, "padding");
+
+  auto too_many = good;
+  const std::uint64_t huge = std::uint64_t{1} << 60;
+  std::memcpy(too_many.data() + n_at, &huge, 8);
+  refused(too_many, "more words than bytes");
+
+  auto past = good;
+  const std::uint32_t longer = 22;
+  std::memcpy(field(past, 21, 24), &longer, 4);
+  refused(past, "a word past the bytes");
+
+  auto short_of = good;
+  const std::uint32_t shorter = 17;
+  std::memcpy(field(short_of, 21, 24), &shorter, 4);
+  refused(short_of, "bytes past the last word");
+
+  for (std::size_t cut = 0; cut < good.size(); ++cut)
+    EXPECT_THROW((void)mproc::loads<Counts>(std::span(good).first(cut)), mproc::SerializationError) << cut;
 }
 
 // The hash a short word is filed under depends on its bytes alone, wherever they come

@@ -183,9 +183,11 @@ struct Count {
 };
 
 /// One count of every block: in this process (no `workers`), or by a pool asked for that
-/// many workers (0: cpu_count()).
+/// many workers (0: cpu_count()), made in `pool` and closed once it has counted: its
+/// workers exit while the caller prints, and `pool`'s end waits for what is left of that.
 Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
-                   std::optional<unsigned> workers, const MapOptions& map_options) {
+                   std::optional<unsigned> workers, const MapOptions& map_options,
+                   std::optional<Pool>& pool) {
   const auto start = std::chrono::steady_clock::now();
   Count c{{}, 0, 1};
   if (!workers) {
@@ -194,14 +196,15 @@ Count count_blocks(const Options& o, const std::vector<words::Block>& blocks,
     ComputeOptions common = o.common;
     common.workers = *workers;
     common.progress = false;  // the call's own options say whether it draws a bar
-    Pool pool = make_pool(common);
-    c.workers = pool.workers();
+    pool.emplace(pool_options(common));
+    c.workers = pool->workers();
     MapOptions call = map_options;
     // On a --trace timeline, a block's chunk is named after its file.
     call.item_label = [&blocks](std::size_t i) {
       return i < blocks.size() && !blocks[i].path.empty() ? blocks[i].path : std::string("corpus");
     };
-    c.counts = pool.fold(words::Counts{}, count_block_into, words::merge, blocks, call);
+    c.counts = pool->fold(words::Counts{}, count_block_into, words::merge, blocks, call);
+    pool->close();
   }
   c.seconds = seconds_since(start);
   return c;
@@ -264,9 +267,10 @@ int run(const Options& o) {
       blocks.push_back({in.path, in.base + b, in.base + std::min(in.size, b + block_bytes)});
   }
 
+  std::optional<Pool> pool;
   const auto [counts, seconds, workers] =
       count_blocks(o, blocks, o.serial ? std::nullopt : std::optional<unsigned>(o.common.workers),
-                   o.common.map_options("counting", "blocks"));
+                   o.common.map_options("counting", "blocks"), pool);
 
   // The speed-up over one worker, measured now on the same blocks (after the pool's count,
   // so that a cold page cache, if anything, slows the pool's count, not the baseline's).
@@ -274,7 +278,8 @@ int run(const Options& o) {
   if ((o.speedup || (!o.no_speedup && !o.listing && !o.common.json)) && !o.serial && workers > 1) {
     MapOptions quiet = o.common.map_options();
     quiet.progress = {};
-    const Count one = count_blocks(o, blocks, 1, quiet);
+    std::optional<Pool> one_pool;
+    const Count one = count_blocks(o, blocks, 1, quiet, one_pool);
     if (!(one.counts == counts)) throw std::runtime_error("one worker counted differently from the pool");
     one_worker_seconds = one.seconds;
     speedup = one.seconds / std::max(seconds, 1e-9);

@@ -10,9 +10,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 #include <limits>
+#include <new>
 #include <stdexcept>
 #include <cmath>
 #include <functional>
@@ -482,6 +485,34 @@ void count_block(std::string_view text, std::size_t begin, std::size_t end, Coun
   count_block(text, begin, end, out, fastest_tokenizer());
 }
 
+namespace {
+constexpr std::size_t huge_page = std::size_t{2} << 20;
+}  // namespace
+
+void* allocate_zeroed(std::size_t bytes, std::size_t align) {
+  if (bytes < huge_page) {
+    void* p = ::operator new(bytes, std::align_val_t{align});
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  // A mapping of whole huge pages, trimmed to start on one (a fresh mapping reads as zero).
+  const std::size_t size = (bytes + huge_page - 1) & ~(huge_page - 1);
+  void* m = ::mmap(nullptr, size + huge_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  const auto base = reinterpret_cast<std::uintptr_t>(m);
+  const std::uintptr_t start = (base + huge_page - 1) & ~(huge_page - 1);
+  if (start != base) ::munmap(m, start - base);
+  if (const std::size_t tail = base + huge_page - start; tail != 0)
+    ::munmap(reinterpret_cast<void*>(start + size), tail);
+  ::madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);  // a hint: fails harmlessly
+  return reinterpret_cast<void*>(start);
+}
+
+void free_zeroed(void* p, std::size_t bytes, std::size_t align) noexcept {
+  if (bytes < huge_page) return ::operator delete(p, std::align_val_t{align});
+  ::munmap(p, (bytes + huge_page - 1) & ~(huge_page - 1));
+}
+
 std::uint64_t Counts::hash(std::string_view w) noexcept {
   if (w.size() > 16) return XXH3_64bits(w.data(), w.size());
   std::uint64_t half[2] = {0, 0};
@@ -562,9 +593,9 @@ void Counts::absorb(Counts&& other) {
   other = Counts();
 }
 
-std::vector<Counts::Slot> Counts::cleared_slots(std::size_t slots) {
-  std::vector<Slot>& kept = kept_slots();
-  if (kept.size() != slots) return std::vector<Slot>(slots);
+Counts::SlotVector Counts::cleared_slots(std::size_t slots) {
+  SlotVector& kept = kept_slots();
+  if (kept.size() != slots) return SlotVector(slots);
   return std::exchange(kept, {});
 }
 
@@ -581,7 +612,7 @@ std::uint64_t Counts::count(std::string_view w) const {
 void Counts::grow() { rehash(slots_.size() * 2); }
 
 void Counts::rehash(std::size_t slots) {
-  std::vector<Slot> old = cleared_slots(slots);
+  SlotVector old = cleared_slots(slots);
   old.swap(slots_);
   mask_ = slots_.size() - 1;
   for (const Slot& s : old) {
@@ -592,34 +623,43 @@ void Counts::rehash(std::size_t slots) {
   }
 }
 
-void Counts::load(const std::string& long_words, const std::vector<std::uint64_t>& halves,
-                  const std::vector<std::uint32_t>& lengths, const std::vector<std::uint64_t>& counts) {
-  if (lengths.size() != counts.size() || halves.size() != 2 * lengths.size())
-    throw SerializationError("word counts: the arrays of a partial differ in size");
+void Counts::throw_corrupt(const char* what) {
+  throw SerializationError(std::string("word counts: corrupt partial (") + what + ")");
+}
+
+void Counts::load(std::span<const std::byte> records, std::string_view long_words) {
+  const std::size_t n = records.size() / record_bytes;
   *this = Counts();
-  reserve(lengths.size());  // sized once: the words are distinct
+  reserve(n);  // sized once: the words are distinct
   std::size_t at = 0;
+  const std::byte* r = records.data();
   constexpr std::size_t ahead = 16;  // slots prefetched this many words early, as in merge()
-  for (std::size_t k = 0; k < lengths.size(); ++k) {
-    if (k + ahead < lengths.size())
-      prefetch(short_hash(halves[2 * (k + ahead)], halves[2 * (k + ahead) + 1]));
-    const std::uint32_t len = lengths[k];
-    if (counts[k] == 0) throw SerializationError("word counts: corrupt partial (a count of 0)");
+  for (std::size_t k = 0; k < n; ++k, r += record_bytes) {
+    std::uint64_t lo, hi, count;
+    std::uint32_t len;
+    std::memcpy(&lo, r + offsetof(Slot, lo), 8);
+    std::memcpy(&hi, r + offsetof(Slot, hi), 8);
+    std::memcpy(&count, r + offsetof(Slot, count), 8);
+    std::memcpy(&len, r + offsetof(Slot, len), 4);
+    if (k + ahead < n) {
+      std::uint64_t next[2];
+      std::memcpy(next, r + ahead * record_bytes, sizeof next);
+      prefetch(short_hash(next[0], next[1]));
+    }
+    if (count == 0) throw_corrupt("a count of 0");
     if (len > 16) {
-      if (len > long_words.size() - at)
-        throw SerializationError("word counts: corrupt partial (a word past the bytes)");
-      add_long(std::string_view(long_words).substr(at, len), counts[k]);
+      if (len > long_words.size() - at) throw_corrupt("a word past the bytes");
+      add_long(long_words.substr(at, len), count);
       at += len;
       continue;
     }
     // A short word's halves are zero past its length, or two keys could name one word.
-    unsigned char bytes[16];
-    std::memcpy(bytes, &halves[2 * k], 8);
-    std::memcpy(bytes + 8, &halves[2 * k + 1], 8);
+    const auto* bytes = reinterpret_cast<const unsigned char*>(r);
     for (std::uint32_t i = len; i < 16; ++i)
-      if (bytes[i] != 0) throw SerializationError("word counts: corrupt partial (a short word's padding)");
-    add_short(halves[2 * k], halves[2 * k + 1], len, counts[k]);
+      if (bytes[i] != 0) throw_corrupt("a short word's padding");
+    add_short(lo, hi, len, count);
   }
+  if (at != long_words.size()) throw_corrupt("bytes past the last word");
 }
 
 bool operator==(const Counts& a, const Counts& b) {

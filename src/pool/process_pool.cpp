@@ -228,6 +228,12 @@ class ProcessPoolCore final : public Dispatcher<ProcessPoolCore, JobEntry, Worke
 
   unsigned workers() const noexcept override { return n_; }
   void submit(std::shared_ptr<Job> job) override;
+  /// As in Python, the workers exit once the work submitted before close() is done, while
+  /// the caller goes on: join() then only waits for what is left of their exit.
+  void close() override {
+    Dispatcher::close();
+    wake();
+  }
   void wake() noexcept override {
     // What changed may be nothing the loop's last look before sleeping checks (an imap
     // consumer that made room in its window): say so, or the wake-up is lost when it
@@ -551,6 +557,7 @@ void ProcessPoolCore::loop() {
     bool stop_now;
     {
       std::lock_guard lock(mutex_);
+      if (closed_ && active_jobs_ == 0) stop_ = true;  // close() with every job done
       stop_now = stop_ && !stopping;
     }
     if (!stopping && terminate_requested()) {
