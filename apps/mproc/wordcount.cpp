@@ -45,7 +45,12 @@ std::string_view g_corpus;
 
 /// Counts block `b` into a worker's table: Pool::fold, so that a worker's blocks fill one
 /// table and only the workers' tables are merged.
+/// The distinct words a table is made ready for before its first block (set before the pool
+/// starts).
+std::size_t g_expected_words = 0;
+
 void count_block_into(words::Counts& counts, const words::Block& b) {
+  if (counts.size() == 0) counts.reserve(g_expected_words);
   words::count_block(b, g_corpus, counts);
 }
 
@@ -267,6 +272,10 @@ int run(const Options& o) {
       blocks.push_back({in.path, in.base + b, in.base + std::min(in.size, b + block_bytes)});
   }
 
+  // Each table sized at once for the words it will meet (a MiB block holds one in 64 bytes,
+  // a whole book fewer) does not grow through ever larger tables, moving every word each time.
+  const std::uint64_t tables = o.serial ? 1 : o.common.workers == 0 ? cpu_count() : o.common.workers;
+  g_expected_words = static_cast<std::size_t>(std::min<std::uint64_t>(bytes / tables / 64, std::uint64_t{1} << 17));
   std::optional<Pool> pool;
   const auto [counts, seconds, workers] =
       count_blocks(o, blocks, o.serial ? std::nullopt : std::optional<unsigned>(o.common.workers),
