@@ -603,10 +603,9 @@ TEST_P(PoolSemantics, FoldAddsEachItemToOneAccumulatorPerWorker) {
   }
   EXPECT_EQ(pool.fold(0, [](int acc, int x) { return acc + x; }, std::plus<>{}, mproc::range(0, 10)), 45);
 
-  // Worker processes fold every item into one accumulator each: the combine sees at most
-  // one per worker, not one per item. (Threads, and an mpi pool of one rank, which runs on
-  // threads, fold through map_reduce.)
-  if (GetParam().backend == mproc::Backend::process) {
+  // Every worker (a process, a rank or a thread) folds its items into one accumulator:
+  // the combine sees at most one per worker, not one per item.
+  {
     using SumAndParts = std::pair<long, long>;  // the sum, and how many accumulators made it
     const SumAndParts r = pool.fold(
         SumAndParts{0, 1}, [](SumAndParts& acc, int x) { acc.first += x; },

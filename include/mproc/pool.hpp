@@ -1315,18 +1315,13 @@ class MPROC_API Pool {
                   "Pool::fold: fold_fn must be void(R& acc, item) or R(R acc, item), with R "
                   "the type of init");
     if (threads_) {
-      // Threads fold through map_reduce, one accumulator per item; `ran` tells an empty
-      // input (init) from a result that happens to equal R{}.
-      std::atomic<bool> ran{false};
-      R r = map_reduce(
-          [&](auto&& item) -> R {
-            ran.store(true, std::memory_order_relaxed);
-            R acc = init;
-            detail::fold_item(fold_fn, acc, std::forward<decltype(item)>(item));
-            return acc;
-          },
-          std::move(combine), std::move(view), std::move(opts));
-      return ran.load() ? std::move(r) : std::move(init);
+      // Each thread that takes items folds them into an accumulator of its own.
+      auto promise = std::make_shared<detail::FutureState<R>>();
+      auto progress = make_progress(opts, view);
+      thread_vector<detail::CallKind::single, R>(
+          std::move(view), fold_fn, detail::FoldCall<R, Fd, Cb>{std::move(init), fold_fn, std::move(combine)},
+          opts, promise, std::move(progress), "fold");
+      return promise->take();
     } else if constexpr (detail::shippable<Fd> && detail::shippable<Cb> &&
                          serializable<Arg> && std::default_initializable<Arg> &&
                          serializable<R> && std::default_initializable<R>) {

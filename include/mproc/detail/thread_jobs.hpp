@@ -205,11 +205,19 @@ class TaskInfoScope {
   std::optional<TaskInfo> saved_;
 };
 
+template <class Rd>
+inline constexpr bool is_fold_call_v = false;
+template <class R, class Fd, class Cb>
+inline constexpr bool is_fold_call_v<FoldCall<R, Fd, Cb>> = true;
+
 /// map, map_async, starmap (and map_reduce when Rd is not void) over a random-access
-/// view: runners take chunks from a shared counter and write results in place.
+/// view: runners take chunks from a shared counter and write results in place. With Rd a
+/// FoldCall (Pool::fold), each runner folds its items into one accumulator, a copy of
+/// init, and the runners' accumulators are combined; F is then only named in traces.
 template <CallKind kind, class View, class F, class R, class Rd = void>
 class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind, View, F, R, Rd>> {
   static constexpr bool reducing = !std::is_void_v<Rd>;
+  static constexpr bool folding = is_fold_call_v<Rd>;
   using Slots = std::conditional_t<std::is_void_v<R> || reducing, std::monostate, ResultSlots<R>>;
 
  public:
@@ -262,7 +270,10 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
         for (std::size_t i = b; i < e; ++i) {
           info.slot()->index = i;
           try {
-            if constexpr (reducing) {
+            if constexpr (folding) {
+              if (!acc) acc.emplace(reduce_.init);
+              fold_item(reduce_.fold, *acc, begin[static_cast<std::ptrdiff_t>(i)]);
+            } else if constexpr (reducing) {
               R r = invoke_item<kind>(f_, begin[static_cast<std::ptrdiff_t>(i)]);
               if (!acc)
                 acc.emplace(std::move(r));
@@ -292,6 +303,8 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
             std::lock_guard lock(acc_mutex_);
             if (!acc_)
               acc_.emplace(std::move(*acc));
+            else if constexpr (folding)
+              fold_into(reduce_.combine, *acc_, std::move(*acc));
             else
               fold_into(reduce_, *acc_, std::move(*acc));
           } catch (...) {
@@ -321,7 +334,10 @@ class ThreadVectorJob : public std::enable_shared_from_this<ThreadVectorJob<kind
       if constexpr (std::is_void_v<R>) {
         promise_->set_value();
       } else if constexpr (reducing) {
-        promise_->set_value(acc_ ? std::move(*acc_) : R{});
+        if constexpr (folding)
+          promise_->set_value(acc_ ? std::move(*acc_) : R(reduce_.init));
+        else
+          promise_->set_value(acc_ ? std::move(*acc_) : R{});
       } else {
         promise_->set_value(slots_.take());
       }
