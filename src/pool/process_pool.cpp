@@ -552,6 +552,8 @@ void ProcessPoolCore::kill_job_workers(const Job* job) {
 void ProcessPoolCore::loop() {
   bool stopping = false;
   auto last_progress = Clock::now();
+  bool idle = false;  // a pass since last_progress found nothing to do
+  bool spin = true;   // spin before sleeping (see below)
   for (;;) {
     bool progress = take_incoming();
     bool stop_now;
@@ -589,11 +591,18 @@ void ProcessPoolCore::loop() {
     }
     auto timeout = sleep_limit();
     if (progress) {
-      last_progress = Clock::now();
-    } else if (Clock::now() - last_progress > spin_before_sleep) {
+      const auto now = Clock::now();
+      // Spin before the next sleep only if this event came within the spin of the last
+      // one: round trips (apply) are caught spinning, while chunks a millisecond apart
+      // would only have the spin take the CPU from a worker that shares it.
+      if (idle) spin = now - last_progress <= spin_before_sleep;
+      idle = false;
+      last_progress = now;
+    } else if (!spin || Clock::now() - last_progress > spin_before_sleep) {
+      idle = true;
       sleep(timeout);
-      last_progress = Clock::now();
     } else {
+      idle = true;
       cpu_relax();
     }
   }
