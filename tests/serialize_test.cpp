@@ -971,6 +971,21 @@ TEST(SerializeArchive, AppendsAcrossCalls) {
   EXPECT_EQ(loads<decltype(pairs)>(many), pairs);
 }
 
+// reserve(n) after what is already there: the next n bytes, however written, move nothing.
+TEST(SerializeArchive, ReserveMakesRoomForTheBytesToCome) {
+  Bytes buffer(3, std::byte{7});
+  mproc::OutputArchive ar(buffer);
+  ar.reserve(8 + 4000 * 4);
+  const std::byte* before = buffer.data();
+  ar(std::uint64_t{4000});
+  for (std::uint32_t i = 0; i < 4000; ++i) ar.write_bytes(&i, 4);
+  EXPECT_EQ(buffer.data(), before);
+  EXPECT_EQ(buffer.size(), 3u + 8 + 4000 * 4);
+  std::vector<std::uint32_t> values(4000);
+  for (std::uint32_t i = 0; i < 4000; ++i) values[i] = i;
+  EXPECT_EQ(loads<std::vector<std::uint32_t>>(std::span(buffer).subspan(3)), values);
+}
+
 TEST(SerializeArchive, LowLevelReads) {
   const Bytes b = dumps(std::uint32_t{0xdeadbeef}, std::uint8_t{9});
   mproc::InputArchive in(b);

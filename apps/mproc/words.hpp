@@ -174,6 +174,7 @@ class Counts {
   static_assert(offsetof(Slot, len) + sizeof(std::uint32_t) == record_bytes);
   template <class A>
   void save(A& ar) const {
+    ar.reserve(8 + record_bytes * used_ + 8 + arena_.size());  // a book's table: 3 MB at once
     ar(static_cast<std::uint64_t>(used_));
     std::string long_words;
     std::byte batch[record_bytes * 256];  // records go out 256 at a time

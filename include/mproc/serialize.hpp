@@ -143,6 +143,10 @@ class OutputArchive {
   template <class... T>
   OutputArchive& operator()(const T&... values);
 
+  /// Makes room for `size` more bytes, so that appending them moves nothing: for a
+  /// serialize() that knows how much it writes (a big table, in many small writes).
+  void reserve(std::size_t size) { out_->reserve(out_->size() + size); }
+
 // GCC 12, once vector::insert is inlined next to a freshly made vector, reports bogus
 // -Wstringop-overread/-Wstringop-overflow/-Warray-bounds in its reallocation path (GCC PR
 // 107852 and kin); -Werror builds of user code would fail. GCC honours these pragmas at
