@@ -1410,7 +1410,8 @@ class MPROC_API Pool {
     }
   }
 
-  /// No more work may be submitted (PoolClosed); queued work still runs.
+  /// No more work may be submitted (PoolClosed); queued work still runs. As in Python, a
+  /// process pool's workers then exit as soon as that work is done, without join().
   void close();
   /// Waits until all submitted work is done and the workers have exited. Call close() first
   /// (as in Python); join() without close() closes. Throws std::logic_error from the
