@@ -45,12 +45,16 @@ std::string_view g_corpus;
 
 /// Counts block `b` into a worker's table: Pool::fold, so that a worker's blocks fill one
 /// table and only the workers' tables are merged.
-/// The distinct words a table is made ready for before its first block (set before the pool
-/// starts).
+/// The distinct words a table is made ready for at once when it holds more than a few
+/// blocks' worth, ready_after_words (set before the pool starts). A vocabulary that keeps
+/// growing, as a shelf of books does, then moves to its final table once instead of
+/// through every size on the way; a small one (the synthetic corpus) keeps a table that
+/// fits the caches.
 std::size_t g_expected_words = 0;
+constexpr std::size_t ready_after_words = 24'576;  // 3/4 of 2^15 slots
 
 void count_block_into(words::Counts& counts, const words::Block& b) {
-  if (counts.size() == 0) counts.reserve(g_expected_words);
+  if (counts.size() > ready_after_words && counts.size() < g_expected_words) counts.reserve(g_expected_words);
   words::count_block(b, g_corpus, counts);
 }
 
@@ -272,8 +276,8 @@ int run(const Options& o) {
       blocks.push_back({in.path, in.base + b, in.base + std::min(in.size, b + block_bytes)});
   }
 
-  // Each table sized at once for the words it will meet (a MiB block holds one in 64 bytes,
-  // a whole book fewer) does not grow through ever larger tables, moving every word each time.
+  // What a table that keeps growing is made ready for: a MiB block of a book holds one
+  // distinct word in 64 bytes, a whole book fewer.
   const std::uint64_t tables = o.serial ? 1 : o.common.workers == 0 ? cpu_count() : o.common.workers;
   g_expected_words = static_cast<std::size_t>(std::min<std::uint64_t>(bytes / tables / 64, std::uint64_t{1} << 17));
   std::optional<Pool> pool;
