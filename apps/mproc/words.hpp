@@ -35,6 +35,8 @@ void free_zeroed(void* p, std::size_t bytes, std::size_t align) noexcept;
 /// counting. Arrays of 2 MiB or more are mappings of their own, in transparent huge pages
 /// where the kernel allows (madvise): a book's table of 8 MiB then costs 4 page faults
 /// instead of 2,048, which took more of a word count's time than merging the tables.
+/// Only for vectors made at their size and never resized: a resize within the capacity
+/// would leave the new elements as the old ones were.
 template <class T>
 struct ZeroedAllocator {
   using value_type = T;
