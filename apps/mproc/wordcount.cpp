@@ -43,8 +43,6 @@ constexpr std::uint64_t block_bytes = 1024 * 1024;
 /// The synthetic corpus; set before the pool starts so every worker has it.
 std::string_view g_corpus;
 
-/// Counts block `b` into a worker's table: Pool::fold, so that a worker's blocks fill one
-/// table and only the workers' tables are merged.
 /// The distinct words a table is made ready for at once when it holds more than a few
 /// blocks' worth, ready_after_words (set before the pool starts). A vocabulary that keeps
 /// growing, as a shelf of books does, then moves to its final table once instead of
@@ -53,6 +51,8 @@ std::string_view g_corpus;
 std::size_t g_expected_words = 0;
 constexpr std::size_t ready_after_words = 24'576;  // 3/4 of 2^15 slots
 
+/// Counts block `b` into a worker's table: Pool::fold, so that a worker's blocks fill one
+/// table and only the workers' tables are merged.
 void count_block_into(words::Counts& counts, const words::Block& b) {
   if (counts.size() > ready_after_words && counts.size() < g_expected_words) counts.reserve(g_expected_words);
   words::count_block(b, g_corpus, counts);

@@ -20,12 +20,6 @@
 
 namespace mproc::words {
 
-/// Word -> count, as an open-addressing table. A word of at most 16 bytes is its own key:
-/// it lies in its slot, zero-padded, and is found by comparing two 64-bit words, with no
-/// pointer to follow; a longer one keeps its first 16 bytes there and all of them in one
-/// arena. No allocation per word, and tables merge without hashing a word's bytes again.
-/// Several times faster than std::unordered_map<std::string, ...> for counting.
-/// Serializable (four flat arrays), so it can be a map_reduce or fold partial.
 /// `bytes` of zeroed memory aligned to `align`, and its release (for ZeroedAllocator).
 void* allocate_zeroed(std::size_t bytes, std::size_t align);
 void free_zeroed(void* p, std::size_t bytes, std::size_t align) noexcept;
@@ -53,6 +47,12 @@ struct ZeroedAllocator {
   bool operator==(const ZeroedAllocator<U>&) const noexcept { return true; }
 };
 
+/// Word -> count, as an open-addressing table. A word of at most 16 bytes is its own key:
+/// it lies in its slot, zero-padded, and is found by comparing two 64-bit words, with no
+/// pointer to follow; a longer one keeps its first 16 bytes there and all of them in one
+/// arena. No allocation per word, and tables merge without hashing a word's bytes again.
+/// Several times faster than std::unordered_map<std::string, ...> for counting.
+/// Serializable (a record per word), so it can be a map_reduce or fold partial.
 class Counts {
  public:
   Counts() : slots_(64) {}
